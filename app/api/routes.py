@@ -1,0 +1,166 @@
+"""The OpenAI-compatible HTTP surface: thin routes over ``RouterService``.
+
+Routes parse, call the service and shape the response; request ids live in ``RequestIdMiddleware``
+and every error goes through ``app.api.errors``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api import shapes
+from app.api.errors import error_event, install_error_handlers
+from app.api.schemas import ChatCompletionRequest
+from app.errors import RouterError
+from app.service import RouterService
+
+HealthExtra = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class RequestIdMiddleware:
+    """Gives each request an id (the client's ``x-request-id`` or a new one), echoed in the response.
+
+    Under Ray Serve the proxy has already set ``x-request-id`` on the request and adds it to the
+    response itself, so there ``echo=False``. A plain ASGI middleware rather than
+    ``BaseHTTPMiddleware``: that one buffers streams and costs a task per request.
+    """
+
+    def __init__(self, app: ASGIApp, echo: bool = True) -> None:
+        self.app = app
+        self.echo = echo
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or ()).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming[:64] if incoming.isprintable() and incoming else f"req-{uuid.uuid4().hex}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        if not self.echo:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def create_app(
+    service: RouterService, health_extra: HealthExtra | None = None, *, echo_request_id: bool = True
+) -> FastAPI:
+    app = FastAPI(title="hybrid-router", version="0.1.0", docs_url=None, redoc_url=None)
+    app.state.service = service
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware, echo=echo_request_id)
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
+        payload = body.body()
+        request_id = request.state.request_id
+        if payload.get("stream"):
+            include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+            chunks, outcome = await service.stream(payload, request_id)
+            return StreamingResponse(
+                _sse(chunks, include_usage),
+                media_type="text/event-stream",
+                headers={**outcome.headers(), "cache-control": "no-cache"},
+            )
+        response, outcome = await service.complete(payload, request_id)
+        return JSONResponse(shapes.completion(response), headers=outcome.headers())
+
+    @app.post("/v1/route")
+    async def route(body: ChatCompletionRequest, assume_available: bool = False) -> dict[str, Any]:
+        plan = await service.plan(body.body(), assume_available=assume_available)
+        primary = plan.primary
+        return {
+            "model": primary.model,
+            "provider": primary.provider,
+            "strategy": plan.strategy,
+            "reason": primary.reason,
+            "fallbacks": [t.as_dict() for t in plan.fallbacks],
+            "features": plan.features.as_dict(),
+            "dropped": [{"model": m, "reason": why} for m, why in plan.dropped],
+        }
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": model_list(service)}
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        body = health_report(service)
+        if health_extra is not None:
+            body.update(await health_extra())
+        status = 200 if body["status"] != "down" else 503
+        return JSONResponse(body, status_code=status)
+
+    return app
+
+
+async def _sse(chunks: AsyncIterator[dict[str, Any]], include_usage: bool) -> AsyncIterator[bytes]:
+    """SSE events for a chunk stream, always ending in ``[DONE]``; a failure after content becomes
+    one error event in OpenAI's format rather than a silent cut."""
+    try:
+        async for item in chunks:
+            if shapes.is_usage_chunk(item) and not include_usage:
+                continue
+            yield shapes.sse(shapes.chunk(item, include_usage))
+    except RouterError as exc:
+        yield error_event(exc)
+    except Exception as exc:  # noqa: BLE001 - the client gets a clean error event, never a cut stream
+        yield error_event(exc)
+    yield shapes.SSE_DONE
+
+
+def model_list(service: RouterService) -> list[dict[str, Any]]:
+    catalog = service.catalog
+    data: list[dict[str, Any]] = [
+        {
+            "id": "auto",
+            "object": "model",
+            "created": 0,
+            "owned_by": "hybrid-router",
+            "strategies": service.strategies.names(),
+        }
+    ]
+    for name, spec in catalog.models.items():
+        reason = service.availability(name)
+        data.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": spec.provider,
+                "provider_model": spec.model_id,
+                "context_window": spec.context_window,
+                "capabilities": list(spec.capabilities),
+                "aliases": list(spec.aliases),
+                "available": reason is None,
+                "unavailable_reason": reason,
+            }
+        )
+    return data
+
+
+def health_report(service: RouterService) -> dict[str, Any]:
+    """Overall status: ``ok`` when every model is up, ``degraded`` when some are, ``down`` when none."""
+    models = {name: service.availability(name) for name in service.catalog.models}
+    up = [m for m, reason in models.items() if reason is None]
+    self_hosted_up = [m for m in up if service.catalog.is_self_hosted(m)]
+    status = "ok" if len(up) == len(models) else ("degraded" if up else "down")
+    return {
+        "status": status,
+        "self_hosted_available": bool(self_hosted_up),
+        "models": {m: {"available": r is None, "reason": r} for m, r in models.items()},
+    }

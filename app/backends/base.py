@@ -1,0 +1,59 @@
+"""The backend protocol every model backend implements, and what they share.
+
+A backend takes an OpenAI chat request as a plain dict (``model`` already set to the
+provider's own model id, router-only fields removed) and returns OpenAI-shaped dicts:
+
+- ``complete(request)`` returns one ``chat.completion`` dict with ``usage``.
+- ``stream(request)`` yields ``chat.completion.chunk`` dicts; the last one carries ``usage``
+  (with ``choices: []``), whether or not the client asked for it. Closing the iterator
+  cancels the upstream generation.
+- ``unavailable_reason()`` is cheap and synchronous: None when the backend can take
+  requests now, else a short human-readable reason (missing key, no replicas...).
+
+Both calls raise only ``app.errors.RouterError`` subclasses; each backend maps its vendor's
+errors at its own boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+# Body fields that steer the router and must not reach a backend.
+ROUTER_FIELDS = frozenset({"routing_strategy", "max_latency_ms"})
+
+
+class Backend(Protocol):
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]: ...
+
+    def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]: ...
+
+    def unavailable_reason(self) -> str | None: ...
+
+
+class UnavailableBackend:
+    """Stands in for a backend that cannot be built here (a missing key, say); never called."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def unavailable_reason(self) -> str | None:
+        return self.reason
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        from app.errors import UpstreamUnavailableError
+
+        raise UpstreamUnavailableError(self.reason)
+
+    async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        from app.errors import UpstreamUnavailableError
+
+        raise UpstreamUnavailableError(self.reason)
+        yield {}  # pragma: no cover - makes this an async generator
+
+
+def backend_request(body: dict[str, Any], model_id: str) -> dict[str, Any]:
+    """The client's body as a backend sees it: the provider's model id, no router-only fields."""
+    request = {k: v for k, v in body.items() if k not in ROUTER_FIELDS}
+    request["model"] = model_id
+    return request

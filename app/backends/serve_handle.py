@@ -1,0 +1,57 @@
+"""A backend reached through a Ray Serve deployment handle (the CPU engine, vLLM servers).
+
+The handle is duck-typed (``.chat.remote(req)`` and ``.options(stream=True).chat_stream
+.remote(req)``), so this module imports no Ray and tests can pass any object of that shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from app.errors import InvalidRequestError, RouterError, UpstreamError, UpstreamUnavailableError
+
+
+def map_handle_error(exc: BaseException, name: str) -> RouterError:
+    """Ray and engine errors onto the router's tree: engine ValueErrors are the client's fault."""
+    if isinstance(exc, RouterError):
+        return exc
+    cause = getattr(exc, "cause", None) or exc.__cause__
+    if isinstance(exc, ValueError) or isinstance(cause, ValueError):
+        return InvalidRequestError(f"{name} refused the request: {cause or exc}")
+    kind = type(exc).__name__
+    if "Unavailable" in kind or "ActorDied" in kind or "ActorUnavailable" in kind or "DeploymentUnavailable" in kind:
+        return UpstreamUnavailableError(f"{name} is unavailable ({kind})")
+    return UpstreamError(f"{name} failed ({kind})")
+
+
+class ServeHandleBackend:
+    def __init__(self, name: str, handle: Any, health: Callable[[], str | None] | None = None) -> None:
+        self.name = name
+        self.handle = handle
+        self._stream_handle = handle.options(stream=True)
+        self._health = health
+
+    def unavailable_reason(self) -> str | None:
+        return self._health() if self._health else None
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            result: dict[str, Any] = await self.handle.chat.remote(request)
+        except Exception as exc:
+            raise map_handle_error(exc, self.name) from exc
+        return result
+
+    async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        response = self._stream_handle.chat_stream.remote(request)
+        try:
+            async for chunk in response:
+                yield chunk
+        except Exception as exc:
+            raise map_handle_error(exc, self.name) from exc
+        finally:
+            # NOTE: cancelling the response stops the generator in the replica, so an abandoned
+            # stream does not keep generating.
+            cancel = getattr(response, "cancel", None)
+            if cancel is not None:
+                cancel()

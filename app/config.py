@@ -1,0 +1,317 @@
+"""The router config: one YAML file, validated strictly at start-up.
+
+Unknown keys, wrong types and dangling references (a fallback naming a model that does not
+exist) stop start-up with a ``ConfigError`` naming the file, the field's path and what was
+expected. The file's sections: ``providers``, ``models`` (the catalog), ``routing`` (strategy
+defaults, the ``auto`` tree's thresholds and targets, fallback chains), ``strategies`` (custom
+decision trees), ``serving`` (how this profile runs the self-hosted engines) and ``logging``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+BUILTIN_STRATEGIES = (
+    "auto",
+    "fast",
+    "quality",
+    "cost",
+    "long_context",
+    "balanced",
+    "self_hosted_only",
+    "cloud_only",
+)
+
+Capability = Literal["code", "vision", "tools", "json_mode"]
+ProviderKind = Literal["self_hosted", "openai", "anthropic", "vertex_ai", "openai_compatible"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderSpec(StrictModel):
+    """A backend family: where its models run and how the router reaches them."""
+
+    kind: ProviderKind = Field(description="Which adapter talks to this provider.")
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable holding the API key (never the key itself)."
+    )
+    base_url: str | None = Field(default=None, description="Override of the provider's endpoint.")
+    project_env: str | None = Field(
+        default=None, description="Vertex AI: environment variable naming the GCP project."
+    )
+    location: str | None = Field(default=None, description="Vertex AI region, e.g. us-central1.")
+    budget_key: str | None = Field(
+        default=None, description="Name under which this provider's spend is budgeted (default: its name)."
+    )
+
+    @property
+    def is_self_hosted(self) -> bool:
+        return self.kind == "self_hosted"
+
+
+class ModelWeights(StrictModel):
+    """Relative merits in [0, 1]; higher is better (cost 1.0 means cheapest)."""
+
+    cost: float = Field(ge=0, le=1)
+    latency: float = Field(ge=0, le=1)
+    quality: float = Field(ge=0, le=1)
+
+
+class Pricing(StrictModel):
+    """Where a model's price comes from: ``genai_prices`` (cloud) or a fixed per-million price."""
+
+    source: Literal["genai_prices", "fixed"] = "genai_prices"
+    provider_id: str | None = Field(default=None, description="genai-prices provider id, e.g. google.")
+    model_ref: str | None = Field(default=None, description="genai-prices model id (default: model_id).")
+    input_per_million: float | None = Field(default=None, ge=0, description="USD per 1M input tokens.")
+    output_per_million: float | None = Field(default=None, ge=0, description="USD per 1M output tokens.")
+
+    @model_validator(mode="after")
+    def _fixed_has_prices(self) -> Pricing:
+        if self.source == "fixed" and (self.input_per_million is None or self.output_per_million is None):
+            raise ValueError("a fixed price needs input_per_million and output_per_million")
+        return self
+
+
+class ModelSpec(StrictModel):
+    """A logical model in the catalog."""
+
+    provider: str = Field(description="Name of an entry in `providers`.")
+    model_id: str = Field(description="The provider's own model id.")
+    context_window: int = Field(gt=0, description="Prompt plus completion tokens the model accepts.")
+    max_output_tokens: int = Field(default=8192, gt=0)
+    capabilities: list[Capability] = Field(default_factory=list)
+    weights: ModelWeights
+    pricing: Pricing = Field(default_factory=Pricing)
+    typical_latency_ms: int = Field(gt=0, description="Typical time to a short answer, for planning.")
+    aliases: list[str] = Field(default_factory=list, description="Other names that resolve here.")
+    description: str = ""
+
+
+class AutoThresholds(StrictModel):
+    """The seed's ``auto`` decision tree thresholds."""
+
+    long_context_tokens: int = Field(default=100_000, gt=0, description="Above: long-context cloud models.")
+    medium_context_tokens: int = Field(default=50_000, gt=0, description="Above: cheap cloud (Flash).")
+    high_complexity: float = Field(default=0.7, ge=0, le=1, description="At or above: premium cloud.")
+    low_latency_ms: int = Field(default=500, gt=0, description="A latency need below this: fast model.")
+    long_prompt_signal_tokens: int = Field(
+        default=8_000, gt=0, description="Prompt size that counts as the 'long context' complexity signal."
+    )
+
+
+class AutoTargets(StrictModel):
+    """Which models each branch of the ``auto`` tree prefers, best first."""
+
+    long_context: list[str] = ["gemini-pro", "claude-sonnet"]
+    medium_context: list[str] = ["gemini-flash"]
+    code_generation: list[str] = ["codellama-13b"]
+    high_complexity: list[str] = ["claude-opus", "gpt"]
+    low_latency: list[str] = ["mistral-7b-fast"]
+    default: list[str] = ["mistral-7b-instruct"]
+
+
+class StrategyWeights(StrictModel):
+    cost: float = Field(default=0.4, ge=0)
+    latency: float = Field(default=0.3, ge=0)
+    quality: float = Field(default=0.3, ge=0)
+
+
+class RoutingConfig(StrictModel):
+    default_strategy: str = "auto"
+    thresholds: AutoThresholds = Field(default_factory=AutoThresholds)
+    auto: AutoTargets = Field(default_factory=AutoTargets)
+    balanced_weights: StrategyWeights = Field(default_factory=StrategyWeights)
+    fallbacks: dict[str, list[str]] = Field(
+        default_factory=dict, description="Per model, the models to try next, in order."
+    )
+    max_fallbacks: int = Field(default=3, ge=0, description="Most fallbacks a plan carries.")
+    default_max_tokens: int = Field(
+        default=1024, gt=0, description="Completion size assumed for planning when a request sets none."
+    )
+
+
+class RuleAction(StrictModel):
+    models: list[str] = Field(default_factory=list, description="Models to use, best first.")
+    provider: str | None = Field(default=None, description="Restrict to this provider's models.")
+    strategy: str | None = Field(default=None, description="Hand the decision to this strategy.")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> RuleAction:
+        if not (self.models or self.provider or self.strategy):
+            raise ValueError("an action needs models, a provider or a strategy")
+        return self
+
+
+class DecisionRule(StrictModel):
+    condition: dict[str, Any] = Field(
+        default_factory=dict, description="Feature tests, all of which must hold; empty matches always."
+    )
+    action: RuleAction
+
+
+class CustomStrategy(StrictModel):
+    description: str = ""
+    decision_tree: list[DecisionRule] = Field(min_length=1)
+    otherwise: str = Field(default="auto", description="Strategy used when no rule matches.")
+
+
+class CPUEngineSettings(StrictModel):
+    model: str = Field(description="Hugging Face model id or local path served on CPU.")
+    demo_fallback: bool = Field(
+        default=True, description="Build and serve a tiny local demo model when `model` cannot load."
+    )
+    allow_download: bool = Field(default=False, description="Try the Hugging Face hub when not cached.")
+    demo_dir: str | None = Field(
+        default=None, description="Where the demo model is built (default: ~/.cache/hybrid-router/demo-model)."
+    )
+    default_max_tokens: int = Field(default=256, gt=0)
+    torch_threads: int | None = Field(default=None, gt=0)
+
+
+class DeploymentSettings(StrictModel):
+    num_replicas: int = Field(default=1, ge=1)
+    num_cpus: float = Field(default=1.0, ge=0)
+    max_ongoing_requests: int = Field(default=64, ge=1)
+
+
+class ServingConfig(StrictModel):
+    engine: Literal["cpu"] = Field(
+        default="cpu", description="How self-hosted models run in this profile."
+    )
+    cpu: CPUEngineSettings | None = None
+    ingress: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.5))
+    cpu_engine: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(max_ongoing_requests=16))
+
+
+class LoggingConfig(StrictModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    log_prompts: bool = Field(default=False, description="Put prompt text in logs. Off by default.")
+
+
+class RouterConfig(StrictModel):
+    providers: dict[str, ProviderSpec]
+    models: dict[str, ModelSpec] = Field(min_length=1)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    strategies: dict[str, CustomStrategy] = Field(default_factory=dict)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    def provider_of(self, model: str) -> ProviderSpec:
+        return self.providers[self.models[model].provider]
+
+    def is_self_hosted(self, model: str) -> bool:
+        return self.provider_of(model).is_self_hosted
+
+
+class ConfigError(Exception):
+    """Start-up stops here: ``str()`` names the file, each field's path and what was expected."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: {path or '<root>'}: {what}" for path, what in problems]
+        super().__init__("invalid router config\n  " + "\n  ".join(lines))
+
+
+def load_config(path: str | os.PathLike[str]) -> RouterConfig:
+    """Read, validate and cross-check the YAML file at ``path``."""
+    source = str(path)
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(source, [("", "file not found")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [("", f"not valid YAML: {exc}")]) from None
+    return parse_config(raw, source=source)
+
+
+def parse_config(raw: Any, *, source: str = "<config>") -> RouterConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(source, [("", "expected a mapping at the top level")])
+    try:
+        config = RouterConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(err) for err in exc.errors()]) from None
+    problems = check_references(config)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _describe(err: Any) -> tuple[str, str]:
+    path = ".".join(str(part) for part in err["loc"])
+    what = err["msg"]
+    if err["type"] == "extra_forbidden":
+        what = "unknown key (not part of the config schema)"
+    elif "input" in err and not isinstance(err["input"], dict | list):
+        what = f"{what} (got {err['input']!r})"
+    return path, what
+
+
+def check_references(config: RouterConfig) -> list[tuple[str, str]]:
+    """Every name a config mentions must exist; returns (path, problem) pairs."""
+    from app.routing.conditions import check_condition  # local: routing depends on config
+
+    problems: list[tuple[str, str]] = []
+    models, providers = set(config.models), set(config.providers)
+    strategies = set(BUILTIN_STRATEGIES) | set(config.strategies)
+
+    def need_models(path: str, names: list[str]) -> None:
+        for i, name in enumerate(names):
+            if name not in models:
+                problems.append((f"{path}.{i}", f"unknown model {name!r}; expected one of {sorted(models)}"))
+
+    for name, spec in config.models.items():
+        if spec.provider not in providers:
+            problems.append((f"models.{name}.provider", f"unknown provider {spec.provider!r}"))
+        elif config.providers[spec.provider].is_self_hosted and spec.pricing.source != "fixed":
+            problems.append((f"models.{name}.pricing", "self-hosted models need a fixed price"))
+    for branch, names in config.routing.auto.model_dump().items():
+        need_models(f"routing.auto.{branch}", names)
+    for name, chain in config.routing.fallbacks.items():
+        if name not in models:
+            problems.append((f"routing.fallbacks.{name}", f"unknown model {name!r}"))
+        need_models(f"routing.fallbacks.{name}", chain)
+    if config.routing.default_strategy not in strategies:
+        problems.append(("routing.default_strategy", f"unknown strategy {config.routing.default_strategy!r}"))
+    for sname, strategy in config.strategies.items():
+        base = f"strategies.{sname}"
+        if sname in BUILTIN_STRATEGIES:
+            problems.append((base, "a custom strategy cannot reuse a built-in strategy's name"))
+        if strategy.otherwise not in strategies:
+            problems.append((f"{base}.otherwise", f"unknown strategy {strategy.otherwise!r}"))
+        for i, rule in enumerate(strategy.decision_tree):
+            rpath = f"{base}.decision_tree.{i}"
+            problems += [(f"{rpath}.condition.{k}", msg) for k, msg in check_condition(rule.condition)]
+            need_models(f"{rpath}.action.models", rule.action.models)
+            if rule.action.provider and rule.action.provider not in providers:
+                problems.append((f"{rpath}.action.provider", f"unknown provider {rule.action.provider!r}"))
+            if rule.action.strategy and rule.action.strategy not in strategies:
+                problems.append((f"{rpath}.action.strategy", f"unknown strategy {rule.action.strategy!r}"))
+    problems += _alias_clashes(config)
+    if config.serving.engine == "cpu" and config.serving.cpu is None:
+        if any(p.is_self_hosted for p in config.providers.values()):
+            problems.append(("serving.cpu", "the cpu engine needs its settings (model, demo_fallback)"))
+    return problems
+
+
+def _alias_clashes(config: RouterConfig) -> list[tuple[str, str]]:
+    seen: dict[str, str] = {name: name for name in config.models}
+    problems = []
+    for name, spec in config.models.items():
+        for i, alias in enumerate(spec.aliases):
+            owner = seen.setdefault(alias, name)
+            if owner != name:
+                problems.append((f"models.{name}.aliases.{i}", f"{alias!r} already names {owner!r}"))
+    for strategy in config.strategies:
+        if strategy in seen:
+            problems.append((f"strategies.{strategy}", f"{strategy!r} is also a model name"))
+    return problems

@@ -1,0 +1,157 @@
+"""The router's one error tree.
+
+    RouterError                      500  api_error              (never shows internals)
+    ├── InvalidRequestError          400  invalid_request_error  (a bad field; ``param`` names it)
+    │   ├── ContextWindowExceededError 400  code=context_length_exceeded
+    │   └── UnsupportedFeatureError  400  code=unsupported_feature
+    ├── AuthenticationError          401  authentication_error
+    ├── PermissionDeniedError        403  permission_error
+    ├── NotFoundError                404  not_found_error        (unknown model or strategy)
+    ├── PayloadTooLargeError         413  invalid_request_error
+    ├── RateLimitError               429  rate_limit_error       (a client limit; carries Retry-After)
+    │   └── BudgetExhaustedError     429  insufficient_quota
+    ├── NoHealthyBackendError        503  service_unavailable    (nothing in the plan could serve)
+    └── UpstreamError                502  upstream_error         (a backend failed)       retryable
+        ├── UpstreamTimeoutError     504                                                  retryable
+        ├── UpstreamRateLimitedError 429                                                  retryable
+        ├── UpstreamUnavailableError 503                                                  retryable
+        └── UpstreamBadRequestError  400  (the backend refused the request)               not retryable
+
+Vendor and transport errors are mapped onto these at one boundary per backend; retries,
+fallbacks and breakers branch only on ``retryable`` and the class.
+"""
+
+from __future__ import annotations
+
+
+class RouterError(Exception):
+    """Base of every error the router reports to a client."""
+
+    status_code = 500
+    error_type = "api_error"
+    code: str | None = None
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.retry_after = retry_after
+
+
+class InvalidRequestError(RouterError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class ContextWindowExceededError(InvalidRequestError):
+    code = "context_length_exceeded"
+
+
+class UnsupportedFeatureError(InvalidRequestError):
+    code = "unsupported_feature"
+
+
+class AuthenticationError(RouterError):
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(RouterError):
+    status_code = 403
+    error_type = "permission_error"
+
+
+class NotFoundError(RouterError):
+    status_code = 404
+    error_type = "not_found_error"
+
+
+class ModelNotFoundError(NotFoundError):
+    code = "model_not_found"
+
+
+class PayloadTooLargeError(RouterError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class RateLimitError(RouterError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class BudgetExhaustedError(RateLimitError):
+    error_type = "insufficient_quota"
+    code = "budget_exhausted"
+
+
+class NoHealthyBackendError(RouterError):
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "no_healthy_backend"
+
+
+class UpstreamError(RouterError):
+    status_code = 502
+    error_type = "upstream_error"
+    retryable = True
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status_code = 504
+    code = "upstream_timeout"
+
+
+class UpstreamRateLimitedError(UpstreamError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "upstream_rate_limited"
+
+
+class UpstreamUnavailableError(UpstreamError):
+    status_code = 503
+    code = "upstream_unavailable"
+
+
+class UpstreamBadRequestError(UpstreamError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    retryable = False
+
+
+def error_body(exc: BaseException) -> dict:
+    """OpenAI's error body for any exception; unknown exceptions never show their text."""
+    if isinstance(exc, RouterError):
+        return {
+            "error": {
+                "message": exc.message,
+                "type": exc.error_type,
+                "param": exc.param,
+                "code": exc.code,
+            }
+        }
+    return {
+        "error": {
+            "message": "The router hit an internal error; the request id is in the x-request-id header.",
+            "type": "api_error",
+            "param": None,
+            "code": "internal_error",
+        }
+    }
+
+
+def status_of(exc: BaseException) -> int:
+    return exc.status_code if isinstance(exc, RouterError) else 500

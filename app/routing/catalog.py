@@ -1,0 +1,86 @@
+"""The catalog: logical models, how names resolve to them, and how they rank.
+
+Names resolve from the logical name, an alias, the provider's own model id (when only one
+logical model uses it), or any of those behind a ``provider/`` prefix (the seed writes
+``self_hosted/mistral-7b-instruct`` and ``vertex_ai/gemini-1.5-pro``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from app.budget.pricing import Pricer
+from app.config import ModelSpec, RouterConfig, StrategyWeights
+
+
+class Catalog:
+    def __init__(self, config: RouterConfig, pricer: Pricer | None = None) -> None:
+        self.config = config
+        self.models: dict[str, ModelSpec] = dict(config.models)
+        self.pricer = pricer or Pricer(self.models)
+        self._names = self._name_table()
+
+    def _name_table(self) -> dict[str, str]:
+        names: dict[str, str] = {}
+        by_id: dict[str, set[str]] = {}
+        for name, spec in self.models.items():
+            by_id.setdefault(spec.model_id.lower(), set()).add(name)
+        for model_id, owners in by_id.items():
+            if len(owners) == 1:
+                names[model_id] = next(iter(owners))
+        for name, spec in self.models.items():
+            for alias in spec.aliases:
+                names[alias.lower()] = name
+            names[name.lower()] = name
+        return names
+
+    def resolve(self, name: str) -> str | None:
+        key = name.strip().lower()
+        if key in self._names:
+            return self._names[key]
+        if "/" in key:
+            return self._names.get(key.split("/", 1)[1])
+        return None
+
+    def is_self_hosted(self, model: str) -> bool:
+        return self.config.is_self_hosted(model)
+
+    def provider_name(self, model: str) -> str:
+        return self.models[model].provider
+
+    def has_capability(self, model: str, capability: str) -> bool:
+        return capability in self.models[model].capabilities
+
+    def fallbacks(self, model: str) -> list[str]:
+        return list(self.config.routing.fallbacks.get(model, ()))
+
+    def names(self, where: Callable[[str], bool] | None = None) -> list[str]:
+        return [m for m in self.models if where is None or where(m)]
+
+    # Rankings: each returns model names, best first; ties keep catalog order.
+    def by_latency(self, models: Iterable[str]) -> list[str]:
+        return sorted(models, key=lambda m: (-self.models[m].weights.latency, self.models[m].typical_latency_ms))
+
+    def by_quality(self, models: Iterable[str]) -> list[str]:
+        return sorted(models, key=lambda m: -self.models[m].weights.quality)
+
+    def by_cost(self, models: Iterable[str], input_tokens: int, output_tokens: int) -> list[str]:
+        def cost(m: str) -> tuple[float, float]:
+            return (self.pricer.rates(m).estimate(input_tokens, output_tokens), -self.models[m].weights.cost)
+
+        return sorted(models, key=cost)
+
+    def by_context(self, models: Iterable[str]) -> list[str]:
+        """Largest window first, then the better model."""
+        return sorted(models, key=lambda m: (-self.models[m].context_window, -self.models[m].weights.quality))
+
+    def by_balance(self, models: Iterable[str], weights: StrategyWeights, complexity: float) -> list[str]:
+        """Weighted merit; as complexity grows, the cost weight moves over to quality."""
+        cost_w = weights.cost * (1 - complexity)
+        quality_w = weights.quality + weights.cost * complexity
+
+        def score(m: str) -> float:
+            w = self.models[m].weights
+            return cost_w * w.cost + weights.latency * w.latency + quality_w * w.quality
+
+        return sorted(models, key=lambda m: -score(m))

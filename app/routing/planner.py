@@ -1,0 +1,135 @@
+"""The planner: a strategy's preference in, a ``RoutePlan`` out.
+
+A plan is a primary target plus an ordered fallback chain, each with a human-readable reason.
+Candidates come in this order: the strategy's picks, each pick's configured fallback chain,
+then the rest of the models the strategy allows. A candidate is dropped, with the reason kept
+for debugging, when the request would overflow its context window, when it lacks a capability
+the request needs (images, tools), or when ``availability`` says it cannot serve now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from app.errors import ContextWindowExceededError, NoHealthyBackendError, UnsupportedFeatureError
+from app.routing.analysis import Features
+from app.routing.catalog import Catalog
+from app.routing.strategies import Preference, StrategyRegistry
+
+# Returns None when the model can serve now, else why not.
+Availability = Callable[[str], "str | None"]
+ESTIMATE_MARGIN = 1.05  # headroom on an estimated (not exact) token count
+
+
+def always_available(_model: str) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Target:
+    model: str
+    provider: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"model": self.model, "provider": self.provider, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    strategy: str
+    targets: list[Target]
+    features: Features
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def primary(self) -> Target:
+        return self.targets[0]
+
+    @property
+    def fallbacks(self) -> list[Target]:
+        return self.targets[1:]
+
+
+class Planner:
+    def __init__(self, catalog: Catalog, strategies: StrategyRegistry) -> None:
+        self.catalog = catalog
+        self.strategies = strategies
+
+    def plan(self, features: Features, strategy: str, availability: Availability = always_available) -> RoutePlan:
+        preference = self.strategies.prefer(strategy, features)
+        return self._choose(strategy, features, self._candidates(preference), availability)
+
+    def plan_explicit(self, model: str, features: Features, availability: Availability = always_available) -> RoutePlan:
+        """A model named by the client: no routing, and no silent switch to another model."""
+        return self._choose("explicit", features, [(model, "requested by the client")], availability)
+
+    def _candidates(self, preference: Preference) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        seen: set[str] = set()
+
+        def add(model: str, reason: str) -> None:
+            if model not in seen and preference.allowed(model):
+                seen.add(model)
+                out.append((model, reason))
+
+        for model, reason in preference.picks:
+            add(model, reason)
+        for model, _ in list(out):
+            for fallback in self.catalog.fallbacks(model):
+                add(fallback, f"fallback for {model}")
+        for model in preference.rest:
+            add(model, preference.rest_reason)
+        return out
+
+    def unfit_reason(self, model: str, features: Features) -> str | None:
+        """Why ``model`` cannot take this request whatever its health, or None."""
+        spec = self.catalog.models[model]
+        output = min(features.max_tokens or self.catalog.config.routing.default_max_tokens, spec.max_output_tokens)
+        prompt = features.tokens if features.tokens_exact else int(features.tokens * ESTIMATE_MARGIN)
+        if prompt + output > spec.context_window:
+            return f"context window {spec.context_window:,} < {prompt:,} prompt + {output:,} completion tokens"
+        if features.has_images and "vision" not in spec.capabilities:
+            return "no vision capability for image input"
+        if features.has_tools and "tools" not in spec.capabilities:
+            return "no tool-calling capability"
+        return None
+
+    def _choose(
+        self, strategy: str, features: Features, candidates: list[tuple[str, str]], availability: Availability
+    ) -> RoutePlan:
+        limit = 1 + self.catalog.config.routing.max_fallbacks
+        targets: list[Target] = []
+        dropped: list[tuple[str, str]] = []
+        for model, reason in candidates:
+            why_not = self.unfit_reason(model, features) or availability(model)
+            if why_not:
+                dropped.append((model, why_not))
+            elif len(targets) < limit:
+                targets.append(Target(model, self.catalog.provider_name(model), reason))
+        if not targets:
+            raise self._no_target_error(features, candidates, dropped)
+        return RoutePlan(strategy, targets, features, dropped)
+
+    def _no_target_error(
+        self, features: Features, candidates: list[tuple[str, str]], dropped: list[tuple[str, str]]
+    ) -> Exception:
+        names = [m for m, _ in candidates] or list(self.catalog.models)
+        fitting = [m for m in names if "context window" not in (self.unfit_reason(m, features) or "")]
+        if not fitting:
+            largest = max(self.catalog.models[m].context_window for m in names)
+            return ContextWindowExceededError(
+                f"The request needs about {features.tokens:,} prompt tokens plus its completion, more than "
+                f"the largest context window it may use ({largest:,} tokens).",
+                param="messages",
+            )
+        capable = [m for m in fitting if self.unfit_reason(m, features) is None]
+        if not capable:
+            need = "image input" if features.has_images else "tool calling"
+            return UnsupportedFeatureError(
+                f"No model this request may use supports {need}.",
+                param="messages" if features.has_images else "tools",
+            )
+        detail = "; ".join(f"{m}: {why}" for m, why in dropped[:6])
+        return NoHealthyBackendError(f"No model can serve this request now ({detail}).")

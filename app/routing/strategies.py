@@ -1,0 +1,180 @@
+"""Strategies: features in, an ordered preference of models out, each with a reason.
+
+A strategy only says what it would like, best first; the planner then drops what cannot serve
+the request (too small a context window, a missing capability, unavailable, over budget) and
+adds fallback chains. Built-in strategies are registered by name; custom ones are decision
+trees from the config, walked by ``CustomTreeStrategy``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from app.config import CustomStrategy
+from app.errors import NotFoundError
+from app.routing.analysis import Features
+from app.routing.catalog import Catalog
+from app.routing.conditions import matches
+
+MAX_DELEGATION = 8
+
+
+@dataclass(frozen=True)
+class Preference:
+    """Models a strategy wants, best first, with why; ``allowed`` bounds every pick, fallbacks too."""
+
+    picks: list[tuple[str, str]]
+    allowed: Callable[[str], bool] = field(default=lambda _m: True)
+    rest: list[str] = field(default_factory=list)  # the rest of the allowed models, best first
+    rest_reason: str = "next best"
+
+
+StrategyFn = Callable[[Features, Catalog], Preference]
+
+
+def _output_tokens(features: Features, catalog: Catalog) -> int:
+    return features.max_tokens or catalog.config.routing.default_max_tokens
+
+
+def _balanced_rest(features: Features, catalog: Catalog, allowed: Callable[[str], bool]) -> list[str]:
+    return catalog.by_balance(catalog.names(allowed), catalog.config.routing.balanced_weights, features.complexity)
+
+
+def auto_branch(features: Features, catalog: Catalog) -> tuple[list[str], str]:
+    """The seed's decision tree, step by step; returns the branch's models and the reason."""
+    t, targets = catalog.config.routing.thresholds, catalog.config.routing.auto
+    approx = "" if features.tokens_exact else "~"
+    if features.tokens > t.long_context_tokens:
+        return targets.long_context, f"{approx}{features.tokens:,} tokens > {t.long_context_tokens:,}: long context"
+    if features.tokens > t.medium_context_tokens:
+        return targets.medium_context, (
+            f"{approx}{features.tokens:,} tokens > {t.medium_context_tokens:,}: moderate context, cheap cloud"
+        )
+    if features.task == "code_generation":
+        return targets.code_generation, "code generation task"
+    if features.complexity >= t.high_complexity:
+        return targets.high_complexity, f"complexity {features.complexity:.2f} >= {t.high_complexity}: premium"
+    if features.latency_ms is not None and features.latency_ms < t.low_latency_ms:
+        return targets.low_latency, f"latency need {features.latency_ms} ms < {t.low_latency_ms} ms"
+    return targets.default, "simple request: cost-effective self-hosted default"
+
+
+def _tree_preference(features: Features, catalog: Catalog, allowed: Callable[[str], bool], label: str) -> Preference:
+    models, why = auto_branch(features, catalog)
+    return Preference(
+        picks=[(m, f"{label}: {why}") for m in models],
+        allowed=allowed,
+        rest=_balanced_rest(features, catalog, allowed),
+        rest_reason=f"{label}: next best by balanced score",
+    )
+
+
+def auto(features: Features, catalog: Catalog) -> Preference:
+    return _tree_preference(features, catalog, lambda _m: True, "auto")
+
+
+def self_hosted_only(features: Features, catalog: Catalog) -> Preference:
+    return _tree_preference(features, catalog, catalog.is_self_hosted, "self_hosted_only")
+
+
+def cloud_only(features: Features, catalog: Catalog) -> Preference:
+    return _tree_preference(features, catalog, lambda m: not catalog.is_self_hosted(m), "cloud_only")
+
+
+def _ranked(label: str, why: str, order: list[str]) -> Preference:
+    return Preference(picks=[(m, f"{label}: {why}") for m in order])
+
+
+def fast(features: Features, catalog: Catalog) -> Preference:
+    return _ranked("fast", "lowest latency", catalog.by_latency(catalog.names()))
+
+
+def quality(features: Features, catalog: Catalog) -> Preference:
+    return _ranked("quality", "highest quality", catalog.by_quality(catalog.names()))
+
+
+def cost(features: Features, catalog: Catalog) -> Preference:
+    order = catalog.by_cost(catalog.names(), features.tokens, _output_tokens(features, catalog))
+    return _ranked("cost", "cheapest for this request", order)
+
+
+def long_context(features: Features, catalog: Catalog) -> Preference:
+    threshold = catalog.config.routing.thresholds.long_context_tokens
+    big = catalog.names(lambda m: catalog.models[m].context_window >= threshold)
+    order = catalog.by_context(big)
+    rest = catalog.by_context(catalog.names(lambda m: m not in big))
+    return Preference(
+        picks=[(m, f"long_context: {catalog.models[m].context_window:,}-token window") for m in order],
+        rest=rest,
+        rest_reason="long_context: next largest window",
+    )
+
+
+def balanced(features: Features, catalog: Catalog) -> Preference:
+    w = catalog.config.routing.balanced_weights
+    why = f"best weighted score (cost {w.cost}, latency {w.latency}, quality {w.quality}; complexity {features.complexity:.2f})"
+    return _ranked("balanced", why, _balanced_rest(features, catalog, lambda _m: True))
+
+
+BUILTIN: dict[str, StrategyFn] = {
+    "auto": auto,
+    "fast": fast,
+    "quality": quality,
+    "cost": cost,
+    "long_context": long_context,
+    "balanced": balanced,
+    "self_hosted_only": self_hosted_only,
+    "cloud_only": cloud_only,
+}
+
+
+class StrategyRegistry:
+    """Strategies by name: the built-ins plus the config's decision trees."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.custom = dict(catalog.config.strategies)
+
+    def names(self) -> list[str]:
+        return [*BUILTIN, *self.custom]
+
+    def __contains__(self, name: str) -> bool:
+        return name in BUILTIN or name in self.custom
+
+    def prefer(self, name: str, features: Features, depth: int = 0) -> Preference:
+        if name in BUILTIN:
+            return BUILTIN[name](features, self.catalog)
+        if name not in self.custom:
+            raise NotFoundError(
+                f"Unknown routing strategy {name!r}; expected one of {self.names()}.",
+                param="routing_strategy",
+                code="strategy_not_found",
+            )
+        if depth >= MAX_DELEGATION:
+            raise RecursionError(f"strategy {name!r} delegates more than {MAX_DELEGATION} times")
+        return self._walk(name, self.custom[name], features, depth)
+
+    def _walk(self, name: str, strategy: CustomStrategy, features: Features, depth: int) -> Preference:
+        catalog = self.catalog
+        for i, rule in enumerate(strategy.decision_tree):
+            if not matches(rule.condition, features):
+                continue
+            action, label = rule.action, f"{name}: rule {i + 1}"
+            provider = action.provider
+            allowed = (lambda m: catalog.provider_name(m) == provider) if provider else (lambda _m: True)
+            if action.strategy:
+                inner = self.prefer(action.strategy, features, depth + 1)
+                picks = [(m, f"{label} -> {why}") for m, why in inner.picks if allowed(m)]
+                return Preference(picks, allowed, [m for m in inner.rest if allowed(m)], inner.rest_reason)
+            models = action.models or _balanced_rest(features, catalog, allowed)
+            return Preference(
+                picks=[(m, f"{label} matched {dict(rule.condition) or 'always'}") for m in models],
+                allowed=allowed,
+                rest=_balanced_rest(features, catalog, allowed) if provider else [],
+                rest_reason=f"{label}: next best of provider {provider}",
+            )
+        inner = self.prefer(strategy.otherwise, features, depth + 1)
+        return Preference(
+            [(m, f"{name}: no rule matched -> {why}") for m, why in inner.picks], inner.allowed, inner.rest, inner.rest_reason
+        )

@@ -1,0 +1,66 @@
+"""The one Ray entry point: ``build_app(args)`` builds the whole graph from the router config.
+
+Used by ``serve run deployments/configs/local.yaml``, by the serve config files and by the
+RayService alike. Args:
+
+- ``config_path``: the router config YAML (default: ``$ROUTER_CONFIG``, else
+  ``deployments/configs/router.yaml``); a relative path is tried from the working directory,
+  then from the project root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ray.serve import Application
+
+from app.config import RouterConfig, load_config
+from deployments.cpu_engine import CPUEngine
+from deployments.ingress import RouterIngress
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = "deployments/configs/router.yaml"
+
+
+def resolve_config_path(path: str | None) -> Path:
+    candidate = Path(path or os.environ.get("ROUTER_CONFIG") or DEFAULT_CONFIG).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    return PROJECT_ROOT / candidate
+
+
+def _options(settings: Any) -> dict[str, Any]:
+    return {
+        "num_replicas": settings.num_replicas,
+        "max_ongoing_requests": settings.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": settings.num_cpus},
+    }
+
+
+def engine_app(config: RouterConfig) -> Application | None:
+    """The deployment that serves self-hosted models in this profile, if any model needs one."""
+    if not any(p.is_self_hosted for p in config.providers.values()):
+        return None
+    assert config.serving.cpu is not None  # checked when the config was loaded
+    cpu = config.serving.cpu
+    engine_args = {
+        "model": cpu.model,
+        "demo_fallback": cpu.demo_fallback,
+        "allow_download": cpu.allow_download,
+        "demo_dir": cpu.demo_dir,
+        "default_max_tokens": cpu.default_max_tokens,
+        "torch_threads": cpu.torch_threads,
+    }
+    return CPUEngine.options(**_options(config.serving.cpu_engine)).bind(engine_args)
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    args = dict(args or {})
+    config = load_config(resolve_config_path(args.pop("config_path", None)))
+    if args:
+        raise ValueError(f"unknown build_app args: {sorted(args)}; expected config_path")
+    ingress = RouterIngress.options(**_options(config.serving.ingress))
+    return ingress.bind(config.model_dump(mode="json"), engine_app(config))
+
