@@ -1,0 +1,34 @@
+# hybrid-router: `make run` starts the router (local profile), `make test` runs every test.
+# Both create .venv and install the project into it first (once, and again when pyproject.toml changes).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch==2.13.0 as a CPU build: taken from /opt/wheels where the machine has it, else from
+# PyTorch's CPU index (a plain PyPI torch is a multi-GB CUDA build).
+TORCH_INDEX := $(if $(wildcard /opt/wheels/torch-2.13.0*),,--extra-index-url https://download.pytorch.org/whl/cpu)
+
+.PHONY: install run test test-unit test-integration lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_INDEX) -e ".[test]"
+	touch $@
+
+run: install  ## start the router on http://localhost:8000 (serve run, local CPU profile)
+	$(BIN)/serve run deployments/configs/local.yaml
+
+test: install  ## unit tests (no Ray), then integration tests (one real Ray cluster)
+	$(BIN)/python -m pytest tests -p no:cacheprovider
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit -p no:cacheprovider
+
+test-integration: install
+	$(BIN)/python -m pytest tests/integration -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) build *.egg-info
