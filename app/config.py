@@ -297,9 +297,32 @@ def check_references(config: RouterConfig) -> list[tuple[str, str]]:
             if rule.action.strategy and rule.action.strategy not in strategies:
                 problems.append((f"{rpath}.action.strategy", f"unknown strategy {rule.action.strategy!r}"))
     problems += _alias_clashes(config)
+    problems += _delegation_cycles(config)
     if config.serving.engine == "cpu" and config.serving.cpu is None:
         if any(p.is_self_hosted for p in config.providers.values()):
             problems.append(("serving.cpu", "the cpu engine needs its settings (model, demo_fallback)"))
+    return problems
+
+
+def _delegation_cycles(config: RouterConfig) -> list[tuple[str, str]]:
+    """Custom strategies that hand over to each other in a loop would never decide."""
+    edges = {
+        name: {s.otherwise} | {r.action.strategy for r in s.decision_tree if r.action.strategy}
+        for name, s in config.strategies.items()
+    }
+    problems = []
+    for start in edges:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in edges.get(node, ()):
+                if nxt == start:
+                    problems.append((f"strategies.{start}", "delegates in a loop: " + " -> ".join([*path, nxt])))
+                    stack.clear()
+                    break
+                if nxt in edges and nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
     return problems
 
 

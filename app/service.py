@@ -24,7 +24,7 @@ from app.routing.catalog import Catalog
 from app.routing.planner import Planner, RoutePlan, Target, always_available
 from app.routing.strategies import StrategyRegistry
 
-NEAR_BOUNDARY = 0.15  # an estimated token count this close to a decision boundary is counted exactly
+NEAR_BOUNDARY = 0.10  # an estimated token count this close to a decision boundary is counted exactly
 
 
 @dataclass
@@ -110,7 +110,8 @@ class RouterService:
         features = self.analyzer.analyze(body)
         if not features.tokens_exact and self._near_boundary(features.tokens):
             # NOTE: exact counting of a huge prompt takes up to ~0.3 s: keep it off the event loop.
-            features = await asyncio.to_thread(self.analyzer.analyze, body, exact_tokens=True)
+            tokens = await asyncio.to_thread(self.analyzer.count_exactly, body)
+            features = self.analyzer.with_exact_tokens(features, tokens)
         return features
 
     def _near_boundary(self, tokens: int) -> bool:

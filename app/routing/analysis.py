@@ -9,14 +9,14 @@ turn, and token counting samples very long text.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from app.config import AutoThresholds
 from app.routing import signals as sig
 from app.routing.tokens import TokenCounter
 
-WINDOW_CHARS = 4_000  # head and tail of the latest user turn scanned for signals
+HEAD_CHARS, TAIL_CHARS = 2_000, 1_000  # the parts of the latest user turn scanned for signals
 URGENT_LATENCY_MS = 300  # the latency need implied by "quick", "asap", "real-time"...
 
 TASKS = (
@@ -69,9 +69,9 @@ def instruction_text(messages: list[dict]) -> str:
     for message in reversed(messages):
         if message.get("role") == "user":
             text = text_of(message.get("content"))
-            if len(text) <= 2 * WINDOW_CHARS:
+            if len(text) <= HEAD_CHARS + TAIL_CHARS:
                 return text
-            return text[:WINDOW_CHARS] + "\n...\n" + text[-WINDOW_CHARS:]
+            return text[:HEAD_CHARS] + "\n...\n" + text[-TAIL_CHARS:]
     return ""
 
 
@@ -85,60 +85,74 @@ def has_image(messages: list[dict]) -> bool:
     return False
 
 
-def classify_task(text: str, *, has_code: bool) -> str:
+def classify_task(text: sig.Text, *, has_code: bool) -> str:
     """Tells code generation from code analysis by whichever kind of verb comes first."""
-    if has_code or sig.CODE_NOUNS.search(text):
-        gen = sig.first_match(sig.CODE_GENERATION_VERBS, text)
-        ana = sig.first_match(sig.CODE_ANALYSIS_VERBS, text)
+    if has_code or text.has(sig.CODE_NOUNS):
+        gen = text.first(sig.CODE_GENERATION_VERBS)
+        ana = text.first(sig.CODE_ANALYSIS_VERBS)
         if gen is not None and (ana is None or gen < ana):
             return "code_generation"
         if ana is not None or has_code:
             return "code_analysis"
-    if sig.TRANSLATION.search(text):
+    if text.has(sig.TRANSLATION):
         return "translation"
-    if sig.SUMMARIZATION.search(text):
+    if text.has(sig.SUMMARIZATION):
         return "summarization"
-    if sig.QUESTION_START.search(text) and len(text) < 400:
+    if text.starts_with(sig.QUESTION_START) and len(text.words) < 60:
         return "simple_qa"
-    if sig.ANALYSIS.search(text):
+    if text.has(sig.ANALYSIS):
         return "analysis"
     return "general"
 
 
-def complexity(
-    text: str, *, task: str, tokens: int, has_images: bool, has_tools: bool, has_code: bool, long_prompt: int
-) -> tuple[float, tuple[str, ...]]:
-    """The seed's score: high signals add 0.3, medium 0.2, low 0.1; capped at 1.0."""
-    found: list[tuple[str, float]] = []
+SIGNAL_WEIGHTS = {
+    # The seed's high signals add 0.3, medium 0.2, low 0.1.
+    "multi_step_reasoning": 0.3,
+    "code": 0.3,
+    "long_context": 0.3,
+    "multimodal": 0.3,
+    "function_calling": 0.3,
+    "multi_part_question": 0.2,
+    "detailed_explanation": 0.2,
+    "domain_knowledge": 0.2,
+    "medium_keyword": 0.2,
+    "low_keyword": 0.1,
+    "simple_task": 0.1,
+}
+
+
+def score(signals: tuple[str, ...]) -> float:
+    return min(1.0, round(sum(SIGNAL_WEIGHTS[s] for s in signals), 2))
+
+
+def complexity_signals(
+    raw: str, text: sig.Text, *, task: str, tokens: int, has_images: bool, has_tools: bool, has_code: bool,
+    long_prompt: int,
+) -> tuple[str, ...]:
+    """Which of the seed's complexity signals a request shows, in ``SIGNAL_WEIGHTS`` order."""
     multi_step = (
-        sig.HIGH_KEYWORDS.search(text)
-        or len(sig.distinct(sig.ACTION_VERBS, text)) >= 3
-        or len(sig.SEQUENCE.findall(text)) >= 2
+        text.has(sig.HIGH_KEYWORDS)
+        or len(text.found(sig.ACTION_VERBS)) >= 3
+        or len(text.found(sig.SEQUENCE)) >= 2
     )
-    high = {
-        "multi_step_reasoning": bool(multi_step),
+    hits = {
+        "multi_step_reasoning": multi_step,
         "code": has_code or task in ("code_generation", "code_analysis"),
         "long_context": tokens >= long_prompt,
         "multimodal": has_images,
         "function_calling": has_tools,
+        "multi_part_question": raw.count("?") >= 2 or len(sig.LIST_ITEM.findall(raw)) >= 2,
+        "detailed_explanation": text.has(sig.DETAILED),
+        "domain_knowledge": text.has(sig.DOMAIN),
+        "medium_keyword": text.has(sig.MEDIUM_KEYWORDS),
+        "low_keyword": text.has(sig.LOW_KEYWORDS),
     }
-    medium = {
-        "multi_part_question": text.count("?") >= 2 or len(sig.LIST_ITEM.findall(text)) >= 2,
-        "detailed_explanation": bool(sig.DETAILED.search(text)),
-        "domain_knowledge": bool(sig.DOMAIN.search(text)),
-        "medium_keyword": bool(sig.MEDIUM_KEYWORDS.search(text)),
-    }
-    low = {
-        "low_keyword": bool(sig.LOW_KEYWORDS.search(text)),
-        "simple_task": task in ("simple_qa", "summarization") and not any(high.values()),
-    }
-    for table, weight in ((high, 0.3), (medium, 0.2), (low, 0.1)):
-        found += [(name, weight) for name, hit in table.items() if hit]
-    score = min(1.0, round(sum(w for _, w in found), 2))
-    return score, tuple(name for name, _ in found)
+    high = ("multi_step_reasoning", "code", "long_context", "multimodal", "function_calling")
+    hits["simple_task"] = task in ("simple_qa", "summarization") and not any(hits[h] for h in high)
+    return tuple(name for name in SIGNAL_WEIGHTS if hits[name])
 
 
-def latency_need(request: Mapping[str, Any], text: str) -> int | None:
+def latency_need(request: Mapping[str, Any], text: sig.Text) -> int | None:
     """An explicit latency budget in ms (body ``max_latency_ms`` or ``metadata.latency_ms``), or one
     implied by urgency words; None when the request states no need."""
     for value in (request.get("max_latency_ms"), (request.get("metadata") or {}).get("latency_ms")):
@@ -147,7 +161,7 @@ def latency_need(request: Mapping[str, Any], text: str) -> int | None:
                 return int(value)
         except (TypeError, ValueError):
             pass
-    return URGENT_LATENCY_MS if sig.URGENT.search(text) else None
+    return URGENT_LATENCY_MS if text.has(sig.URGENT) else None
 
 
 class Analyzer:
@@ -157,15 +171,17 @@ class Analyzer:
         self.thresholds = thresholds
         self.counter = counter or TokenCounter()
 
-    def analyze(self, request: Mapping[str, Any], *, exact_tokens: bool = False) -> Features:
+    def analyze(self, request: Mapping[str, Any]) -> Features:
         messages: list[dict] = list(request.get("messages") or [])
         tools = request.get("tools") or request.get("functions") or None
-        count = self.counter.request(messages, tools, exact=exact_tokens)
-        text = instruction_text(messages)
-        has_code = bool(sig.CODE_MARKERS.search(text))
+        count = self.counter.request(messages, tools)
+        raw = instruction_text(messages)
+        text = sig.Text.of(raw)
+        has_code = bool(sig.CODE_MARKERS.search(raw))
         images = has_image(messages)
         task = classify_task(text, has_code=has_code)
-        score, found = complexity(
+        signals = complexity_signals(
+            raw,
             text,
             task=task,
             tokens=count.tokens,
@@ -180,8 +196,8 @@ class Analyzer:
             tokens=count.tokens,
             tokens_exact=count.exact,
             max_tokens=int(max_tokens) if max_tokens else None,
-            complexity=score,
-            complexity_signals=found,
+            complexity=score(signals),
+            complexity_signals=signals,
             task=task,
             has_images=images,
             has_tools=bool(tools),
@@ -190,3 +206,15 @@ class Analyzer:
             stream=bool(request.get("stream")),
             metadata=metadata or {},
         )
+
+    def count_exactly(self, request: Mapping[str, Any]) -> int:
+        """The exact prompt token count; slow for huge prompts, so callers run it in a thread."""
+        messages = list(request.get("messages") or [])
+        return self.counter.request(messages, request.get("tools") or request.get("functions"), exact=True).tokens
+
+    def with_exact_tokens(self, features: Features, tokens: int) -> Features:
+        """``features`` with an exact token count, and the long-context signal redone to match."""
+        others = tuple(s for s in features.complexity_signals if s != "long_context")
+        long_prompt = ("long_context",) if tokens >= self.thresholds.long_prompt_signal_tokens else ()
+        signals = tuple(s for s in SIGNAL_WEIGHTS if s in others or s in long_prompt)
+        return replace(features, tokens=tokens, tokens_exact=True, complexity_signals=signals, complexity=score(signals))

@@ -1,0 +1,36 @@
+"""Writes one benchmark's section into benchmarks/RESULTS.md, leaving the other sections alone."""
+
+from __future__ import annotations
+
+import platform
+import re
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+HEADER = "# Benchmark results\n\nEach section is rewritten by the script it names; run them all with `make bench`.\n"
+
+
+def machine() -> str:
+    cpus = len(__import__("os").sched_getaffinity(0))
+    return (
+        f"{platform.machine()}, {cpus} CPUs, Python {platform.python_version()}, "
+        f"ray {version('ray')}, tiktoken {version('tiktoken')}; "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    )
+
+
+def write_section(name: str, title: str, body: str) -> None:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    section = f"{start}\n## {title}\n\n_Measured on {machine()}._\n\n{body.strip()}\n{end}"
+    text = RESULTS.read_text() if RESULTS.exists() else HEADER
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
+    text = pattern.sub(lambda _m: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    RESULTS.write_text(text)
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
