@@ -221,6 +221,72 @@ class ConfigError(Exception):
         super().__init__("invalid router config\n  " + "\n  ".join(lines))
 
 
+def name_table(models: dict[str, Any]) -> dict[str, str]:
+    """Lowercased name -> logical model: logical names, aliases, and provider model ids used by
+    only one logical model. ``models`` maps names to ``ModelSpec``s or their raw dicts."""
+
+    def field(spec: Any, key: str, default: Any) -> Any:
+        return spec.get(key, default) if isinstance(spec, dict) else getattr(spec, key, default)
+
+    names: dict[str, str] = {}
+    owners: dict[str, set[str]] = {}
+    for name, spec in models.items():
+        owners.setdefault(str(field(spec, "model_id", "")).lower(), set()).add(name)
+    names.update({mid: next(iter(o)) for mid, o in owners.items() if len(o) == 1 and mid})
+    for name, spec in models.items():
+        for alias in field(spec, "aliases", None) or ():
+            names[str(alias).lower()] = name
+        names[name.lower()] = name
+    return names
+
+
+def resolve_name(name: str, names: dict[str, str]) -> str | None:
+    """A logical model for ``name``, also behind a ``provider/`` prefix (``vertex_ai/gemini-1.5-pro``)."""
+    key = name.strip().lower()
+    if key in names:
+        return names[key]
+    return names.get(key.split("/", 1)[1]) if "/" in key else None
+
+
+def _canonical_references(raw: dict[str, Any]) -> dict[str, Any]:
+    """The raw config with every model reference written as its logical name, so aliases
+    (``self_hosted/mistral-7b-instruct``, as the seed writes) work anywhere a model is named."""
+    models = raw.get("models")
+    if not isinstance(models, dict):
+        return raw
+    names = name_table({k: v for k, v in models.items() if isinstance(v, dict)})
+
+    def canon(value: Any) -> Any:
+        return resolve_name(value, names) or value if isinstance(value, str) else value
+
+    def canon_list(values: Any) -> Any:
+        return [canon(v) for v in values] if isinstance(values, list) else values
+
+    out = dict(raw)
+    routing = out.get("routing")
+    if isinstance(routing, dict):
+        routing = out["routing"] = dict(routing)
+        if isinstance(routing.get("auto"), dict):
+            routing["auto"] = {k: canon_list(v) for k, v in routing["auto"].items()}
+        if isinstance(routing.get("fallbacks"), dict):
+            routing["fallbacks"] = {canon(k): canon_list(v) for k, v in routing["fallbacks"].items()}
+    strategies = out.get("strategies")
+    if isinstance(strategies, dict):
+        out["strategies"] = {name: _canonical_strategy(s, canon_list) for name, s in strategies.items()}
+    return out
+
+
+def _canonical_strategy(strategy: Any, canon_list: Any) -> Any:
+    if not isinstance(strategy, dict) or not isinstance(strategy.get("decision_tree"), list):
+        return strategy
+    rules = []
+    for rule in strategy["decision_tree"]:
+        if isinstance(rule, dict) and isinstance(rule.get("action"), dict) and "models" in rule["action"]:
+            rule = {**rule, "action": {**rule["action"], "models": canon_list(rule["action"]["models"])}}
+        rules.append(rule)
+    return {**strategy, "decision_tree": rules}
+
+
 def load_config(path: str | os.PathLike[str]) -> RouterConfig:
     """Read, validate and cross-check the YAML file at ``path``."""
     source = str(path)
@@ -237,7 +303,7 @@ def parse_config(raw: Any, *, source: str = "<config>") -> RouterConfig:
     if not isinstance(raw, dict):
         raise ConfigError(source, [("", "expected a mapping at the top level")])
     try:
-        config = RouterConfig.model_validate(raw)
+        config = RouterConfig.model_validate(_canonical_references(raw))
     except ValidationError as exc:
         raise ConfigError(source, [_describe(err) for err in exc.errors()]) from None
     problems = check_references(config)
@@ -327,14 +393,15 @@ def _delegation_cycles(config: RouterConfig) -> list[tuple[str, str]]:
 
 
 def _alias_clashes(config: RouterConfig) -> list[tuple[str, str]]:
-    seen: dict[str, str] = {name: name for name in config.models}
+    """Names resolve case-insensitively, so clashes are found that way too."""
+    seen: dict[str, str] = {name.lower(): name for name in config.models}
     problems = []
     for name, spec in config.models.items():
         for i, alias in enumerate(spec.aliases):
-            owner = seen.setdefault(alias, name)
+            owner = seen.setdefault(alias.lower(), name)
             if owner != name:
                 problems.append((f"models.{name}.aliases.{i}", f"{alias!r} already names {owner!r}"))
     for strategy in config.strategies:
-        if strategy in seen:
+        if strategy.lower() in seen:
             problems.append((f"strategies.{strategy}", f"{strategy!r} is also a model name"))
     return problems

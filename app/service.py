@@ -127,7 +127,13 @@ class RouterService:
 
     # --- execution ----------------------------------------------------------------------
     def _request_for(self, body: Mapping[str, Any], target: Target) -> dict[str, Any]:
-        return backend_request(dict(body), self.catalog.models[target.model].model_id)
+        """The body for ``target``: its own model id, and a completion size it can produce."""
+        spec = self.catalog.models[target.model]
+        request = backend_request(dict(body), spec.model_id)
+        for key in ("max_tokens", "max_completion_tokens"):
+            if key in request and request[key] > spec.max_output_tokens:
+                request[key] = spec.max_output_tokens
+        return request
 
     def _failed(self, outcome: Outcome, target: Target, exc: RouterError) -> None:
         outcome.failures.append((target.model, exc.message))

