@@ -47,12 +47,24 @@ class ProviderSpec(StrictModel):
         default=None, description="Vertex AI: environment variable naming the GCP project."
     )
     location: str | None = Field(default=None, description="Vertex AI region, e.g. us-central1.")
+    self_hosted: bool = Field(
+        default=False,
+        description="openai_compatible only: the server is ours (a KServe or vLLM service, Ollama), so "
+        "routing treats its models as self-hosted.",
+    )
+    timeout_s: float = Field(default=120.0, gt=0, description="Whole-call timeout for one attempt.")
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="Connection timeout.")
     budget_key: str | None = Field(
         default=None, description="Name under which this provider's spend is budgeted (default: its name)."
     )
 
     @property
     def is_self_hosted(self) -> bool:
+        return self.kind == "self_hosted" or (self.kind == "openai_compatible" and self.self_hosted)
+
+    @property
+    def runs_in_this_app(self) -> bool:
+        """Served by a deployment of this Serve app (the CPU engine, vLLM), not over HTTP."""
         return self.kind == "self_hosted"
 
 
@@ -189,6 +201,13 @@ class ServingConfig(StrictModel):
     cpu: CPUEngineSettings | None = None
     ingress: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.5))
     cpu_engine: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(max_ongoing_requests=16))
+    cloud_adapters: Literal["in_process", "deployment"] = Field(
+        default="in_process",
+        description="Run cloud adapters inside the ingress, or as one Serve deployment per provider.",
+    )
+    adapter: DeploymentSettings = Field(
+        default_factory=lambda: DeploymentSettings(num_cpus=0.25, max_ongoing_requests=256)
+    )
 
 
 class LoggingConfig(StrictModel):
@@ -335,6 +354,11 @@ def check_references(config: RouterConfig) -> list[tuple[str, str]]:
             if name not in models:
                 problems.append((f"{path}.{i}", f"unknown model {name!r}; expected one of {sorted(models)}"))
 
+    for name, provider in config.providers.items():
+        if provider.kind == "openai_compatible" and not provider.base_url:
+            problems.append((f"providers.{name}.base_url", "an openai_compatible provider needs its base_url"))
+        if provider.self_hosted and provider.kind != "openai_compatible":
+            problems.append((f"providers.{name}.self_hosted", "only openai_compatible providers take this flag"))
     for name, spec in config.models.items():
         if spec.provider not in providers:
             problems.append((f"models.{name}.provider", f"unknown provider {spec.provider!r}"))
@@ -365,7 +389,7 @@ def check_references(config: RouterConfig) -> list[tuple[str, str]]:
     problems += _alias_clashes(config)
     problems += _delegation_cycles(config)
     if config.serving.engine == "cpu" and config.serving.cpu is None:
-        if any(p.is_self_hosted for p in config.providers.values()):
+        if any(p.runs_in_this_app for p in config.providers.values()):
             problems.append(("serving.cpu", "the cpu engine needs its settings (model, demo_fallback)"))
     return problems
 

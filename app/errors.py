@@ -14,8 +14,14 @@
     └── UpstreamError                502  upstream_error         (a backend failed)       retryable
         ├── UpstreamTimeoutError     504                                                  retryable
         ├── UpstreamRateLimitedError 429                                                  retryable
-        ├── UpstreamUnavailableError 503                                                  retryable
+        ├── UpstreamUnavailableError 503  (5xx, overloaded, connection lost, stream cut)  retryable
+        ├── UpstreamNotFoundError    502  (the provider does not know the model id)       retryable
+        ├── UpstreamAuthError        502  (the provider refused the router's credentials) not retryable
         └── UpstreamBadRequestError  400  (the backend refused the request)               not retryable
+            └── ContentFilterError   400  code=content_filter                             not retryable
+
+A backend's "context too long" is a ``ContextWindowExceededError``: the client's request, not the
+backend, is at fault, and a larger-window model may still take it.
 
 Vendor and transport errors are mapped onto these at one boundary per backend; retries,
 fallbacks and breakers branch only on ``retryable`` and the class.
@@ -126,10 +132,23 @@ class UpstreamUnavailableError(UpstreamError):
     code = "upstream_unavailable"
 
 
+class UpstreamNotFoundError(UpstreamError):
+    code = "upstream_model_not_found"
+
+
+class UpstreamAuthError(UpstreamError):
+    code = "upstream_authentication_failed"
+    retryable = False
+
+
 class UpstreamBadRequestError(UpstreamError):
     status_code = 400
     error_type = "invalid_request_error"
     retryable = False
+
+
+class ContentFilterError(UpstreamBadRequestError):
+    code = "content_filter"
 
 
 def error_body(exc: BaseException) -> dict:

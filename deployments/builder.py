@@ -17,6 +17,7 @@ from typing import Any
 from ray.serve import Application
 
 from app.config import RouterConfig, load_config
+from deployments.cloud_adapter import CloudAdapter
 from deployments.cpu_engine import CPUEngine
 from deployments.ingress import RouterIngress
 
@@ -41,7 +42,7 @@ def _options(settings: Any) -> dict[str, Any]:
 
 def engine_app(config: RouterConfig) -> Application | None:
     """The deployment that serves self-hosted models in this profile, if any model needs one."""
-    if not any(p.is_self_hosted for p in config.providers.values()):
+    if not any(p.runs_in_this_app for p in config.providers.values()):
         return None
     assert config.serving.cpu is not None  # checked when the config was loaded
     cpu = config.serving.cpu
@@ -56,11 +57,23 @@ def engine_app(config: RouterConfig) -> Application | None:
     return CPUEngine.options(**_options(config.serving.cpu_engine)).bind(engine_args)
 
 
+def adapter_apps(config: RouterConfig, config_dict: dict[str, Any]) -> dict[str, Application] | None:
+    """One adapter deployment per cloud provider, when the config places adapters that way."""
+    if config.serving.cloud_adapters != "deployment":
+        return None
+    return {
+        name: CloudAdapter.options(name=f"CloudAdapter-{name}", **_options(config.serving.adapter)).bind(config_dict, name)
+        for name, provider in config.providers.items()
+        if not provider.runs_in_this_app
+    }
+
+
 def build_app(args: dict[str, Any] | None = None) -> Application:
     args = dict(args or {})
     config = load_config(resolve_config_path(args.pop("config_path", None)))
     if args:
         raise ValueError(f"unknown build_app args: {sorted(args)}; expected config_path")
+    config_dict = config.model_dump(mode="json")
     ingress = RouterIngress.options(**_options(config.serving.ingress))
-    return ingress.bind(config.model_dump(mode="json"), engine_app(config))
+    return ingress.bind(config_dict, engine_app(config), adapter_apps(config, config_dict))
 

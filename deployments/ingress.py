@@ -13,10 +13,10 @@ from typing import Any
 from ray import serve
 
 from app.api.routes import create_app
-from app.backends.base import Backend
-from app.backends.registry import build_backends
+from app.backends.base import Backend, UnavailableBackend
+from app.backends.registry import build_backends, missing_credentials
 from app.backends.serve_handle import ServeHandleBackend
-from app.config import parse_config
+from app.config import ProviderSpec, parse_config
 from app.observability.logs import configure_logging, log_event
 from app.service import RouterService
 
@@ -26,7 +26,7 @@ ENGINE_STATUS_TIMEOUT_S = 2.0
 @serve.deployment(max_ongoing_requests=256)
 @serve.ingress()
 class RouterIngress:
-    def __init__(self, config: dict[str, Any], engine: Any = None) -> None:
+    def __init__(self, config: dict[str, Any], engine: Any = None, adapters: dict[str, Any] | None = None) -> None:
         self.config = parse_config(config, source="serve args: config")
         configure_logging(self.config.logging.level)
         self.engine = engine
@@ -35,7 +35,15 @@ class RouterIngress:
         def self_hosted(name: str) -> Backend:
             return ServeHandleBackend(name, engine, health=self._engine_unavailable)
 
-        self.service = RouterService(self.config, build_backends(self.config, self_hosted))
+        def through_adapter(name: str, provider: ProviderSpec) -> Backend:
+            reason = missing_credentials(provider)
+            if reason:
+                return UnavailableBackend(reason)
+            handle = (adapters or {})[self.config.models[name].provider]
+            return ServeHandleBackend(name, handle, call_kwargs={"model": name})
+
+        cloud = through_adapter if adapters else None
+        self.service = RouterService(self.config, build_backends(self.config, self_hosted, cloud))
         unavailable = {m: self.service.availability(m) for m in self.config.models}
         log_event(
             "router_started",

@@ -3,21 +3,28 @@
 Self-hosted models get whatever the caller's ``self_hosted`` factory makes (a Serve handle to
 the CPU engine or a vLLM server). Cloud models get their provider's adapter when its
 credentials are present, else an ``UnavailableBackend`` that says which variable is missing:
-a missing key is never a start-up failure, and routing skips such models.
+a missing key is never a start-up failure, and routing skips such models. Where the adapters
+run (in the ingress, or as their own deployments) is the caller's ``cloud`` factory.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Mapping
 
 from app.backends.base import Backend, UnavailableBackend
 from app.config import ProviderSpec, RouterConfig
 
-CloudFactory = Callable[[str, ProviderSpec, RouterConfig], Backend]
+# Provider kind -> "module:function" building its adapter (imported on first use).
+CLOUD_FACTORIES = {
+    "openai": "app.backends.openai_client:build",
+    "openai_compatible": "app.backends.openai_client:build",
+    "anthropic": "app.backends.anthropic_client:build",
+    "vertex_ai": "app.backends.gemini_client:build",
+}
 
-# Provider kind -> adapter factory; cloud adapters register here.
-CLOUD_FACTORIES: dict[str, CloudFactory] = {}
+CloudFactory = Callable[[str, ProviderSpec], Backend]
 
 
 def missing_credentials(provider: ProviderSpec, env: Mapping[str, str] | None = None) -> str | None:
@@ -30,20 +37,30 @@ def missing_credentials(provider: ProviderSpec, env: Mapping[str, str] | None = 
     return None
 
 
+def cloud_backend(name: str, provider: ProviderSpec, config: RouterConfig, env: Mapping[str, str] | None = None) -> Backend:
+    """The in-process adapter for cloud model ``name``, or why it cannot be had."""
+    env = os.environ if env is None else env
+    reason = missing_credentials(provider, env)
+    if reason:
+        return UnavailableBackend(reason)
+    module, _, function = CLOUD_FACTORIES[provider.kind].partition(":")
+    build = getattr(importlib.import_module(module), function)
+    backend: Backend = build(name, provider, config, env)
+    return backend
+
+
 def build_backends(
     config: RouterConfig,
     self_hosted: Callable[[str], Backend],
+    cloud: CloudFactory | None = None,
     env: Mapping[str, str] | None = None,
 ) -> dict[str, Backend]:
+    def in_process(name: str, provider: ProviderSpec) -> Backend:
+        return cloud_backend(name, provider, config, env)
+
+    make_cloud = cloud or in_process
     backends: dict[str, Backend] = {}
     for name, spec in config.models.items():
         provider = config.providers[spec.provider]
-        if provider.is_self_hosted:
-            backends[name] = self_hosted(name)
-            continue
-        reason = missing_credentials(provider, env)
-        factory = CLOUD_FACTORIES.get(provider.kind)
-        if reason is None and factory is None:
-            reason = f"no adapter is installed for provider kind {provider.kind!r}"
-        backends[name] = UnavailableBackend(reason) if reason else factory(name, provider, config)  # type: ignore[misc]
+        backends[name] = self_hosted(name) if provider.runs_in_this_app else make_cloud(name, provider)
     return backends

@@ -14,9 +14,11 @@ from app.errors import InvalidRequestError, RouterError, UpstreamError, Upstream
 
 def map_handle_error(exc: BaseException, name: str) -> RouterError:
     """Ray and engine errors onto the router's tree: engine ValueErrors are the client's fault."""
+    cause = getattr(exc, "cause", None) or exc.__cause__
+    if isinstance(cause, RouterError):  # raised in the replica, wrapped by Ray on the way back
+        return cause
     if isinstance(exc, RouterError):
         return exc
-    cause = getattr(exc, "cause", None) or exc.__cause__
     if isinstance(exc, ValueError) or isinstance(cause, ValueError):
         return InvalidRequestError(f"{name} refused the request: {cause or exc}")
     kind = type(exc).__name__
@@ -26,24 +28,33 @@ def map_handle_error(exc: BaseException, name: str) -> RouterError:
 
 
 class ServeHandleBackend:
-    def __init__(self, name: str, handle: Any, health: Callable[[], str | None] | None = None) -> None:
+    """``call_kwargs`` go with every call (the cloud adapter deployment takes ``model=``)."""
+
+    def __init__(
+        self,
+        name: str,
+        handle: Any,
+        health: Callable[[], str | None] | None = None,
+        call_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         self.name = name
         self.handle = handle
         self._stream_handle = handle.options(stream=True)
         self._health = health
+        self._kwargs = call_kwargs or {}
 
     def unavailable_reason(self) -> str | None:
         return self._health() if self._health else None
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
         try:
-            result: dict[str, Any] = await self.handle.chat.remote(request)
+            result: dict[str, Any] = await self.handle.chat.remote(request, **self._kwargs)
         except Exception as exc:
             raise map_handle_error(exc, self.name) from exc
         return result
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        response = self._stream_handle.chat_stream.remote(request)
+        response = self._stream_handle.chat_stream.remote(request, **self._kwargs)
         try:
             async for chunk in response:
                 yield chunk

@@ -1,0 +1,137 @@
+"""A fake OpenAI (and OpenAI-compatible) server speaking the real chat-completions wire format.
+
+``POST /v1/chat/completions`` answers JSON or SSE (``data: {...}`` chunks, a usage chunk when
+``stream_options.include_usage`` is set, then ``data: [DONE]``), with Bearer auth and OpenAI's
+error bodies. Answers are deterministic: ``"Hello from fake OpenAI: <n> messages."``, or a tool
+call of the first tool when tools are offered and the last message is not a tool result.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.fakes.server import FakeServer, sse_event
+
+ERROR_TYPES = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+    500: ("server_error", None),
+    503: ("server_error", None),
+}
+
+
+def openai_error(status: int, message: str | None = None) -> dict[str, Any]:
+    kind, code = ERROR_TYPES.get(status, ("server_error", None))
+    return {"error": {"message": message or f"fake OpenAI error {status}", "type": kind, "param": None, "code": code}}
+
+
+class FakeOpenAI(FakeServer):
+    def __init__(self, api_key: str | None = "test-openai-key", name: str = "fake-openai") -> None:
+        super().__init__(name=name)
+        self.api_key = api_key
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/chat/completions", self.chat, methods=["POST"]),
+            Route("/v1/models", self.models, methods=["GET"]),
+        ]
+
+    async def models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model", "created": 0, "owned_by": "fake"}]})
+
+    def _authorized(self, request: Request) -> bool:
+        return self.api_key is None or request.headers.get("authorization") == f"Bearer {self.api_key}"
+
+    async def chat(self, request: Request) -> Response:
+        body = await self.record(request)
+        if not self._authorized(request):
+            return JSONResponse(openai_error(401, "Incorrect API key provided."), status_code=401)
+        fault = self.fault_for(body)
+        if fault is not None:
+            error = await self.error_response(fault, openai_error)
+            if error is not None:
+                return error
+        if not isinstance(body, dict) or not body.get("messages"):
+            return JSONResponse(openai_error(400, "'messages' is a required property"), status_code=400)
+        message, finish = self.answer(body)
+        usage = self.usage(body, message)
+        if body.get("stream"):
+            return self.sse(self.stream_events(body, message, finish, usage), fault)
+        completion = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+            "usage": usage,
+            "system_fingerprint": "fp_fake",
+        }
+        return JSONResponse(completion)
+
+    def answer(self, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        messages = body["messages"]
+        tools = body.get("tools") or []
+        if tools and body.get("tool_choice") != "none" and messages[-1].get("role") != "tool":
+            name = tools[0]["function"]["name"]
+            call = {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                    "function": {"name": name, "arguments": json.dumps({"city": "Paris"})}}
+            return {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}, "tool_calls"
+        text = f"Hello from fake OpenAI: {len(messages)} messages."
+        for stop in [body["stop"]] if isinstance(body.get("stop"), str) else body.get("stop") or []:
+            if stop in text:
+                return {"role": "assistant", "content": text[: text.index(stop)], "refusal": None}, "stop"
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        words = text.split(" ")
+        if limit and limit < len(words):
+            return {"role": "assistant", "content": " ".join(words[:limit]), "refusal": None}, "length"
+        return {"role": "assistant", "content": text, "refusal": None}, "stop"
+
+    @staticmethod
+    def usage(body: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+        prompt = sum(len(json.dumps(m.get("content")).split()) + 4 for m in body["messages"])
+        completion = len((message.get("content") or json.dumps(message.get("tool_calls"))).split())
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        }
+
+    @staticmethod
+    def stream_events(body: dict, message: dict, finish: str, usage: dict) -> list[bytes]:
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body.get("model"), "system_fingerprint": "fp_fake"}
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta: dict, finish_reason: str | None = None) -> bytes:
+            data = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+            if include_usage:
+                data["usage"] = None
+            return sse_event(data)
+
+        events = [chunk({"role": "assistant", "content": ""})]
+        if message.get("tool_calls"):
+            call = message["tool_calls"][0]
+            events.append(chunk({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                                                 "function": {"name": call["function"]["name"], "arguments": ""}}]}))
+            args = call["function"]["arguments"]
+            for part in (args[: len(args) // 2], args[len(args) // 2 :]):
+                events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}))
+        else:
+            words = message["content"].split(" ")
+            events += [chunk({"content": w if i == 0 else " " + w}) for i, w in enumerate(words)]
+        events.append(chunk({}, finish))
+        if include_usage:
+            events.append(sse_event({**base, "choices": [], "usage": usage}))
+        events.append(sse_event("[DONE]"))
+        return events
