@@ -71,6 +71,15 @@ class RouterService:
             | {m.context_window for m in config.models.values()}
         )
 
+    async def start(self) -> None:
+        """Slow checks a backend wants before traffic (Vertex AI's credential discovery), at once."""
+        checks = [b.check_credentials() for b in self.backends.values() if hasattr(b, "check_credentials")]
+        await asyncio.gather(*checks, return_exceptions=True)
+
+    async def close(self) -> None:
+        closers = [b.aclose() for b in self.backends.values() if hasattr(b, "aclose")]
+        await asyncio.gather(*closers, return_exceptions=True)
+
     # --- availability -------------------------------------------------------------------
     def availability(self, model: str) -> str | None:
         backend = self.backends.get(model)

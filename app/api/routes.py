@@ -6,6 +6,7 @@ and every error goes through ``app.api.errors``.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -59,7 +60,13 @@ class RequestIdMiddleware:
 def create_app(
     service: RouterService, health_extra: HealthExtra | None = None, *, echo_request_id: bool = True
 ) -> FastAPI:
-    app = FastAPI(title="hybrid-router", version="0.1.0", docs_url=None, redoc_url=None)
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        yield
+        await service.close()
+
+    app = FastAPI(title="hybrid-router", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.service = service
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware, echo=echo_request_id)

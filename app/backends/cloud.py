@@ -8,6 +8,9 @@ refused connection, a timeout, a stream cut mid-way) go through ``error_for_tran
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import importlib
 import re
 
 from app.errors import (
@@ -67,6 +70,18 @@ def error_for_transport(provider: str, exc: BaseException) -> RouterError:
     if isinstance(exc, asyncio.TimeoutError | TimeoutError) or "Timeout" in kind:
         return UpstreamTimeoutError(f"{provider}: timed out ({kind})")
     return UpstreamUnavailableError(f"{provider}: connection failed ({kind})")
+
+
+@functools.cache
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """What the HTTP stacks under the SDKs raise below HTTP, which the SDKs do not wrap when a
+    stream breaks mid-way: httpx, httpx2 (the openai, anthropic and google-genai SDKs' base),
+    aiohttp (their fast transport), and plain timeouts and OS-level connection errors."""
+    errors: list[type[BaseException]] = [asyncio.TimeoutError, TimeoutError, OSError]
+    for module, name in (("httpx", "HTTPError"), ("httpx2", "HTTPError"), ("aiohttp", "ClientError")):
+        with contextlib.suppress(ImportError):
+            errors.append(getattr(importlib.import_module(module), name))
+    return tuple(errors)
 
 
 def retry_after_seconds(value: str | None) -> float | None:

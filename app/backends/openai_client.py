@@ -12,19 +12,12 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from app.backends import openai_translate as tr
-from app.backends.cloud import error_for_transport
+from app.backends.cloud import error_for_transport, transport_errors
 from app.config import ModelSpec, ProviderSpec, RouterConfig
 from app.errors import RouterError, UpstreamError, UpstreamUnavailableError
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 NO_KEY = "not-needed"  # OpenAI-compatible servers often take no key; the SDK insists on one
-
-
-def is_transport_error(exc: BaseException) -> bool:
-    """Errors of the HTTP stacks under the SDKs (httpx, httpx2, aiohttp), which they do not wrap
-    when a stream breaks mid-way."""
-    module = type(exc).__module__.split(".")[0]
-    return module in ("httpx", "httpx2", "aiohttp", "httpcore") or isinstance(exc, TimeoutError | ConnectionError)
 
 
 class OpenAIBackend:
@@ -65,7 +58,7 @@ class OpenAIBackend:
             except (ValueError, json.JSONDecodeError):
                 body = exc.message
             return tr.error_from_openai(self.name, exc.status_code, body, exc.response.headers)
-        if isinstance(exc, openai.APIConnectionError | openai.APIResponseValidationError) or is_transport_error(exc):
+        if isinstance(exc, openai.APIConnectionError | openai.APIResponseValidationError) or isinstance(exc, transport_errors()):
             return error_for_transport(self.name, exc.__cause__ or exc)
         if isinstance(exc, ValueError):  # a malformed stream event
             return UpstreamUnavailableError(f"{self.name}: malformed response ({type(exc).__name__})")

@@ -9,6 +9,8 @@ the request's text, so tests that cannot reach the fake's object (Serve replicas
     [[fault:delay=0.5]]      wait before the first byte
     [[fault:cut=2]]          stream: drop the connection after 2 chunks
     [[fault:malformed=1]]    stream: send a broken event after 1 chunk
+    [[fault@fake-gemini:503]] only the fake of that name takes the fault (names: fake-openai,
+                              fake-vllm, fake-anthropic, fake-gemini)
 
 Every request is recorded (path, headers, JSON body) in ``fake.requests``.
 """
@@ -31,7 +33,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-MARKER = re.compile(r"\[\[fault:([a-z_]+)(?:=([0-9.]+))?\]\]|\[\[fault:(\d{3})\]\]")
+MARKER = re.compile(r"\[\[fault(?:@([\w-]+))?:(?:(\d{3})|([a-z_]+)=([0-9.]+))\]\]")
 
 
 @dataclass
@@ -116,13 +118,14 @@ class FakeServer:
     def fault_for(self, body: Any) -> Fault | None:
         if self.faults:
             return self.faults.popleft()
-        match = MARKER.search(json.dumps(body)) if body is not None else None
+        text = json.dumps(body) if body is not None else ""
+        match = next((m for m in MARKER.finditer(text) if m.group(1) in (None, self.name)), None)
         if not match:
             return None
-        if match.group(3):
-            status = int(match.group(3))
+        if match.group(2):
+            status = int(match.group(2))
             return Fault(status=status, retry_after=1 if status == 429 else None)
-        key, value = match.group(1), float(match.group(2) or 0)
+        key, value = match.group(3), float(match.group(4))
         return {
             "delay": Fault(delay_s=value),
             "cut": Fault(cut_after=int(value)),

@@ -1,9 +1,14 @@
-"""One real Ray cluster and one Serve app for the whole integration run.
+"""One real Ray cluster for the whole integration run, with two Serve apps on it.
 
-The app is the project's own graph (``deployments.builder:build_app``) on the default router
-config, changed only where a 2-core test machine needs it: replicas take no CPU reservation
-(three 1-CPU replicas on 2 CPUs deadlock), and the configured model does not exist, so the
-CPU engine builds and serves the tiny local demo model, exactly as a fresh laptop would.
+- ``router`` (at /): the project's own graph on the default router config with no cloud keys at
+  all, as on a fresh laptop. The configured model does not exist, so the CPU engine builds and
+  serves the tiny local demo model.
+- ``cloud`` (at /cloud): the same graph with every cloud provider pointed at its local fake (keys
+  and the GCP project from the environment, Vertex credentials from a fake GKE metadata server),
+  adapters as their own deployments, and ``mistral-7b-fast`` bound to an OpenAI-compatible
+  server the way a KServe / vLLM endpoint would be.
+
+Replicas take no CPU reservation: three 1-CPU replicas on a 2-core machine deadlock.
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ import yaml
 
 PROJECT = Path(__file__).parents[2]
 CLOUD_KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GOOGLE_CLOUD_PROJECT")
+FAKE_ENV = {
+    "TEST_OPENAI_KEY": "test-openai-key",
+    "TEST_ANTHROPIC_KEY": "test-anthropic-key",
+    "TEST_GCP_PROJECT": "test-project",
+}
 
 
 def free_port() -> int:
@@ -27,37 +37,101 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_router_config(tmp: Path) -> Path:
-    config = yaml.safe_load((PROJECT / "deployments/configs/router.yaml").read_text())
+def default_config() -> dict:
+    return yaml.safe_load((PROJECT / "deployments/configs/router.yaml").read_text())
+
+
+def for_this_machine(config: dict, tmp: Path) -> dict:
     config["serving"]["cpu"].update(
         model="hybrid-router-tests/model-that-is-not-cached", demo_dir=str(tmp / "demo-model"), torch_threads=1
     )
-    config["serving"]["ingress"]["num_cpus"] = 0
-    config["serving"]["cpu_engine"]["num_cpus"] = 0
-    path = tmp / "router.yaml"
+    for deployment in ("ingress", "cpu_engine", "adapter"):
+        config["serving"].setdefault(deployment, {})["num_cpus"] = 0
+    return config
+
+
+def with_fakes(config: dict, fakes: dict) -> dict:
+    providers = config["providers"]
+    providers["openai"].update(api_key_env="TEST_OPENAI_KEY", base_url=f"{fakes['openai'].url}/v1")
+    providers["anthropic"].update(api_key_env="TEST_ANTHROPIC_KEY", base_url=fakes["anthropic"].url)
+    providers["vertex_ai"].update(project_env="TEST_GCP_PROJECT", base_url=fakes["gemini"].url)
+    providers["kserve"] = {"kind": "openai_compatible", "base_url": f"{fakes['vllm'].url}/v1", "self_hosted": True}
+    config["models"]["mistral-7b-fast"]["provider"] = "kserve"
+    config["serving"]["cloud_adapters"] = "deployment"
+    return config
+
+
+def write_config(config: dict, path: Path) -> str:
     path.write_text(yaml.safe_dump(config))
-    return path
+    return str(path)
 
 
 @pytest.fixture(scope="session")
-def router_url(tmp_path_factory):
+def fakes():
+    from tests.fakes.anthropic_server import FakeAnthropic
+    from tests.fakes.gemini_server import FakeGemini
+    from tests.fakes.metadata_server import FakeMetadata
+    from tests.fakes.openai_server import FakeOpenAI
+
+    servers = {
+        "openai": FakeOpenAI(api_key=FAKE_ENV["TEST_OPENAI_KEY"]),
+        "vllm": FakeOpenAI(api_key=None, name="fake-vllm"),
+        "anthropic": FakeAnthropic(api_key=FAKE_ENV["TEST_ANTHROPIC_KEY"]),
+        "gemini": FakeGemini(),
+        "metadata": FakeMetadata(project=FAKE_ENV["TEST_GCP_PROJECT"]),
+    }
+    for server in servers.values():
+        server.start()
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(fakes):
+    """Ray plus Serve's HTTP proxy; the fakes' keys and metadata host are in every replica's env."""
     import ray
+    from ray import serve
+
+    for var in CLOUD_KEY_VARS:  # the default config's key variables stay unset everywhere
+        os.environ.pop(var, None)
+    env = {**FAKE_ENV, **fakes["metadata"].env()}
+    port = free_port()
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+        runtime_env={"env_vars": env},
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def router_url(cluster, tmp_path_factory):
     from ray import serve
 
     from deployments.builder import build_app
 
-    for var in CLOUD_KEY_VARS:  # the local profile: no cloud keys at all
-        os.environ.pop(var, None)
     tmp = tmp_path_factory.mktemp("router")
-    port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"config_path": str(test_router_config(tmp))}), name="router", route_prefix="/")
-    url = f"http://127.0.0.1:{port}"
+    path = write_config(for_this_machine(default_config(), tmp), tmp / "router.yaml")
+    serve.run(build_app({"config_path": path}), name="router", route_prefix="/")
+    _wait_healthy(cluster)
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def cloud_url(cluster, fakes, tmp_path_factory):
+    from ray import serve
+
+    from deployments.builder import build_app
+
+    tmp = tmp_path_factory.mktemp("cloud")
+    path = write_config(with_fakes(for_this_machine(default_config(), tmp), fakes), tmp / "router.yaml")
+    serve.run(build_app({"config_path": path}), name="cloud", route_prefix="/cloud")
+    url = f"{cluster}/cloud"
     _wait_healthy(url)
-    yield url
-    serve.shutdown()
-    ray.shutdown()
+    return url
 
 
 def _wait_healthy(url: str, timeout: float = 120) -> None:
@@ -70,4 +144,4 @@ def _wait_healthy(url: str, timeout: float = 120) -> None:
         except (httpx.HTTPError, ValueError):
             pass
         time.sleep(0.5)
-    raise RuntimeError("the router did not become healthy in time")
+    raise RuntimeError(f"{url} did not become healthy in time")
