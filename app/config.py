@@ -175,6 +175,33 @@ class CustomStrategy(StrictModel):
     otherwise: str = Field(default="auto", description="Strategy used when no rule matches.")
 
 
+class CircuitBreakerConfig(StrictModel):
+    """The seed's circuit breaker, per backend."""
+
+    enabled: bool = True
+    failure_threshold: int = Field(default=5, ge=1, description="Failures in a row before opening.")
+    timeout_seconds: float = Field(default=60, gt=0, description="How long open before half-open probing.")
+    half_open_requests: int = Field(default=3, ge=1, description="Probe requests allowed while half-open.")
+
+
+class RetryConfig(StrictModel):
+    attempts: int = Field(default=2, ge=1, description="Tries per target, the first included.")
+    base_delay_s: float = Field(default=0.25, ge=0, description="First backoff; doubles each retry.")
+    max_delay_s: float = Field(
+        default=4.0, ge=0, description="Longest wait for one target (a longer Retry-After moves on)."
+    )
+    jitter: float = Field(default=0.25, ge=0, le=1, description="Backoff spread, as a fraction.")
+
+
+class ResilienceConfig(StrictModel):
+    deadline_s: float = Field(default=300, gt=0, description="A request's whole budget, fallbacks included.")
+    first_byte_timeout_s: float = Field(default=60, gt=0, description="A stream must send content by then.")
+    retries: RetryConfig = Field(default_factory=RetryConfig)
+    fallback_on_client_errors: bool = Field(
+        default=False, description="Also try the next target after a 400/401/403 or content-policy error."
+    )
+
+
 class CPUEngineSettings(StrictModel):
     model: str = Field(description="Hugging Face model id or local path served on CPU.")
     demo_fallback: bool = Field(
@@ -220,6 +247,8 @@ class RouterConfig(StrictModel):
     models: dict[str, ModelSpec] = Field(min_length=1)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     strategies: dict[str, CustomStrategy] = Field(default_factory=dict)
+    resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

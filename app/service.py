@@ -9,7 +9,8 @@ before that moves on to the next target, so the client sees one clean stream.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -17,8 +18,10 @@ from typing import Any
 from app.backends.base import Backend, backend_request
 from app.budget.pricing import Pricer
 from app.config import BUILTIN_STRATEGIES, RouterConfig
-from app.errors import InvalidRequestError, ModelNotFoundError, RouterError, UpstreamError
+from app.errors import InvalidRequestError, ModelNotFoundError, RouterError, UpstreamError, UpstreamTimeoutError
 from app.observability.logs import debug_enabled, log_event, now
+from app.resilience.breaker import BreakerBoard
+from app.resilience.executor import Executor
 from app.routing.analysis import Analyzer, Features
 from app.routing.catalog import Catalog
 from app.routing.planner import Planner, RoutePlan, Target, always_available
@@ -39,6 +42,7 @@ class Outcome:
     usage: dict[str, Any] | None = None
     cost_usd: Decimal | None = None
     status: str = "ok"
+    retries: int = 0
 
     @property
     def fallbacks(self) -> int:
@@ -58,13 +62,23 @@ class Outcome:
 
 
 class RouterService:
-    def __init__(self, config: RouterConfig, backends: Mapping[str, Backend], pricer: Pricer | None = None) -> None:
+    def __init__(
+        self,
+        config: RouterConfig,
+        backends: Mapping[str, Backend],
+        pricer: Pricer | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    ) -> None:
         self.config = config
         self.catalog = Catalog(config, pricer)
         self.strategies = StrategyRegistry(self.catalog)
         self.planner = Planner(self.catalog, self.strategies)
         self.analyzer = Analyzer(config.routing.thresholds)
         self.backends = dict(backends)
+        self.breakers = BreakerBoard(config.circuit_breaker, clock)
+        self.executor = Executor(self.catalog, self.breakers, config.resilience, clock=clock, sleep=sleep)
         t = config.routing.thresholds
         self._boundaries = sorted(
             {t.long_context_tokens, t.medium_context_tokens, t.long_prompt_signal_tokens}
@@ -85,7 +99,7 @@ class RouterService:
         backend = self.backends.get(model)
         if backend is None:
             return "no backend is configured for it"
-        return backend.unavailable_reason()
+        return backend.unavailable_reason() or self.breakers.unavailable_reason(model)
 
     # --- planning -----------------------------------------------------------------------
     def selection(self, body: Mapping[str, Any]) -> tuple[str, str]:
@@ -144,68 +158,47 @@ class RouterService:
                 request[key] = spec.max_output_tokens
         return request
 
-    def _failed(self, outcome: Outcome, target: Target, exc: RouterError) -> None:
-        outcome.failures.append((target.model, exc.message))
-        log_event(
-            "fallback",
-            request_id=outcome.request_id,
-            from_model=target.model,
-            reason=type(exc).__name__,
-            detail=exc.message,
-        )
-
-    @staticmethod
-    def _exhausted(outcome: Outcome, last: RouterError | None) -> RouterError:
-        if last is not None and len(outcome.failures) == 1:
-            return last
-        tried = "; ".join(f"{m}: {why}" for m, why in outcome.failures)
-        return UpstreamError(f"Every model in the plan failed ({tried}).", code="all_backends_failed")
-
     async def complete(self, body: Mapping[str, Any], request_id: str) -> tuple[dict[str, Any], Outcome]:
         outcome = Outcome(request_id, await self.plan(body))
-        last: RouterError | None = None
-        for target in outcome.plan.targets:
-            try:
-                response = await self.backends[target.model].complete(self._request_for(body, target))
-            except RouterError as exc:
-                if not exc.retryable:
-                    outcome.status = "error"
-                    self.record(outcome, target, error=exc)
-                    raise
-                self._failed(outcome, target, exc)
-                last = exc
-                continue
-            response["model"] = target.model
-            self.record(outcome, target, usage=response.get("usage"))
-            return response, outcome
-        error = self._exhausted(outcome, last)
-        outcome.status = "error"
-        self.record(outcome, None, error=error)
-        raise error
+
+        async def attempt(target: Target) -> dict[str, Any]:
+            return await self.backends[target.model].complete(self._request_for(body, target))
+
+        try:
+            target, response = await self.executor.run(outcome.plan, attempt, outcome)
+        except RouterError as exc:
+            outcome.status = "error"
+            self.record(outcome, None, error=exc)
+            raise
+        response["model"] = target.model
+        self.record(outcome, target, usage=response.get("usage"))
+        return response, outcome
 
     async def stream(self, body: Mapping[str, Any], request_id: str) -> tuple[AsyncIterator[dict[str, Any]], Outcome]:
         """Returns the chunk stream once a target has produced content, and the outcome so far."""
         outcome = Outcome(request_id, await self.plan(body))
-        last: RouterError | None = None
-        for target in outcome.plan.targets:
+        first_byte = self.config.resilience.first_byte_timeout_s
+
+        async def attempt(target: Target) -> tuple[list[dict[str, Any]], AsyncIterator[dict[str, Any]]]:
             upstream = self.backends[target.model].stream(self._request_for(body, target))
             try:
-                head = await _read_until_content(upstream)
-            except RouterError as exc:
+                async with asyncio.timeout(first_byte):
+                    return await _read_until_content(upstream), upstream
+            except TimeoutError:
                 await _close(upstream)
-                if not exc.retryable:
-                    outcome.status = "error"
-                    self.record(outcome, target, error=exc)
-                    raise
-                self._failed(outcome, target, exc)
-                last = exc
-                continue
-            outcome.target = target
-            return self._relay(head, upstream, outcome), outcome
-        error = self._exhausted(outcome, last)
-        outcome.status = "error"
-        self.record(outcome, None, error=error)
-        raise error
+                raise UpstreamTimeoutError(f"{target.model}: no content within {first_byte:g} s") from None
+            except BaseException:
+                await _close(upstream)
+                raise
+
+        try:
+            target, (head, upstream) = await self.executor.run(outcome.plan, attempt, outcome)
+        except RouterError as exc:
+            outcome.status = "error"
+            self.record(outcome, None, error=exc)
+            raise
+        outcome.target = target
+        return self._relay(head, upstream, outcome), outcome
 
     async def _relay(
         self, head: list[dict[str, Any]], upstream: AsyncIterator[dict[str, Any]], outcome: Outcome
@@ -222,6 +215,8 @@ class RouterService:
                 usage = chunk.get("usage") or usage
                 yield chunk
         except RouterError as exc:
+            # NOTE: a stream that breaks after content is a failure of its backend.
+            self.breakers[model].failure()
             outcome.status = "error"
             self.record(outcome, outcome.target, usage=usage, error=exc)
             raise
@@ -265,6 +260,7 @@ class RouterService:
             "reason": target.reason if target else None,
             "fallbacks": outcome.fallbacks,
             "failures": [m for m, _ in outcome.failures],
+            "retries": outcome.retries,
             "status": outcome.status,
             "error": type(error).__name__ if error else None,
             "latency_ms": round((now() - outcome.started) * 1000, 2),

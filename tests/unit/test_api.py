@@ -32,9 +32,13 @@ def backends():
     return fakes
 
 
+async def no_wait(_seconds: float) -> None:
+    """Retries back off without sleeping in these tests."""
+
+
 @pytest.fixture
 def client(backends):
-    service = RouterService(load_config(CONFIG), backends)
+    service = RouterService(load_config(CONFIG), backends, sleep=no_wait)
     with TestClient(create_app(service)) as test_client:
         yield test_client
 
@@ -131,8 +135,17 @@ def test_unknown_fields_pass_through_and_router_fields_do_not(client, backends):
     assert "routing_strategy" not in sent
 
 
+def test_retryable_failure_is_retried_on_the_same_target(client, backends):
+    backends["mistral-7b-instruct"].outcomes = [UpstreamUnavailableError("engine hiccup")]
+    response = client.post("/v1/chat/completions", json={"model": "auto", "messages": SIMPLE})
+    assert response.status_code == 200
+    assert response.headers["x-router-fallbacks"] == "0"
+    assert response.json()["model"] == "mistral-7b-instruct"
+    assert len(backends["mistral-7b-instruct"].calls) == 2
+
+
 def test_retryable_failure_falls_back(client, backends):
-    backends["mistral-7b-instruct"].outcomes = [UpstreamUnavailableError("engine down")]
+    backends["mistral-7b-instruct"].outcomes = [UpstreamUnavailableError("engine down")] * 2
     response = client.post("/v1/chat/completions", json={"model": "auto", "messages": SIMPLE})
     assert response.status_code == 200
     assert response.headers["x-router-fallbacks"] == "1"
@@ -148,7 +161,7 @@ def test_non_retryable_failure_is_returned_not_retried(client, backends):
 
 
 def test_stream_failure_before_content_falls_back_cleanly(client, backends):
-    backends["mistral-7b-instruct"].outcomes = [UpstreamRateLimitedError("busy")]
+    backends["mistral-7b-instruct"].outcomes = [UpstreamRateLimitedError("busy")] * 2
     response = client.post("/v1/chat/completions", json={"model": "auto", "messages": SIMPLE, "stream": True})
     assert response.headers["x-router-model"] == "mistral-7b-fast"
     assert response.headers["x-router-fallbacks"] == "1"
@@ -157,7 +170,7 @@ def test_stream_failure_before_content_falls_back_cleanly(client, backends):
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == (
         "Hello from the fake backend"
     )
-    assert backends["mistral-7b-instruct"].closed_streams == 1
+    assert backends["mistral-7b-instruct"].closed_streams == 2
 
 
 def test_stream_failure_after_content_ends_with_error_event(client, backends):
@@ -265,11 +278,12 @@ def test_route_decision_log_has_no_prompt_text(client, decisions):
     assert secret not in json.dumps(decisions)
 
 
-def test_fallback_is_logged_with_from_and_reason(client, backends, decisions):
-    backends["mistral-7b-instruct"].outcomes = [UpstreamUnavailableError("engine down")]
+def test_fallback_is_logged_with_from_to_and_reason(client, backends, decisions):
+    backends["mistral-7b-instruct"].outcomes = [UpstreamUnavailableError("engine down")] * 2
     client.post("/v1/chat/completions", json={"model": "auto", "messages": SIMPLE})
     [fallback] = [d for d in decisions if d["event"] == "fallback"]
     assert fallback["from_model"] == "mistral-7b-instruct"
+    assert fallback["to_model"] == "mistral-7b-fast"
     assert fallback["reason"] == "UpstreamUnavailableError"
     [decision] = [d for d in decisions if d["event"] == "route_decision"]
     assert decision["fallbacks"] == 1 and decision["model"] == "mistral-7b-fast"
