@@ -11,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from app.backends.base import Backend, backend_request
 from app.budget.pricing import Pricer
 from app.config import BUILTIN_STRATEGIES, RouterConfig
 from app.errors import InvalidRequestError, ModelNotFoundError, RouterError, UpstreamError, UpstreamTimeoutError
-from app.observability.logs import debug_enabled, log_event, now
-from app.resilience.breaker import BreakerBoard
+from app.observability.logs import now
+from app.observability.metrics import Metrics
+from app.observability.metrics import metrics as default_metrics
+from app.observability.recorder import Outcome, Recorder
+from app.resilience.breaker import STATE_VALUES, BreakerBoard
 from app.resilience.executor import Executor
 from app.routing.analysis import Analyzer, Features
 from app.routing.catalog import Catalog
@@ -28,37 +29,6 @@ from app.routing.planner import Planner, RoutePlan, Target, always_available
 from app.routing.strategies import StrategyRegistry
 
 NEAR_BOUNDARY = 0.10  # an estimated token count this close to a decision boundary is counted exactly
-
-
-@dataclass
-class Outcome:
-    """What happened to one request: the plan, who answered, what it cost."""
-
-    request_id: str
-    plan: RoutePlan
-    started: float = field(default_factory=now)
-    target: Target | None = None
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    usage: dict[str, Any] | None = None
-    cost_usd: Decimal | None = None
-    status: str = "ok"
-    retries: int = 0
-
-    @property
-    def fallbacks(self) -> int:
-        return len(self.failures)
-
-    def headers(self) -> dict[str, str]:
-        target = self.target or self.plan.primary
-        return {
-            "x-router-model": target.model,
-            "x-router-provider": target.provider,
-            "x-router-strategy": self.plan.strategy,
-            "x-router-reason": target.reason.encode("ascii", "replace").decode(),
-            "x-router-fallbacks": str(self.fallbacks),
-            "x-router-cost-usd": f"{self.cost_usd:.8f}" if self.cost_usd is not None else "0",
-            "x-router-cache": "miss",
-        }
 
 
 class RouterService:
@@ -70,6 +40,7 @@ class RouterService:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.catalog = Catalog(config, pricer)
@@ -77,8 +48,12 @@ class RouterService:
         self.planner = Planner(self.catalog, self.strategies)
         self.analyzer = Analyzer(config.routing.thresholds)
         self.backends = dict(backends)
+        self.metrics = metrics or default_metrics()
+        self.recorder = Recorder(self.catalog, self.metrics)
         self.breakers = BreakerBoard(config.circuit_breaker, clock)
-        self.executor = Executor(self.catalog, self.breakers, config.resilience, clock=clock, sleep=sleep)
+        self.executor = Executor(
+            self.catalog, self.breakers, config.resilience, clock=clock, sleep=sleep, metrics=self.metrics
+        )
         t = config.routing.thresholds
         self._boundaries = sorted(
             {t.long_context_tokens, t.medium_context_tokens, t.long_prompt_signal_tokens}
@@ -158,28 +133,46 @@ class RouterService:
                 request[key] = spec.max_output_tokens
         return request
 
+    async def _planned(self, body: Mapping[str, Any], request_id: str) -> Outcome:
+        """The request's outcome with its plan; a request that cannot be planned is counted too."""
+        try:
+            return Outcome(request_id, await self.plan(body))
+        except RouterError as exc:
+            strategy = str(body.get("routing_strategy") or body.get("model") or "none")[:40]
+            self.metrics.record("router_requests", model="none", provider="none",
+                                strategy=strategy if strategy in self.strategies else "other", status=str(exc.status_code))
+            raise
+
     async def complete(self, body: Mapping[str, Any], request_id: str) -> tuple[dict[str, Any], Outcome]:
-        outcome = Outcome(request_id, await self.plan(body))
+        outcome = await self._planned(body, request_id)
 
         async def attempt(target: Target) -> dict[str, Any]:
-            return await self.backends[target.model].complete(self._request_for(body, target))
+            started = now()
+            try:
+                return await self.backends[target.model].complete(self._request_for(body, target))
+            finally:
+                outcome.backend_s += now() - started
 
         try:
             target, response = await self.executor.run(outcome.plan, attempt, outcome)
         except RouterError as exc:
-            outcome.status = "error"
-            self.record(outcome, None, error=exc)
+            self._failed(outcome, exc)
+            raise
+        except asyncio.CancelledError:
+            outcome.status = "cancelled"
+            self.recorder.finish(outcome, None)
             raise
         response["model"] = target.model
-        self.record(outcome, target, usage=response.get("usage"))
+        self.recorder.finish(outcome, target, usage=response.get("usage"))
         return response, outcome
 
     async def stream(self, body: Mapping[str, Any], request_id: str) -> tuple[AsyncIterator[dict[str, Any]], Outcome]:
         """Returns the chunk stream once a target has produced content, and the outcome so far."""
-        outcome = Outcome(request_id, await self.plan(body))
+        outcome = await self._planned(body, request_id)
         first_byte = self.config.resilience.first_byte_timeout_s
 
         async def attempt(target: Target) -> tuple[list[dict[str, Any]], AsyncIterator[dict[str, Any]]]:
+            started = now()
             upstream = self.backends[target.model].stream(self._request_for(body, target))
             try:
                 async with asyncio.timeout(first_byte):
@@ -190,19 +183,31 @@ class RouterService:
             except BaseException:
                 await _close(upstream)
                 raise
+            finally:
+                outcome.backend_s += now() - started
 
         try:
             target, (head, upstream) = await self.executor.run(outcome.plan, attempt, outcome)
         except RouterError as exc:
-            outcome.status = "error"
-            self.record(outcome, None, error=exc)
+            self._failed(outcome, exc)
+            raise
+        except asyncio.CancelledError:
+            outcome.status = "cancelled"
+            self.recorder.finish(outcome, None)
             raise
         outcome.target = target
+        outcome.first_token_s = now() - outcome.started
         return self._relay(head, upstream, outcome), outcome
+
+    def _failed(self, outcome: Outcome, exc: RouterError) -> None:
+        outcome.status = "error"
+        self.recorder.finish(outcome, None, error=exc)
+        self.refresh_gauges(m for m, _ in outcome.failures)
 
     async def _relay(
         self, head: list[dict[str, Any]], upstream: AsyncIterator[dict[str, Any]], outcome: Outcome
     ) -> AsyncIterator[dict[str, Any]]:
+        """The stream as the client gets it; records the outcome however the stream ends."""
         assert outcome.target is not None
         model, usage = outcome.target.model, None
         try:
@@ -210,7 +215,14 @@ class RouterService:
                 chunk["model"] = model
                 usage = chunk.get("usage") or usage
                 yield chunk
-            async for chunk in upstream:
+            while True:
+                waited = now()
+                try:
+                    chunk = await upstream.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    outcome.backend_s += now() - waited
                 chunk["model"] = model
                 usage = chunk.get("usage") or usage
                 yield chunk
@@ -218,68 +230,26 @@ class RouterService:
             # NOTE: a stream that breaks after content is a failure of its backend.
             self.breakers[model].failure()
             outcome.status = "error"
-            self.record(outcome, outcome.target, usage=usage, error=exc)
+            self.recorder.finish(outcome, outcome.target, usage=usage, error=exc)
+            self.refresh_gauges([model])
             raise
         except (GeneratorExit, asyncio.CancelledError):
             outcome.status = "cancelled"
-            self.record(outcome, outcome.target, usage=usage)
+            self.recorder.finish(outcome, outcome.target, usage=usage)
             raise
         else:
-            self.record(outcome, outcome.target, usage=usage)
+            self.recorder.finish(outcome, outcome.target, usage=usage)
         finally:
             await _close(upstream)
 
-    # --- accounting ---------------------------------------------------------------------
-    def record(
-        self,
-        outcome: Outcome,
-        target: Target | None,
-        *,
-        usage: dict[str, Any] | None = None,
-        error: RouterError | None = None,
-    ) -> None:
-        outcome.target = target or outcome.target
-        outcome.usage = usage
-        if target is not None and usage:
-            outcome.cost_usd = self.catalog.pricer.cost(
-                target.model,
-                input_tokens=int(usage.get("prompt_tokens") or 0),
-                output_tokens=int(usage.get("completion_tokens") or 0),
-            )
-        self.log_decision(outcome, error)
-
-    def log_decision(self, outcome: Outcome, error: RouterError | None = None) -> None:
-        plan, target = outcome.plan, outcome.target
-        fields: dict[str, Any] = {
-            "request_id": outcome.request_id,
-            "strategy": plan.strategy,
-            "features": _loggable(plan.features),
-            "model": target.model if target else None,
-            "provider": target.provider if target else None,
-            "self_hosted": self.catalog.is_self_hosted(target.model) if target else None,
-            "reason": target.reason if target else None,
-            "fallbacks": outcome.fallbacks,
-            "failures": [m for m, _ in outcome.failures],
-            "retries": outcome.retries,
-            "status": outcome.status,
-            "error": type(error).__name__ if error else None,
-            "latency_ms": round((now() - outcome.started) * 1000, 2),
-            "prompt_tokens": (outcome.usage or {}).get("prompt_tokens"),
-            "completion_tokens": (outcome.usage or {}).get("completion_tokens"),
-            "cost_usd": float(outcome.cost_usd) if outcome.cost_usd is not None else None,
-            "cache": "miss",
-        }
-        if debug_enabled():
-            fields["candidates"] = [t.model for t in plan.targets]
-            fields["dropped"] = [{"model": m, "why": why} for m, why in plan.dropped]
-        log_event("route_decision", **fields)
-
-
-def _loggable(features: Features) -> dict[str, Any]:
-    """Features without anything a client wrote (metadata values stay out)."""
-    out = features.as_dict()
-    out["metadata"] = sorted(features.metadata)
-    return out
+    def refresh_gauges(self, models: Any = None) -> None:
+        """Breaker state and up/down per model (all models when none are named)."""
+        for model in models if models is not None else self.catalog.models:
+            spec = self.catalog.models[model]
+            self.metrics.record("router_breaker_state", STATE_VALUES[self.breakers[model].current()], model=model)
+            up = 0.0 if self.availability(model) else 1.0
+            self.metrics.record("router_backend_up", up, model=model, provider=spec.provider,
+                                self_hosted=str(self.catalog.is_self_hosted(model)).lower())
 
 
 def _has_content(chunk: Mapping[str, Any]) -> bool:

@@ -19,8 +19,10 @@ from app.backends.serve_handle import ServeHandleBackend
 from app.config import ProviderSpec, parse_config
 from app.observability.logs import configure_logging, log_event
 from app.service import RouterService
+from deployments.health import DeploymentHealth
 
 ENGINE_STATUS_TIMEOUT_S = 2.0
+ENGINE_DEPLOYMENT = "CPUEngine"
 
 
 @serve.deployment(max_ongoing_requests=256)
@@ -31,6 +33,7 @@ class RouterIngress:
         configure_logging(self.config.logging.level)
         self.engine = engine
         self._engine_status: dict[str, Any] | None = None
+        self.health = DeploymentHealth([ENGINE_DEPLOYMENT] if engine is not None else [], on_poll=self._refresh)
 
         def self_hosted(name: str) -> Backend:
             return ServeHandleBackend(name, engine, health=self._engine_unavailable)
@@ -44,6 +47,7 @@ class RouterIngress:
 
         cloud = through_adapter if adapters else None
         self.service = RouterService(self.config, build_backends(self.config, self_hosted, cloud))
+        self.health.start()
         unavailable = {m: self.service.availability(m) for m in self.config.models}
         log_event(
             "router_started",
@@ -52,7 +56,12 @@ class RouterIngress:
         )
 
     def _engine_unavailable(self) -> str | None:
-        return None if self.engine is not None else "no self-hosted engine is deployed"
+        if self.engine is None:
+            return "no self-hosted engine is deployed"
+        return self.health.reason(ENGINE_DEPLOYMENT)
+
+    def _refresh(self) -> None:
+        self.service.refresh_gauges()
 
     async def _health_extra(self) -> dict[str, Any]:
         if self.engine is None:

@@ -164,10 +164,18 @@ def health_report(service: RouterService) -> dict[str, Any]:
     """Overall status: ``ok`` when every model is up, ``degraded`` when some are, ``down`` when none."""
     models = {name: service.availability(name) for name in service.catalog.models}
     up = [m for m, reason in models.items() if reason is None]
-    self_hosted_up = [m for m in up if service.catalog.is_self_hosted(m)]
+    self_hosted = [m for m in models if service.catalog.is_self_hosted(m)]
+    self_hosted_up = [m for m in up if m in self_hosted]
     status = "ok" if len(up) == len(models) else ("degraded" if up else "down")
-    return {
+    report: dict[str, Any] = {
         "status": status,
         "self_hosted_available": bool(self_hosted_up),
-        "models": {m: {"available": r is None, "reason": r} for m, r in models.items()},
+        "models": {
+            m: {"available": r is None, "reason": r, "breaker": service.breakers[m].current()}
+            for m, r in models.items()
+        },
     }
+    if self_hosted and not self_hosted_up:
+        report["notice"] = "All self-hosted models are down: requests go to cloud models."
+    service.refresh_gauges()
+    return report

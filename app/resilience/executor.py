@@ -33,6 +33,7 @@ from app.errors import (
     UpstreamUnavailableError,
 )
 from app.observability.logs import log_event
+from app.observability.metrics import Metrics
 from app.resilience.breaker import BreakerBoard
 from app.resilience.retry import RetryPolicy
 from app.routing.catalog import Catalog
@@ -66,7 +67,7 @@ class Executor:
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-        on_fallback: Callable[[str, str, str], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.catalog = catalog
         self.breakers = breakers
@@ -74,7 +75,7 @@ class Executor:
         self.retry = retry or RetryPolicy(settings.retries)
         self.clock = clock
         self.sleep = sleep
-        self.on_fallback = on_fallback
+        self.metrics = metrics
 
     async def run(self, plan: RoutePlan, attempt: Attempt[T], tracker: Tracker) -> tuple[Target, T]:
         deadline = self.clock() + self.settings.deadline_s
@@ -124,6 +125,8 @@ class Executor:
                 if n + 1 >= self.retry.attempts or wait is None:
                     raise
                 tracker.retries += 1
+                if self.metrics is not None:
+                    self.metrics.record("router_retries", model=target.model)
                 log_event("retry", request_id=tracker.request_id, model=target.model, reason=type(exc).__name__, wait_s=round(wait, 3))
                 await self.sleep(wait)
                 continue
@@ -148,8 +151,8 @@ class Executor:
             reason=type(cause).__name__,
             detail=cause.message,
         )
-        if self.on_fallback is not None:
-            self.on_fallback(source, to.model, type(cause).__name__)
+        if self.metrics is not None:
+            self.metrics.record("router_fallbacks", from_model=source, to_model=to.model, reason=type(cause).__name__)
 
     @staticmethod
     def _exhausted(tracker: Tracker, last: RouterError | None) -> RouterError:

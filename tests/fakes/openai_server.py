@@ -4,13 +4,21 @@
 ``stream_options.include_usage`` is set, then ``data: [DONE]``), with Bearer auth and OpenAI's
 error bodies. Answers are deterministic: ``"Hello from fake OpenAI: <n> messages."``, or a tool
 call of the first tool when tools are offered and the last message is not a tool result.
+
+Client disconnects (for the cancellation tests): ``event_interval_s`` paces stream events;
+``streams_finished`` / ``streams_abandoned`` count streams that reached their end or stopped
+before it (the client went away, or a cut); ``disconnected_before_answer`` counts requests whose
+client closed the connection during a fault's ``delay_s``, before any answer was sent.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
@@ -38,6 +46,10 @@ class FakeOpenAI(FakeServer):
     def __init__(self, api_key: str | None = "test-openai-key", name: str = "fake-openai") -> None:
         super().__init__(name=name)
         self.api_key = api_key
+        self.event_interval_s = 0.0
+        self.streams_finished = 0
+        self.streams_abandoned = 0
+        self.disconnected_before_answer = 0
 
     def routes(self) -> list[Route]:
         return [
@@ -57,6 +69,10 @@ class FakeOpenAI(FakeServer):
             return JSONResponse(openai_error(401, "Incorrect API key provided."), status_code=401)
         fault = self.fault_for(body)
         if fault is not None:
+            if fault.delay_s:
+                if await self._wait_or_disconnect(request, fault.delay_s):
+                    self.disconnected_before_answer += 1
+                fault = dataclasses.replace(fault, delay_s=0.0)
             error = await self.error_response(fault, openai_error)
             if error is not None:
                 return error
@@ -65,7 +81,9 @@ class FakeOpenAI(FakeServer):
         message, finish = self.answer(body)
         usage = self.usage(body, message)
         if body.get("stream"):
-            return self.sse(self.stream_events(body, message, finish, usage), fault)
+            response = self.sse(self.stream_events(body, message, finish, usage), fault)
+            response.body_iterator = self._watch(response.body_iterator)
+            return response
         completion = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
@@ -76,6 +94,40 @@ class FakeOpenAI(FakeServer):
             "system_fingerprint": "fp_fake",
         }
         return JSONResponse(completion)
+
+    # --- client disconnects -------------------------------------------------------------
+    @staticmethod
+    async def _wait_or_disconnect(request: Request, seconds: float) -> bool:
+        """Waits ``seconds``, or less if the client closes the connection first (then True)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (left := deadline - loop.time()) > 0:
+            receive = asyncio.ensure_future(request.receive())
+            try:
+                done, _ = await asyncio.wait({receive}, timeout=left)
+            finally:
+                if not receive.done():
+                    receive.cancel()
+            if done:
+                if receive.result().get("type") == "http.disconnect":
+                    return True
+                await asyncio.sleep(min(0.01, max(0.0, deadline - loop.time())))  # not a disconnect
+        return False
+
+    async def _watch(self, body: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """Paces the events and counts streams that did or did not reach their end."""
+        finished = False
+        try:
+            async for part in body:
+                yield part
+                if self.event_interval_s:
+                    await asyncio.sleep(self.event_interval_s)
+            finished = True
+        finally:
+            if finished:
+                self.streams_finished += 1
+            else:
+                self.streams_abandoned += 1
 
     def answer(self, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
         messages = body["messages"]

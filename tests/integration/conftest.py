@@ -139,7 +139,8 @@ def _wait_healthy(url: str, timeout: float = 120) -> None:
     while time.monotonic() < deadline:
         try:
             body = httpx.get(f"{url}/health", timeout=5).json()
-            if body.get("self_hosted_engine", {}).get("ready"):
+            engine_up = body.get("self_hosted_engine", {}).get("ready")
+            if engine_up and body["models"]["mistral-7b-instruct"]["available"]:
                 return
         except (httpx.HTTPError, ValueError):
             pass

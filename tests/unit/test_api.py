@@ -216,7 +216,22 @@ def test_health_reports_unavailable_models(client):
     body = client.get("/health").json()
     assert body["status"] == "degraded"
     assert body["self_hosted_available"] is True
-    assert body["models"]["gemini-flash"] == {"available": False, "reason": "GOOGLE_CLOUD_PROJECT not set"}
+    assert body["models"]["gemini-flash"] == {
+        "available": False,
+        "reason": "GOOGLE_CLOUD_PROJECT not set",
+        "breaker": "closed",
+    }
+    assert "notice" not in body
+
+
+def test_health_says_when_every_self_hosted_model_is_down(client, backends):
+    for name in ("mistral-7b-instruct", "codellama-13b", "mistral-7b-fast"):
+        backends[name].down = "deployment CPUEngine has no running replica"
+    body = client.get("/health").json()
+    assert body["self_hosted_available"] is False
+    assert body["notice"] == "All self-hosted models are down: requests go to cloud models."
+    plan = client.post("/v1/route", json={"model": "auto", "messages": SIMPLE}).json()
+    assert plan["provider"] != "self_hosted"
 
 
 @pytest.mark.parametrize(

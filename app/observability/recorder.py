@@ -1,0 +1,135 @@
+"""What happened to each request, and where it is recorded: the ``route_decision`` log line,
+the metrics, and the ``x-router-*`` headers.
+
+``Outcome`` is filled in as a request goes (plan, failures, retries, time spent in backends);
+``Recorder.finish`` prices its usage and writes the log line and the metrics once, whatever
+way the request ended (answered, failed, or cancelled by the client).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from app.errors import RouterError
+from app.observability.logs import debug_enabled, log_event, now
+from app.observability.metrics import Metrics
+from app.routing.analysis import Features
+from app.routing.catalog import Catalog
+from app.routing.planner import RoutePlan, Target
+
+CLIENT_CLOSED = 499  # the status recorded for a request its client abandoned (nginx's convention)
+
+
+@dataclass
+class Outcome:
+    """What happened to one request: the plan, who answered, what it cost."""
+
+    request_id: str
+    plan: RoutePlan
+    started: float = field(default_factory=now)
+    target: Target | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    retries: int = 0
+    backend_s: float = 0.0
+    first_token_s: float | None = None
+    usage: dict[str, Any] | None = None
+    cost_usd: Decimal | None = None
+    status: str = "ok"
+
+    @property
+    def fallbacks(self) -> int:
+        return len(self.failures)
+
+    def headers(self) -> dict[str, str]:
+        target = self.target or self.plan.primary
+        return {
+            "x-router-model": target.model,
+            "x-router-provider": target.provider,
+            "x-router-strategy": self.plan.strategy,
+            "x-router-reason": target.reason.encode("ascii", "replace").decode(),
+            "x-router-fallbacks": str(self.fallbacks),
+            "x-router-cost-usd": f"{self.cost_usd:.8f}" if self.cost_usd is not None else "0",
+            "x-router-cache": "miss",
+        }
+
+
+class Recorder:
+    def __init__(self, catalog: Catalog, metrics: Metrics) -> None:
+        self.catalog = catalog
+        self.metrics = metrics
+
+    def finish(
+        self,
+        outcome: Outcome,
+        target: Target | None,
+        *,
+        usage: dict[str, Any] | None = None,
+        error: RouterError | None = None,
+    ) -> None:
+        outcome.target = target or outcome.target
+        outcome.usage = usage
+        if target is not None and usage:
+            outcome.cost_usd = self.catalog.pricer.cost(
+                target.model,
+                input_tokens=int(usage.get("prompt_tokens") or 0),
+                output_tokens=int(usage.get("completion_tokens") or 0),
+            )
+        self._metrics(outcome, error)
+        self._log(outcome, error)
+
+    def _status(self, outcome: Outcome, error: RouterError | None) -> str:
+        if outcome.status == "cancelled":
+            return str(CLIENT_CLOSED)
+        return str(error.status_code) if error is not None else "200"
+
+    def _metrics(self, outcome: Outcome, error: RouterError | None) -> None:
+        m, target = self.metrics, outcome.target
+        model, provider = (target.model, target.provider) if target else ("none", "none")
+        elapsed = now() - outcome.started
+        m.record("router_requests", model=model, provider=provider, strategy=outcome.plan.strategy,
+                 status=self._status(outcome, error))
+        m.record("router_request_duration_seconds", elapsed, model=model)
+        m.record("router_overhead_seconds", max(0.0, elapsed - outcome.backend_s))
+        if outcome.first_token_s is not None:
+            m.record("router_time_to_first_token_seconds", outcome.first_token_s, model=model)
+        if outcome.cost_usd is not None:
+            m.record("router_cost_usd", float(outcome.cost_usd), model=model, provider=provider)
+        for direction, key in (("in", "prompt_tokens"), ("out", "completion_tokens")):
+            tokens = (outcome.usage or {}).get(key)
+            if tokens:
+                m.record("router_tokens", float(tokens), model=model, direction=direction)
+
+    def _log(self, outcome: Outcome, error: RouterError | None) -> None:
+        plan, target = outcome.plan, outcome.target
+        fields: dict[str, Any] = {
+            "request_id": outcome.request_id,
+            "strategy": plan.strategy,
+            "features": loggable(plan.features),
+            "model": target.model if target else None,
+            "provider": target.provider if target else None,
+            "self_hosted": self.catalog.is_self_hosted(target.model) if target else None,
+            "reason": target.reason if target else None,
+            "fallbacks": outcome.fallbacks,
+            "failures": [m for m, _ in outcome.failures],
+            "retries": outcome.retries,
+            "status": outcome.status,
+            "error": type(error).__name__ if error else None,
+            "latency_ms": round((now() - outcome.started) * 1000, 2),
+            "prompt_tokens": (outcome.usage or {}).get("prompt_tokens"),
+            "completion_tokens": (outcome.usage or {}).get("completion_tokens"),
+            "cost_usd": float(outcome.cost_usd) if outcome.cost_usd is not None else None,
+            "cache": "miss",
+        }
+        if debug_enabled():
+            fields["candidates"] = [t.model for t in plan.targets]
+            fields["dropped"] = [{"model": m, "why": why} for m, why in plan.dropped]
+        log_event("route_decision", **fields)
+
+
+def loggable(features: Features) -> dict[str, Any]:
+    """Features without anything a client wrote (metadata values stay out)."""
+    out = features.as_dict()
+    out["metadata"] = sorted(features.metadata)
+    return out
