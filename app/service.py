@@ -187,7 +187,7 @@ class RouterService:
                 outcome.backend_s += now() - started
 
         try:
-            target, (head, upstream) = await self.executor.run(outcome.plan, attempt, outcome)
+            target, (head, upstream) = await self.executor.run(outcome.plan, attempt, outcome, defer_success=True)
         except RouterError as exc:
             self._failed(outcome, exc)
             raise
@@ -197,7 +197,15 @@ class RouterService:
             raise
         outcome.target = target
         outcome.first_token_s = now() - outcome.started
-        return self._relay(head, upstream, outcome), outcome
+        return Relay(self._relay(head, upstream, outcome), lambda: self._abandoned(upstream, outcome)), outcome
+
+    async def _abandoned(self, upstream: AsyncIterator[dict[str, Any]], outcome: Outcome) -> None:
+        """The client left before reading anything: close the upstream and record that."""
+        assert outcome.target is not None
+        await _close(upstream)
+        self.breakers[outcome.target.model].release()
+        outcome.status = "cancelled"
+        self.recorder.finish(outcome, outcome.target)
 
     def _failed(self, outcome: Outcome, exc: RouterError) -> None:
         outcome.status = "error"
@@ -227,17 +235,20 @@ class RouterService:
                 usage = chunk.get("usage") or usage
                 yield chunk
         except RouterError as exc:
-            # NOTE: a stream that breaks after content is a failure of its backend.
+            # NOTE: a stream that breaks after content is a failure of its backend; one that ends
+            # cleanly is its success (the executor left both to us: defer_success).
             self.breakers[model].failure()
             outcome.status = "error"
             self.recorder.finish(outcome, outcome.target, usage=usage, error=exc)
             self.refresh_gauges([model])
             raise
         except (GeneratorExit, asyncio.CancelledError):
+            self.breakers[model].release()
             outcome.status = "cancelled"
             self.recorder.finish(outcome, outcome.target, usage=usage)
             raise
         else:
+            self.breakers[model].success()
             self.recorder.finish(outcome, outcome.target, usage=usage)
         finally:
             await _close(upstream)
@@ -250,6 +261,29 @@ class RouterService:
             up = 0.0 if self.availability(model) else 1.0
             self.metrics.record("router_backend_up", up, model=model, provider=spec.provider,
                                 self_hosted=str(self.catalog.is_self_hosted(model)).lower())
+
+
+class Relay:
+    """The client's chunk stream. Closing it before the first read still closes the upstream and
+    records the request (an async generator that never started would run none of its code)."""
+
+    def __init__(self, chunks: AsyncIterator[dict[str, Any]], on_unread_close: Callable[[], Awaitable[None]]) -> None:
+        self._chunks = chunks
+        self._on_unread_close = on_unread_close
+        self._started = False
+
+    def __aiter__(self) -> Relay:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        self._started = True
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        if not self._started:
+            self._started = True
+            await self._on_unread_close()
+        await _close(self._chunks)
 
 
 def _has_content(chunk: Mapping[str, Any]) -> bool:

@@ -58,6 +58,8 @@ class CircuitBreaker:
         return True
 
     def success(self) -> None:
+        if not self.settings.enabled:
+            return
         if self.state == HALF_OPEN:
             self.probes_in_flight = max(0, self.probes_in_flight - 1)
             self.probe_successes += 1
@@ -67,6 +69,8 @@ class CircuitBreaker:
             self.failures = 0
 
     def failure(self) -> None:
+        if not self.settings.enabled:
+            return
         if self.state == HALF_OPEN:
             self._open()
             return

@@ -4,7 +4,8 @@
         for attempt in 1..retries.attempts:
             breaker admits?  no -> next target
             call within what is left of the request's deadline
-            success            -> breaker.success(), done
+            success            -> breaker.success(), done (a stream's caller reports it at its end)
+            timeout            -> breaker.failure(); next target (a stalled target is not waited on twice)
             retryable error    -> breaker.failure(); wait backoff (or Retry-After) and retry,
                                   unless the wait does not fit: next target
             context too long   -> next target with a larger window
@@ -77,7 +78,11 @@ class Executor:
         self.sleep = sleep
         self.metrics = metrics
 
-    async def run(self, plan: RoutePlan, attempt: Attempt[T], tracker: Tracker) -> tuple[Target, T]:
+    async def run(
+        self, plan: RoutePlan, attempt: Attempt[T], tracker: Tracker, *, defer_success: bool = False
+    ) -> tuple[Target, T]:
+        """The first target's answer, with that target. With ``defer_success`` (streams) the
+        caller reports the breaker outcome itself once the stream ends: success, failure or release."""
         deadline = self.clock() + self.settings.deadline_s
         too_small = 0
         last: RouterError | None = None
@@ -87,7 +92,7 @@ class Executor:
             if last is not None:
                 self._fallback(tracker, last, target)
             try:
-                return target, await self._target(target, attempt, tracker, deadline)
+                return target, await self._target(target, attempt, tracker, deadline, defer_success)
             except DeadlineExceeded:
                 raise
             except ContextWindowExceededError as exc:
@@ -99,7 +104,9 @@ class Executor:
                 last = self._failed(tracker, target, exc)
         raise self._exhausted(tracker, last)
 
-    async def _target(self, target: Target, attempt: Attempt[T], tracker: Tracker, deadline: float) -> T:
+    async def _target(
+        self, target: Target, attempt: Attempt[T], tracker: Tracker, deadline: float, defer_success: bool
+    ) -> T:
         breaker = self.breakers[target.model]
         for n in range(self.retry.attempts):
             remaining = deadline - self.clock()
@@ -121,6 +128,8 @@ class Executor:
                     breaker.release()
                     raise
                 breaker.failure()
+                if isinstance(exc, UpstreamTimeoutError):
+                    raise  # a stalled target is better left for the next one than waited on again
                 wait = self.retry.delay(n, exc.retry_after, deadline - self.clock())
                 if n + 1 >= self.retry.attempts or wait is None:
                     raise
@@ -133,7 +142,8 @@ class Executor:
             except Exception as exc:  # a bug below must not pass as the backend's health
                 breaker.release()
                 raise UpstreamError(f"{target.model} failed ({type(exc).__name__})") from exc
-            breaker.success()
+            if not defer_success:
+                breaker.success()
             return result
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
@@ -156,7 +166,7 @@ class Executor:
 
     @staticmethod
     def _exhausted(tracker: Tracker, last: RouterError | None) -> RouterError:
-        if last is not None and len(tracker.failures) == 1:
-            return last
+        if last is not None and (len(tracker.failures) == 1 or isinstance(last, ContextWindowExceededError)):
+            return last  # a prompt no remaining window could take is the client's 400
         tried = "; ".join(f"{m}: {why}" for m, why in tracker.failures)
         return UpstreamUnavailableError(f"Every model in the plan failed ({tried}).", code="all_backends_failed")

@@ -27,10 +27,12 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None = None, remaining: float | None = None) -> float | None:
         s = self.settings
         if retry_after is not None:
+            if retry_after > s.max_delay_s:
+                return None
             wait = retry_after
         else:
             wait = min(s.max_delay_s, s.base_delay_s * 2**attempt)
-            wait *= 1 + s.jitter * (2 * self.random() - 1)
-        if wait > s.max_delay_s or (remaining is not None and wait >= remaining):
+            wait = min(s.max_delay_s, wait * (1 + s.jitter * (2 * self.random() - 1)))
+        if remaining is not None and wait >= remaining:
             return None
         return max(0.0, wait)

@@ -29,7 +29,7 @@ CONFIG = load_config(Path(__file__).parents[2] / "deployments" / "configs" / "ro
 OPENAI_KEY = "test-openai-key"
 ANTHROPIC_KEY = "test-anthropic-key"
 GPT, HAIKU = "gpt", "claude-haiku"
-INTERVAL = 0.1  # the fakes' pace between stream events: a whole stream takes about 1 s
+INTERVAL = 0.05  # the fakes' pace between stream events: a whole stream takes about 0.5 s
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,8 @@ def anthropic_server() -> Iterator[FakeAnthropic]:
 def fake_openai(openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
     openai_server.reset()
     openai_server.event_interval_s = INTERVAL
+    openai_server.streams_finished = openai_server.streams_abandoned = 0
+    openai_server.disconnected_before_answer = 0
     yield openai_server
     openai_server.event_interval_s = 0.0
     openai_server.faults.clear()
@@ -59,6 +61,7 @@ def fake_openai(openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
 def fake_anthropic(anthropic_server: FakeAnthropic) -> Iterator[FakeAnthropic]:
     anthropic_server.reset()
     anthropic_server.event_interval_s, anthropic_server.error_event_after = INTERVAL, None
+    anthropic_server.streams_unfinished.clear()
     yield anthropic_server
     anthropic_server.event_interval_s = 0.0
     anthropic_server.faults.clear()
@@ -85,7 +88,11 @@ async def service(openai_server: FakeOpenAI, anthropic_server: FakeAnthropic) ->
 
 
 def body(model: str, *, stream: bool = False) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": "Tell me about Kubernetes."}], "stream": stream}
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": "Tell me about Kubernetes."}],
+        "stream": stream,
+    }
 
 
 def text_of(chunks: list[dict[str, Any]]) -> str:
@@ -215,7 +222,9 @@ async def test_anthropic_stream_closed_by_the_client_is_unfinished_upstream(
     assert all(c["model"] == HAIKU for c in got)
     await chunks.aclose()  # type: ignore[attr-defined]
     message_id = got[0]["id"]
-    await wait_for(lambda: message_id in fake_anthropic.streams_unfinished, what="the fake seeing the stream unfinished")
+    await wait_for(
+        lambda: message_id in fake_anthropic.streams_unfinished, what="the fake seeing the stream unfinished"
+    )
     assert outcome.status == "cancelled"
     assert len(fake_anthropic.requests) == 1
     assert_breaker_untouched(service, HAIKU)
@@ -240,7 +249,9 @@ async def test_anthropic_stream_whose_consumer_is_cancelled_is_unfinished_upstre
     with pytest.raises(asyncio.CancelledError):
         await task
     message_id = got[0]["id"]
-    await wait_for(lambda: message_id in fake_anthropic.streams_unfinished, what="the fake seeing the stream unfinished")
+    await wait_for(
+        lambda: message_id in fake_anthropic.streams_unfinished, what="the fake seeing the stream unfinished"
+    )
     assert_breaker_untouched(service, HAIKU)
 
 
