@@ -202,6 +202,68 @@ class ResilienceConfig(StrictModel):
     )
 
 
+class AlertRule(StrictModel):
+    name: str
+    threshold: float = Field(gt=0, le=10, description="Fraction of the daily budget, e.g. 0.8.")
+    action: Literal["notify_ops_team", "switch_to_self_hosted_only"]
+
+
+class WebhookConfig(StrictModel):
+    url_env: str | None = Field(
+        default="BUDGET_ALERT_WEBHOOK_URL", description="Environment variable holding the webhook URL."
+    )
+    retries: int = Field(default=3, ge=0)
+    timeout_s: float = Field(default=5, gt=0)
+
+
+def _seed_alerts() -> list[AlertRule]:
+    return [
+        AlertRule(name="daily_budget_80_percent", threshold=0.8, action="notify_ops_team"),
+        AlertRule(name="daily_budget_100_percent", threshold=1.0, action="switch_to_self_hosted_only"),
+    ]
+
+
+class CostRules(StrictModel):
+    """The seed's ``cost_rules``: daily budgets per provider (by budget key) and in total."""
+
+    timezone: str = Field(default="UTC", description="Budgets reset at midnight here (an IANA zone).")
+    daily_budgets: dict[str, float] = Field(
+        default_factory=dict, description="USD per day, keyed by provider budget key or 'total'."
+    )
+    alerts: list[AlertRule] = Field(default_factory=_seed_alerts)
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+    reservation_ttl_s: float = Field(
+        default=900, gt=0, description="A reservation left by a replica that died is dropped after this."
+    )
+
+    @model_validator(mode="after")
+    def _known_zone(self) -> CostRules:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r}") from None
+        return self
+
+
+class LedgerConfig(StrictModel):
+    backend: Literal["sqlite", "redis"] = Field(
+        default="sqlite", description="sqlite: one node (replicas share the file); redis: replicas across nodes."
+    )
+    path: str = Field(default="~/.cache/hybrid-router/ledger.db", description="The SQLite file.")
+    redis_url_env: str = Field(default="REDIS_URL", description="Environment variable with the Redis URL.")
+    key_prefix: str = "hybrid-router"
+
+
+class CacheConfig(StrictModel):
+    enabled: bool = True
+    backend: Literal["memory", "redis"] = "memory"
+    ttl_s: float = Field(default=3600, gt=0)
+    max_entries: int = Field(default=10_000, ge=1, description="Memory backend: entries kept (LRU).")
+    redis_url_env: str = "REDIS_URL"
+
+
 class CPUEngineSettings(StrictModel):
     model: str = Field(description="Hugging Face model id or local path served on CPU.")
     demo_fallback: bool = Field(
@@ -249,8 +311,15 @@ class RouterConfig(StrictModel):
     strategies: dict[str, CustomStrategy] = Field(default_factory=dict)
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    cost_rules: CostRules = Field(default_factory=CostRules)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    def budget_key(self, model: str) -> str:
+        name = self.models[model].provider
+        return self.providers[name].budget_key or name
 
     def provider_of(self, model: str) -> ProviderSpec:
         return self.providers[self.models[model].provider]
@@ -416,6 +485,10 @@ def check_references(config: RouterConfig) -> list[tuple[str, str]]:
             if rule.action.strategy and rule.action.strategy not in strategies:
                 problems.append((f"{rpath}.action.strategy", f"unknown strategy {rule.action.strategy!r}"))
     problems += _alias_clashes(config)
+    budget_keys = {p.budget_key or n for n, p in config.providers.items()} | {"total"}
+    for key in config.cost_rules.daily_budgets:
+        if key not in budget_keys:
+            problems.append((f"cost_rules.daily_budgets.{key}", f"unknown budget key; expected one of {sorted(budget_keys)}"))
     problems += _delegation_cycles(config)
     if config.serving.engine == "cpu" and config.serving.cpu is None:
         if any(p.runs_in_this_app for p in config.providers.values()):

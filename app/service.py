@@ -9,12 +9,18 @@ before that moves on to the next target, so the client sees one clean stream.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from app.backends.base import Backend, backend_request
+from app.budget.alerts import AlertSender
+from app.budget.budgets import Budgets, Reservation, ledger_for
 from app.budget.pricing import Pricer
+from app.cache.service import ResponseCache, store_for
+from app.cache.store import chunks_to_completion, completion_to_chunks
 from app.config import BUILTIN_STRATEGIES, RouterConfig
 from app.errors import InvalidRequestError, ModelNotFoundError, RouterError, UpstreamError, UpstreamTimeoutError
 from app.observability.logs import now
@@ -27,6 +33,7 @@ from app.routing.analysis import Analyzer, Features
 from app.routing.catalog import Catalog
 from app.routing.planner import Planner, RoutePlan, Target, always_available
 from app.routing.strategies import StrategyRegistry
+from app.routing.tokens import encoding
 
 NEAR_BOUNDARY = 0.10  # an estimated token count this close to a decision boundary is counted exactly
 
@@ -41,6 +48,8 @@ class RouterService:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         metrics: Metrics | None = None,
+        budgets: Budgets | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.config = config
         self.catalog = Catalog(config, pricer)
@@ -50,6 +59,14 @@ class RouterService:
         self.backends = dict(backends)
         self.metrics = metrics or default_metrics()
         self.recorder = Recorder(self.catalog, self.metrics)
+        self.budgets = budgets or Budgets(
+            config,
+            self.catalog.pricer,
+            ledger_for(config.ledger),
+            self.metrics,
+            AlertSender(config.cost_rules.webhook, self.metrics),
+        )
+        self.cache = cache or ResponseCache(store_for(config.cache), config.cache.ttl_s)
         self.breakers = BreakerBoard(config.circuit_breaker, clock)
         self.executor = Executor(
             self.catalog, self.breakers, config.resilience, clock=clock, sleep=sleep, metrics=self.metrics
@@ -63,18 +80,22 @@ class RouterService:
     async def start(self) -> None:
         """Slow checks a backend wants before traffic (Vertex AI's credential discovery), at once."""
         checks = [b.check_credentials() for b in self.backends.values() if hasattr(b, "check_credentials")]
-        await asyncio.gather(*checks, return_exceptions=True)
+        await asyncio.gather(self.budgets.refresh(), *checks, return_exceptions=True)
 
     async def close(self) -> None:
         closers = [b.aclose() for b in self.backends.values() if hasattr(b, "aclose")]
-        await asyncio.gather(*closers, return_exceptions=True)
+        await asyncio.gather(*closers, self.budgets.close(), self.cache.close(), return_exceptions=True)
 
     # --- availability -------------------------------------------------------------------
     def availability(self, model: str) -> str | None:
         backend = self.backends.get(model)
         if backend is None:
             return "no backend is configured for it"
-        return backend.unavailable_reason() or self.breakers.unavailable_reason(model)
+        return (
+            backend.unavailable_reason()
+            or self.breakers.unavailable_reason(model)
+            or self.budgets.unavailable_reason(model)
+        )
 
     # --- planning -----------------------------------------------------------------------
     def selection(self, body: Mapping[str, Any]) -> tuple[str, str]:
@@ -143,13 +164,29 @@ class RouterService:
                                 strategy=strategy if strategy in self.strategies else "other", status=str(exc.status_code))
             raise
 
+    async def _cached(self, body: Mapping[str, Any], outcome: Outcome) -> dict[str, Any] | None:
+        """A stored answer of the plan's primary model, recorded as a free hit."""
+        hit = await self.cache.get(body, outcome.plan.primary.model)
+        if hit is not None:
+            outcome.cache = "hit"
+            self.recorder.finish(outcome, outcome.plan.primary, usage=hit.get("usage"), cost=Decimal(0))
+        return hit
+
     async def complete(self, body: Mapping[str, Any], request_id: str) -> tuple[dict[str, Any], Outcome]:
         outcome = await self._planned(body, request_id)
+        hit = await self._cached(body, outcome)
+        if hit is not None:
+            return hit, outcome
 
         async def attempt(target: Target) -> dict[str, Any]:
+            request = self._request_for(body, target)
+            reservation = await self._reserve(target, request, outcome)
             started = now()
             try:
-                return await self.backends[target.model].complete(self._request_for(body, target))
+                return await self.backends[target.model].complete(request)
+            except BaseException:
+                await self.budgets.release(reservation)
+                raise
             finally:
                 outcome.backend_s += now() - started
 
@@ -163,25 +200,33 @@ class RouterService:
             self.recorder.finish(outcome, None)
             raise
         response["model"] = target.model
-        self.recorder.finish(outcome, target, usage=response.get("usage"))
+        await self._settle(outcome, target, response.get("usage"))
+        await self.cache.put(body, target.model, response)
         return response, outcome
 
     async def stream(self, body: Mapping[str, Any], request_id: str) -> tuple[AsyncIterator[dict[str, Any]], Outcome]:
         """Returns the chunk stream once a target has produced content, and the outcome so far."""
         outcome = await self._planned(body, request_id)
+        hit = await self._cached(body, outcome)
+        if hit is not None:
+            return _replay(completion_to_chunks(hit)), outcome
         first_byte = self.config.resilience.first_byte_timeout_s
 
         async def attempt(target: Target) -> tuple[list[dict[str, Any]], AsyncIterator[dict[str, Any]]]:
+            request = self._request_for(body, target)
+            reservation = await self._reserve(target, request, outcome)
             started = now()
-            upstream = self.backends[target.model].stream(self._request_for(body, target))
+            upstream = self.backends[target.model].stream(request)
             try:
                 async with asyncio.timeout(first_byte):
                     return await _read_until_content(upstream), upstream
             except TimeoutError:
                 await _close(upstream)
+                await self.budgets.release(reservation)
                 raise UpstreamTimeoutError(f"{target.model}: no content within {first_byte:g} s") from None
             except BaseException:
                 await _close(upstream)
+                await self.budgets.release(reservation)
                 raise
             finally:
                 outcome.backend_s += now() - started
@@ -197,7 +242,8 @@ class RouterService:
             raise
         outcome.target = target
         outcome.first_token_s = now() - outcome.started
-        return Relay(self._relay(head, upstream, outcome), lambda: self._abandoned(upstream, outcome)), outcome
+        chunks = self._relay(head, upstream, outcome, body)
+        return Relay(chunks, lambda: self._abandoned(upstream, outcome)), outcome
 
     async def _abandoned(self, upstream: AsyncIterator[dict[str, Any]], outcome: Outcome) -> None:
         """The client left before reading anything: close the upstream and record that."""
@@ -205,7 +251,29 @@ class RouterService:
         await _close(upstream)
         self.breakers[outcome.target.model].release()
         outcome.status = "cancelled"
-        self.recorder.finish(outcome, outcome.target)
+        await self._settle(outcome, outcome.target, None)
+
+    async def _reserve(self, target: Target, request: Mapping[str, Any], outcome: Outcome) -> Reservation:
+        limit = request.get("max_completion_tokens") or request.get("max_tokens")
+        outcome.reservation = await self.budgets.reserve(target.model, outcome.plan.features.tokens, limit)
+        return outcome.reservation
+
+    async def _settle(
+        self,
+        outcome: Outcome,
+        target: Target,
+        usage: dict[str, Any] | None,
+        streamed: str = "",
+        error: RouterError | None = None,
+    ) -> None:
+        """Records what the answer cost: its usage, or for a stream that ended without one (cut, or
+        its client left) the prompt plus what was streamed, so that no spend goes unrecorded."""
+        if usage is None and outcome.status != "ok":
+            usage = estimate_usage(outcome.plan.features.tokens, streamed)
+        cost = self.catalog.pricer.usage_cost(target.model, usage) if usage else Decimal(0)
+        if outcome.reservation is not None:
+            await self.budgets.settle(outcome.reservation, cost)
+        self.recorder.finish(outcome, target, usage=usage, cost=cost, error=error)
 
     def _failed(self, outcome: Outcome, exc: RouterError) -> None:
         outcome.status = "error"
@@ -213,15 +281,23 @@ class RouterService:
         self.refresh_gauges(m for m, _ in outcome.failures)
 
     async def _relay(
-        self, head: list[dict[str, Any]], upstream: AsyncIterator[dict[str, Any]], outcome: Outcome
+        self,
+        head: list[dict[str, Any]],
+        upstream: AsyncIterator[dict[str, Any]],
+        outcome: Outcome,
+        body: Mapping[str, Any],
     ) -> AsyncIterator[dict[str, Any]]:
-        """The stream as the client gets it; records the outcome however the stream ends."""
+        """The stream as the client gets it; settles, records and caches however it ends."""
         assert outcome.target is not None
-        model, usage = outcome.target.model, None
+        target, model = outcome.target, outcome.target.model
+        usage: dict[str, Any] | None = None
+        streamed: list[str] = []
+        kept: list[dict[str, Any]] | None = [] if self.cache.key(body, model) else None
         try:
             for chunk in head:
-                chunk["model"] = model
-                usage = chunk.get("usage") or usage
+                usage = _relayed(chunk, model, streamed) or usage
+                if kept is not None:
+                    kept.append(copy.deepcopy(chunk))
                 yield chunk
             while True:
                 waited = now()
@@ -231,25 +307,28 @@ class RouterService:
                     break
                 finally:
                     outcome.backend_s += now() - waited
-                chunk["model"] = model
-                usage = chunk.get("usage") or usage
+                usage = _relayed(chunk, model, streamed) or usage
+                if kept is not None:
+                    kept.append(copy.deepcopy(chunk))
                 yield chunk
         except RouterError as exc:
             # NOTE: a stream that breaks after content is a failure of its backend; one that ends
             # cleanly is its success (the executor left both to us: defer_success).
             self.breakers[model].failure()
             outcome.status = "error"
-            self.recorder.finish(outcome, outcome.target, usage=usage, error=exc)
+            await self._settle(outcome, target, usage, "".join(streamed), error=exc)
             self.refresh_gauges([model])
             raise
         except (GeneratorExit, asyncio.CancelledError):
             self.breakers[model].release()
             outcome.status = "cancelled"
-            self.recorder.finish(outcome, outcome.target, usage=usage)
+            await self._settle(outcome, target, usage, "".join(streamed))
             raise
         else:
             self.breakers[model].success()
-            self.recorder.finish(outcome, outcome.target, usage=usage)
+            await self._settle(outcome, target, usage, "".join(streamed))
+            if kept is not None:
+                await self.cache.put(body, model, chunks_to_completion(kept))
         finally:
             await _close(upstream)
 
@@ -284,6 +363,28 @@ class Relay:
             self._started = True
             await self._on_unread_close()
         await _close(self._chunks)
+
+
+async def _replay(chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    for chunk in chunks:
+        yield chunk
+
+
+def _relayed(chunk: dict[str, Any], model: str, streamed: list[str]) -> dict[str, Any] | None:
+    """Names the answering model on a chunk, keeps its text, and returns its usage if any."""
+    chunk["model"] = model
+    for choice in chunk.get("choices") or ():
+        text = (choice.get("delta") or {}).get("content")
+        if text:
+            streamed.append(text)
+    usage: dict[str, Any] | None = chunk.get("usage")
+    return usage
+
+
+def estimate_usage(prompt_tokens: int, streamed: str) -> dict[str, int]:
+    """Usage for a stream that ended without its usage chunk: the prompt, and what was sent."""
+    completion = len(encoding().encode_ordinary(streamed)) if streamed else 0
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
 
 
 def _has_content(chunk: Mapping[str, Any]) -> bool:

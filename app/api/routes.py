@@ -88,17 +88,26 @@ def create_app(
 
     @app.post("/v1/route")
     async def route(body: ChatCompletionRequest, assume_available: bool = False) -> dict[str, Any]:
-        plan = await service.plan(body.body(), assume_available=assume_available)
+        payload = body.body()
+        plan = await service.plan(payload, assume_available=assume_available)
         primary = plan.primary
+        max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens")
+        worst = service.catalog.pricer.worst_case(primary.model, plan.features.tokens, max_tokens)
         return {
             "model": primary.model,
             "provider": primary.provider,
             "strategy": plan.strategy,
             "reason": primary.reason,
+            "estimated_cost_usd": {"worst_case": float(worst)},
             "fallbacks": [t.as_dict() for t in plan.fallbacks],
             "features": plan.features.as_dict(),
             "dropped": [{"model": m, "reason": why} for m, why in plan.dropped],
         }
+
+    @app.get("/v1/budget")
+    async def budget() -> dict[str, Any]:
+        await service.budgets.refresh()
+        return service.budgets.report()
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

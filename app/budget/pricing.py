@@ -1,19 +1,23 @@
 """Model prices: ``genai-prices`` for cloud models, a configured per-million price for self-hosted.
 
-``rates`` gives a model's base USD per million input and output tokens (looked up once per model:
-genai-prices takes ~0.1 ms a call), for ranking and planning. ``cost`` prices real usage exactly,
-tiers included.
+``usage_cost`` prices a response's real usage exactly: input (cached reads and cache writes at
+their own prices), and output (reasoning tokens are output tokens), tiers included.
+``worst_case`` is what a request could cost at most (its prompt plus ``max_tokens``), the
+amount reserved against budgets. ``rates`` gives base USD per million tokens, for ranking.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from app.config import ModelSpec
 
 _SAMPLE_TOKENS = 1_000  # small enough to stay below every tier's start
+_MILLION = Decimal(1_000_000)
 
 
 @dataclass(frozen=True)
@@ -25,35 +29,70 @@ class Rates:
         return (input_tokens * self.input_per_million + output_tokens * self.output_per_million) / 1e6
 
 
+@dataclass(frozen=True)
+class TokenUsage:
+    """Usage in the terms prices use; ``input_tokens`` includes cached reads and cache writes."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @classmethod
+    def from_openai(cls, usage: Mapping[str, Any]) -> TokenUsage:
+        """OpenAI's usage block, with the details our adapters fill in (cached, cache writes)."""
+        details = usage.get("prompt_tokens_details") or {}
+        return cls(
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
+            cache_read_tokens=int(details.get("cached_tokens") or 0),
+            cache_write_tokens=int(details.get("cache_write_tokens") or 0),
+        )
+
+
 class Pricer:
     def __init__(self, models: dict[str, ModelSpec]) -> None:
         self.models = models
 
     @functools.cache
     def rates(self, model: str) -> Rates:
-        spec = self.models[model]
-        pricing = spec.pricing
+        pricing = self.models[model].pricing
         if pricing.source == "fixed":
             assert pricing.input_per_million is not None and pricing.output_per_million is not None
             return Rates(pricing.input_per_million, pricing.output_per_million)
-        per_input = self.cost(model, input_tokens=_SAMPLE_TOKENS, output_tokens=0)
-        per_output = self.cost(model, input_tokens=0, output_tokens=_SAMPLE_TOKENS)
+        per_input = self.cost(model, TokenUsage(input_tokens=_SAMPLE_TOKENS))
+        per_output = self.cost(model, TokenUsage(output_tokens=_SAMPLE_TOKENS))
         scale = Decimal(1_000_000 // _SAMPLE_TOKENS)
         return Rates(float(per_input * scale), float(per_output * scale))
 
-    def cost(self, model: str, *, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0) -> Decimal:
-        """The exact USD price of a response's usage (``input_tokens`` includes cached ones)."""
+    def cost(self, model: str, usage: TokenUsage) -> Decimal:
+        """The exact USD price of ``usage`` on ``model``."""
         spec = self.models[model]
         pricing = spec.pricing
         if pricing.source == "fixed":
-            per_token = (Decimal(str(pricing.input_per_million)), Decimal(str(pricing.output_per_million)))
-            return (input_tokens * per_token[0] + output_tokens * per_token[1]) / 1_000_000
+            per_in, per_out = Decimal(str(pricing.input_per_million)), Decimal(str(pricing.output_per_million))
+            return (usage.input_tokens * per_in + usage.output_tokens * per_out) / _MILLION
         from genai_prices import Usage, calc_price
 
-        usage = Usage(
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cache_read_tokens=cached_input_tokens or None,
+        priced = calc_price(
+            Usage(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=usage.cache_read_tokens or None,
+                cache_write_tokens=usage.cache_write_tokens or None,
+            ),
+            pricing.model_ref or spec.model_id,
+            provider_id=pricing.provider_id,
         )
-        price = calc_price(usage, pricing.model_ref or spec.model_id, provider_id=pricing.provider_id)
-        return Decimal(price.total_price)
+        return Decimal(priced.total_price)
+
+    def usage_cost(self, model: str, usage: Mapping[str, Any]) -> Decimal:
+        return self.cost(model, TokenUsage.from_openai(usage))
+
+    def worst_case(self, model: str, prompt_tokens: int, max_tokens: int | None) -> Decimal:
+        """The most a request can cost: its whole prompt uncached, and every completion token it
+        may produce (``max_tokens``, else what the model's window and output limit leave)."""
+        spec = self.models[model]
+        room = max(0, spec.context_window - prompt_tokens)
+        output = min(max_tokens or spec.max_output_tokens, spec.max_output_tokens, room)
+        return self.cost(model, TokenUsage(input_tokens=prompt_tokens, output_tokens=output))

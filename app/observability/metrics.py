@@ -28,6 +28,7 @@ SERIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "router_overhead_seconds": ("histogram", "Time spent in the router itself, apart from backends.", ()),
     "router_budget_spend_usd": ("gauge", "Spend so far today per budget (provider or total).", ("provider",)),
     "router_budget_limit_usd": ("gauge", "Daily budget limit per provider (or total).", ("provider",)),
+    "router_budget_alerts": ("counter", "Budget alerts fired, once per budget and alert a day.", ("provider", "alert")),
     "router_breaker_state": ("gauge", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", ("model",)),
     "router_backend_up": ("gauge", "1 when the model can take requests now, else 0.",
                           ("model", "provider", "self_hosted")),

@@ -33,6 +33,8 @@ class Outcome:
     failures: list[tuple[str, str]] = field(default_factory=list)
     retries: int = 0
     backend_s: float = 0.0
+    reservation: Any = None  # the budget reservation of the target being tried
+    cache: str = "miss"
     first_token_s: float | None = None
     usage: dict[str, Any] | None = None
     cost_usd: Decimal | None = None
@@ -50,9 +52,16 @@ class Outcome:
             "x-router-strategy": self.plan.strategy,
             "x-router-reason": target.reason.encode("ascii", "replace").decode(),
             "x-router-fallbacks": str(self.fallbacks),
-            "x-router-cost-usd": f"{self.cost_usd:.8f}" if self.cost_usd is not None else "0",
-            "x-router-cache": "miss",
+            "x-router-cost-usd": f"{self._cost():.8f}",
+            # A stream's headers leave before its cost is known: they carry what was reserved.
+            "x-router-cost-kind": "actual" if self.cost_usd is not None else "reserved",
+            "x-router-cache": self.cache,
         }
+
+    def _cost(self) -> Decimal:
+        if self.cost_usd is not None:
+            return self.cost_usd
+        return self.reservation.amount if self.reservation is not None else Decimal(0)
 
 
 class Recorder:
@@ -66,16 +75,15 @@ class Recorder:
         target: Target | None,
         *,
         usage: dict[str, Any] | None = None,
+        cost: Decimal | None = None,
         error: RouterError | None = None,
     ) -> None:
         outcome.target = target or outcome.target
         outcome.usage = usage
-        if target is not None and usage:
-            outcome.cost_usd = self.catalog.pricer.cost(
-                target.model,
-                input_tokens=int(usage.get("prompt_tokens") or 0),
-                output_tokens=int(usage.get("completion_tokens") or 0),
-            )
+        if cost is not None:
+            outcome.cost_usd = cost
+        elif target is not None and usage:
+            outcome.cost_usd = self.catalog.pricer.usage_cost(target.model, usage)
         self._metrics(outcome, error)
         self._log(outcome, error)
 
@@ -96,6 +104,8 @@ class Recorder:
             m.record("router_time_to_first_token_seconds", outcome.first_token_s, model=model)
         if outcome.cost_usd is not None:
             m.record("router_cost_usd", float(outcome.cost_usd), model=model, provider=provider)
+        if outcome.cache == "hit":
+            m.record("router_cache_hits", model=model)
         for direction, key in (("in", "prompt_tokens"), ("out", "completion_tokens")):
             tokens = (outcome.usage or {}).get(key)
             if tokens:
@@ -120,7 +130,7 @@ class Recorder:
             "prompt_tokens": (outcome.usage or {}).get("prompt_tokens"),
             "completion_tokens": (outcome.usage or {}).get("completion_tokens"),
             "cost_usd": float(outcome.cost_usd) if outcome.cost_usd is not None else None,
-            "cache": "miss",
+            "cache": outcome.cache,
         }
         if debug_enabled():
             fields["candidates"] = [t.model for t in plan.targets]

@@ -9,6 +9,7 @@
             retryable error    -> breaker.failure(); wait backoff (or Retry-After) and retry,
                                   unless the wait does not fit: next target
             context too long   -> next target with a larger window
+            budget can't cover -> next target (its provider's budget is spent)
             other client error -> returned as it is (or next target, if the config says so)
             cancelled          -> breaker.release(), cancellation goes on
 
@@ -24,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 from app.config import ResilienceConfig
 from app.errors import (
+    BudgetExhaustedError,
     ContextWindowExceededError,
     InvalidRequestError,
     RouterError,
@@ -95,6 +97,8 @@ class Executor:
                 return target, await self._target(target, attempt, tracker, deadline, defer_success)
             except DeadlineExceeded:
                 raise
+            except BudgetExhaustedError as exc:  # this provider's budget is spent: the next may do
+                last = self._failed(tracker, target, exc)
             except ContextWindowExceededError as exc:
                 too_small = self.catalog.models[target.model].context_window
                 last = self._failed(tracker, target, exc)
@@ -166,7 +170,9 @@ class Executor:
 
     @staticmethod
     def _exhausted(tracker: Tracker, last: RouterError | None) -> RouterError:
-        if last is not None and (len(tracker.failures) == 1 or isinstance(last, ContextWindowExceededError)):
-            return last  # a prompt no remaining window could take is the client's 400
+        if last is not None and (
+            len(tracker.failures) == 1 or isinstance(last, ContextWindowExceededError | BudgetExhaustedError)
+        ):
+            return last  # a prompt no window could take is the client's 400; no budget left, a 429
         tried = "; ".join(f"{m}: {why}" for m, why in tracker.failures)
         return UpstreamUnavailableError(f"Every model in the plan failed ({tried}).", code="all_backends_failed")

@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from app.errors import ContextWindowExceededError, NoHealthyBackendError, UnsupportedFeatureError
+from app.errors import BudgetExhaustedError, ContextWindowExceededError, NoHealthyBackendError, UnsupportedFeatureError
 from app.routing.analysis import Features
 from app.routing.catalog import Catalog
 from app.routing.strategies import Preference, StrategyRegistry
 
 # Returns None when the model can serve now, else why not.
 Availability = Callable[[str], "str | None"]
+BUDGET_REASON = "budget"  # availability reasons from budgets start with this (app.budget.budgets)
 ESTIMATE_MARGIN = 1.05  # headroom on an estimated (not exact) token count
 
 
@@ -132,4 +133,6 @@ class Planner:
                 param="messages" if features.has_images else "tools",
             )
         detail = "; ".join(f"{m}: {why}" for m, why in dropped[:6])
+        if any(why.startswith(BUDGET_REASON) for _, why in dropped):
+            return BudgetExhaustedError(f"Daily budgets leave no model that can serve this request ({detail}).")
         return NoHealthyBackendError(f"No model can serve this request now ({detail}).")

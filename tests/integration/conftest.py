@@ -95,7 +95,7 @@ def cluster(fakes):
 
     for var in CLOUD_KEY_VARS:  # the default config's key variables stay unset everywhere
         os.environ.pop(var, None)
-    env = {**FAKE_ENV, **fakes["metadata"].env()}
+    env = {**FAKE_ENV, **fakes["metadata"].env(), "HYBRID_ROUTER_STATE_DIR": os.environ["HYBRID_ROUTER_STATE_DIR"]}
     port = free_port()
     ray.init(
         num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,

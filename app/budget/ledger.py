@@ -1,0 +1,148 @@
+"""The budget ledger: the shared, durable record of each day's spend per budget key.
+
+Every ingress replica uses one ledger store at once (an SQLite file on a shared volume, or Redis).
+Keys are budget keys ("anthropic", "vertex_ai", "self_hosted", ..., plus "total"); days are
+"YYYY-MM-DD" strings that the caller computes in its configured time zone (``day_of``).
+
+The request flow: ``reserve`` the request's worst-case cost against every key it touches, call the
+model, then ``settle`` the reservation with the real cost, or ``release`` it if the call failed.
+
+Contracts every backend keeps:
+
+* Atomicity: ``reserve`` checks ``spent + reserved + amount <= limit`` for all limited keys and
+  adds the reservation to all keys as one indivisible step, across every client and process that
+  shares the store. So at reservation time spent+reserved never exceeds a limit, and as long as
+  each actual cost is at most its reservation, spent never exceeds a limit either. (If an actual
+  cost exceeds its reservation, the overspend is at most the sum of those excesses.)
+* Expiry: a reservation lives ``ttl_s`` seconds; after that it no longer counts, so a replica
+  killed mid-request leaks budget only until then. ``ttl_s`` must exceed a request's deadline, or
+  a still-running request's reservation lapses early.
+* Idempotence: a reservation id is finished once; the first ``settle`` or ``release`` wins and
+  any later ``settle``/``release`` of that id is a no-op. Settling an expired (or unknown) id
+  still records the actual spend (once).
+* Exactness: money is ``Decimal`` at the API, stored as integer nano-dollars (1e-9 USD). Amounts
+  are rounded up to the next nano-dollar (never under-counting spend), limits down. Negative or
+  non-finite amounts are rejected (``ValueError``).
+* Durability: every write is committed before the call returns.
+
+Store errors (a locked file past its timeout, Redis unreachable) propagate to the caller, which
+decides whether to fail open or closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Literal, Protocol
+from zoneinfo import ZoneInfo
+
+NANOS_PER_USD = 10**9
+DEFAULT_RETENTION_S = 8 * 24 * 3600  # how long a day's Redis keys and finished ids are kept
+
+
+@dataclass(frozen=True)
+class KeySpend:
+    """One key's money on one day: settled/recorded spend, and live (unexpired) reservations."""
+
+    spent: Decimal
+    reserved: Decimal
+
+
+class Ledger(Protocol):
+    async def reserve(
+        self, day: str, amounts: Mapping[str, Decimal], limits: Mapping[str, Decimal], *, ttl_s: float
+    ) -> str | None:
+        """Atomically reserve ``amounts`` on ``day``: if for every key with a limit
+        ``spent + reserved + amount <= limit``, add the reservation to every key (keys without a
+        limit unconditionally) and return its id (uuid hex); else change nothing and return None.
+        The reservation stops counting ``ttl_s`` seconds from now."""
+        ...
+
+    async def settle(self, reservation_id: str, day: str, actual: Mapping[str, Decimal]) -> None:
+        """Remove the reservation and add ``actual`` to ``day``'s spend (pass the day given to
+        ``reserve``). Idempotent: only the first settle/release of an id has an effect. An expired
+        or unknown id still gets its actual spend recorded."""
+        ...
+
+    async def release(self, reservation_id: str, day: str) -> None:
+        """Remove the reservation and record nothing (the call failed). Idempotent as ``settle``."""
+        ...
+
+    async def record(self, day: str, actual: Mapping[str, Decimal]) -> None:
+        """Add ``actual`` to ``day``'s spend with no reservation (not idempotent)."""
+        ...
+
+    async def spend(self, day: str) -> dict[str, KeySpend]:
+        """Every key with spend recorded on ``day`` (even zero) or a live reservation there, with
+        its spend and live reservations; ``{}`` for a day with neither."""
+        ...
+
+    async def mark_alert(self, day: str, key: str, alert: str) -> bool:
+        """True only for the first caller per (day, key, alert), across all clients."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection; the ledger is unusable afterwards."""
+        ...
+
+
+def to_nanos(amount: Decimal | str | float, *, rounding: str = ROUND_CEILING) -> int:
+    """A money amount as integer nano-dollars (floats go through ``str`` to avoid binary noise)."""
+    value = Decimal(str(amount)) if isinstance(amount, float) else Decimal(amount)
+    if not value.is_finite():
+        raise ValueError(f"money amount must be finite, got {amount!r}")
+    return int((value * NANOS_PER_USD).to_integral_value(rounding=rounding))
+
+
+def amount_nanos(amount: Decimal | str | float) -> int:
+    """A spend or reservation amount: non-negative, rounded up to the nano-dollar."""
+    nanos = to_nanos(amount, rounding=ROUND_CEILING)
+    if nanos < 0:
+        raise ValueError(f"money amount must not be negative, got {amount!r}")
+    return nanos
+
+
+def limit_nanos(limit: Decimal | str | float) -> int:
+    """A limit, rounded down to the nano-dollar."""
+    return to_nanos(limit, rounding=ROUND_FLOOR)
+
+
+def from_nanos(nanos: int) -> Decimal:
+    return Decimal(int(nanos)).scaleb(-9)
+
+
+def day_of(now: datetime, tz: str) -> str:
+    """The "YYYY-MM-DD" day that the aware datetime ``now`` falls on in time zone ``tz``."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("day_of needs an aware datetime")
+    return now.astimezone(ZoneInfo(tz)).date().isoformat()
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    """Where the ledger lives. ``path`` is the SQLite file (backend "sqlite"); ``redis_url`` and
+    ``key_prefix`` address Redis (backend "redis"); ``retention_s`` is how long a day's data and
+    finished reservation ids are kept (Redis key TTL; SQLite purge of finished ids)."""
+
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    path: str = "/tmp/hybrid-router/ledger.sqlite3"
+    redis_url: str | None = None
+    key_prefix: str = "hybrid-router"
+    retention_s: int = DEFAULT_RETENTION_S
+
+
+def build_ledger(settings: LedgerSettings) -> Ledger:
+    """The ledger backend that ``settings`` names (no I/O until first use)."""
+    if settings.backend == "sqlite":
+        from app.budget.ledger_sqlite import SQLiteLedger
+
+        return SQLiteLedger(settings.path, retention_s=settings.retention_s)
+    if settings.backend == "redis":
+        if not settings.redis_url:
+            raise ValueError("the redis ledger backend needs redis_url")
+        from app.budget.ledger_redis import RedisLedger
+
+        return RedisLedger(settings.redis_url, settings.key_prefix, retention_s=settings.retention_s)
+    raise ValueError(f"unknown ledger backend {settings.backend!r}")
