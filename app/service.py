@@ -22,7 +22,7 @@ from app.budget.pricing import Pricer
 from app.cache.service import ResponseCache, store_for
 from app.cache.store import chunks_to_completion, completion_to_chunks
 from app.config import BUILTIN_STRATEGIES, RouterConfig
-from app.errors import InvalidRequestError, ModelNotFoundError, RouterError, UpstreamError, UpstreamTimeoutError
+from app.errors import InvalidRequestError, ModelNotFoundError, RouterError, UpstreamTimeoutError
 from app.observability.logs import now
 from app.observability.metrics import Metrics
 from app.observability.metrics import metrics as default_metrics
@@ -33,7 +33,7 @@ from app.routing.analysis import Analyzer, Features
 from app.routing.catalog import Catalog
 from app.routing.planner import Planner, RoutePlan, Target, always_available
 from app.routing.strategies import StrategyRegistry
-from app.routing.tokens import encoding
+from app.streams import Relay, close_stream, estimate_usage, read_until_content, relayed, replay
 
 NEAR_BOUNDARY = 0.10  # an estimated token count this close to a decision boundary is counted exactly
 
@@ -209,7 +209,7 @@ class RouterService:
         outcome = await self._planned(body, request_id)
         hit = await self._cached(body, outcome)
         if hit is not None:
-            return _replay(completion_to_chunks(hit)), outcome
+            return replay(completion_to_chunks(hit)), outcome
         first_byte = self.config.resilience.first_byte_timeout_s
 
         async def attempt(target: Target) -> tuple[list[dict[str, Any]], AsyncIterator[dict[str, Any]]]:
@@ -219,13 +219,13 @@ class RouterService:
             upstream = self.backends[target.model].stream(request)
             try:
                 async with asyncio.timeout(first_byte):
-                    return await _read_until_content(upstream), upstream
+                    return await read_until_content(upstream), upstream
             except TimeoutError:
-                await _close(upstream)
+                await close_stream(upstream)
                 await self.budgets.release(reservation)
                 raise UpstreamTimeoutError(f"{target.model}: no content within {first_byte:g} s") from None
             except BaseException:
-                await _close(upstream)
+                await close_stream(upstream)
                 await self.budgets.release(reservation)
                 raise
             finally:
@@ -248,7 +248,7 @@ class RouterService:
     async def _abandoned(self, upstream: AsyncIterator[dict[str, Any]], outcome: Outcome) -> None:
         """The client left before reading anything: close the upstream and record that."""
         assert outcome.target is not None
-        await _close(upstream)
+        await close_stream(upstream)
         self.breakers[outcome.target.model].release()
         outcome.status = "cancelled"
         await self._settle(outcome, outcome.target, None)
@@ -295,7 +295,7 @@ class RouterService:
         kept: list[dict[str, Any]] | None = [] if self.cache.key(body, model) else None
         try:
             for chunk in head:
-                usage = _relayed(chunk, model, streamed) or usage
+                usage = relayed(chunk, model, streamed) or usage
                 if kept is not None:
                     kept.append(copy.deepcopy(chunk))
                 yield chunk
@@ -307,7 +307,7 @@ class RouterService:
                     break
                 finally:
                     outcome.backend_s += now() - waited
-                usage = _relayed(chunk, model, streamed) or usage
+                usage = relayed(chunk, model, streamed) or usage
                 if kept is not None:
                     kept.append(copy.deepcopy(chunk))
                 yield chunk
@@ -330,7 +330,7 @@ class RouterService:
             if kept is not None:
                 await self.cache.put(body, model, chunks_to_completion(kept))
         finally:
-            await _close(upstream)
+            await close_stream(upstream)
 
     def refresh_gauges(self, models: Any = None) -> None:
         """Breaker state and up/down per model (all models when none are named)."""
@@ -340,75 +340,3 @@ class RouterService:
             up = 0.0 if self.availability(model) else 1.0
             self.metrics.record("router_backend_up", up, model=model, provider=spec.provider,
                                 self_hosted=str(self.catalog.is_self_hosted(model)).lower())
-
-
-class Relay:
-    """The client's chunk stream. Closing it before the first read still closes the upstream and
-    records the request (an async generator that never started would run none of its code)."""
-
-    def __init__(self, chunks: AsyncIterator[dict[str, Any]], on_unread_close: Callable[[], Awaitable[None]]) -> None:
-        self._chunks = chunks
-        self._on_unread_close = on_unread_close
-        self._started = False
-
-    def __aiter__(self) -> Relay:
-        return self
-
-    async def __anext__(self) -> dict[str, Any]:
-        self._started = True
-        return await self._chunks.__anext__()
-
-    async def aclose(self) -> None:
-        if not self._started:
-            self._started = True
-            await self._on_unread_close()
-        await _close(self._chunks)
-
-
-async def _replay(chunks: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-    for chunk in chunks:
-        yield chunk
-
-
-def _relayed(chunk: dict[str, Any], model: str, streamed: list[str]) -> dict[str, Any] | None:
-    """Names the answering model on a chunk, keeps its text, and returns its usage if any."""
-    chunk["model"] = model
-    for choice in chunk.get("choices") or ():
-        text = (choice.get("delta") or {}).get("content")
-        if text:
-            streamed.append(text)
-    usage: dict[str, Any] | None = chunk.get("usage")
-    return usage
-
-
-def estimate_usage(prompt_tokens: int, streamed: str) -> dict[str, int]:
-    """Usage for a stream that ended without its usage chunk: the prompt, and what was sent."""
-    completion = len(encoding().encode_ordinary(streamed)) if streamed else 0
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
-
-
-def _has_content(chunk: Mapping[str, Any]) -> bool:
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        if delta.get("content") or delta.get("tool_calls") or choice.get("finish_reason"):
-            return True
-    return bool(chunk.get("usage"))
-
-
-async def _read_until_content(upstream: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Chunks up to and including the first with content; raises if the stream fails or is empty."""
-    head: list[dict[str, Any]] = []
-    async for chunk in upstream:
-        head.append(chunk)
-        if _has_content(chunk):
-            return head
-    raise UpstreamError("the backend's stream ended before any content")
-
-
-async def _close(upstream: AsyncIterator[dict[str, Any]]) -> None:
-    aclose = getattr(upstream, "aclose", None)
-    if aclose is not None:
-        try:
-            await aclose()
-        except Exception:  # noqa: BLE001 - closing a broken stream must not mask the real error
-            pass
