@@ -18,8 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q $(TORCH_INDEX) -e ".[test]"
 	touch $@
 
-run: install  ## start the router on http://localhost:8000 (serve run, local CPU profile)
-	$(BIN)/serve run deployments/configs/local.yaml
+run: install  ## start the router on http://localhost:8000 (serve run, local CPU profile), metrics on :8080
+	BIN=$(BIN) scripts/run-local.sh
 
 test: install  ## unit tests (no Ray), then integration tests (one real Ray cluster)
 	$(BIN)/python -m pytest tests/unit tests/integration -p no:cacheprovider

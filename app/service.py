@@ -29,12 +29,13 @@ from app.observability.metrics import metrics as default_metrics
 from app.observability.recorder import Outcome, Recorder
 from app.resilience.breaker import STATE_VALUES, BreakerBoard
 from app.resilience.executor import Executor
-from app.routing.analysis import Analyzer, Features
+from app.routing.analysis import Analyzer, Features, instruction_text
 from app.routing.catalog import Catalog
 from app.routing.planner import Planner, RoutePlan, Target, always_available
 from app.routing.strategies import StrategyRegistry
 from app.streams import Relay, close_stream, estimate_usage, read_until_content, relayed, replay
 
+PROMPT_LOG_CHARS = 4_000  # how much of the latest user turn a log line carries with log_prompts
 NEAR_BOUNDARY = 0.10  # an estimated token count this close to a decision boundary is counted exactly
 
 
@@ -157,12 +158,15 @@ class RouterService:
     async def _planned(self, body: Mapping[str, Any], request_id: str) -> Outcome:
         """The request's outcome with its plan; a request that cannot be planned is counted too."""
         try:
-            return Outcome(request_id, await self.plan(body))
+            outcome = Outcome(request_id, await self.plan(body))
         except RouterError as exc:
             strategy = str(body.get("routing_strategy") or body.get("model") or "none")[:40]
             self.metrics.record("router_requests", model="none", provider="none",
                                 strategy=strategy if strategy in self.strategies else "other", status=str(exc.status_code))
             raise
+        if self.config.logging.log_prompts:  # the operator asked for prompts in the logs
+            outcome.prompt = instruction_text(list(body.get("messages") or []))[:PROMPT_LOG_CHARS]
+        return outcome
 
     async def _cached(self, body: Mapping[str, Any], outcome: Outcome) -> dict[str, Any] | None:
         """A stored answer of the plan's primary model, recorded as a free hit."""

@@ -18,6 +18,8 @@ OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 SERIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "router_requests": ("counter", "Chat requests by answering model, provider, strategy and status.",
                         ("model", "provider", "strategy", "status")),
+    "router_routed_requests": ("counter", "Answered requests by where they ran and prompt size "
+                               "(under_50k, 50k_to_100k, over_100k tokens).", ("self_hosted", "prompt_size")),
     "router_cost_usd": ("counter", "Spend in USD by model and provider.", ("model", "provider")),
     "router_fallbacks": ("counter", "Targets that failed and handed over to the next.", ("from_model", "to_model", "reason")),
     "router_retries": ("counter", "Retries of a target after a retryable error.", ("model",)),

@@ -34,6 +34,7 @@ class Outcome:
     retries: int = 0
     backend_s: float = 0.0
     reservation: Any = None  # the budget reservation of the target being tried
+    prompt: str | None = None  # only with logging.log_prompts on
     cache: str = "miss"
     first_token_s: float | None = None
     usage: dict[str, Any] | None = None
@@ -104,6 +105,9 @@ class Recorder:
             m.record("router_time_to_first_token_seconds", outcome.first_token_s, model=model)
         if outcome.cost_usd is not None:
             m.record("router_cost_usd", float(outcome.cost_usd), model=model, provider=provider)
+        if target is not None and outcome.status == "ok":
+            m.record("router_routed_requests", self_hosted=str(self.catalog.is_self_hosted(model)).lower(),
+                     prompt_size=prompt_size(outcome.plan.features.tokens))
         if outcome.cache == "hit":
             m.record("router_cache_hits", model=model)
         for direction, key in (("in", "prompt_tokens"), ("out", "completion_tokens")):
@@ -132,10 +136,17 @@ class Recorder:
             "cost_usd": float(outcome.cost_usd) if outcome.cost_usd is not None else None,
             "cache": outcome.cache,
         }
+        if outcome.prompt is not None:
+            fields["prompt"] = outcome.prompt
         if debug_enabled():
             fields["candidates"] = [t.model for t in plan.targets]
             fields["dropped"] = [{"model": m, "why": why} for m, why in plan.dropped]
         log_event("route_decision", **fields)
+
+
+def prompt_size(tokens: int) -> str:
+    """The seed's token bands, as a bounded label."""
+    return "under_50k" if tokens < 50_000 else ("50k_to_100k" if tokens <= 100_000 else "over_100k")
 
 
 def loggable(features: Features) -> dict[str, Any]:

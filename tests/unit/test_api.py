@@ -308,3 +308,17 @@ def test_max_tokens_over_a_models_output_limit_is_clamped_for_that_model(client,
     body = {"model": "mistral-7b-fast", "messages": SIMPLE, "max_tokens": 3000}
     assert client.post("/v1/chat/completions", json=body).status_code == 200
     assert backends["mistral-7b-fast"].calls[0]["max_tokens"] == 2048
+
+
+def test_prompt_logging_is_off_unless_the_operator_turns_it_on(backends, decisions):
+    import yaml
+
+    from app.config import parse_config
+
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["logging"]["log_prompts"] = True
+    service = RouterService(parse_config(raw), backends, sleep=no_wait)
+    with TestClient(create_app(service)) as client:
+        client.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": "tell me about ducks"}]})
+    [line] = [d for d in decisions if d["event"] == "route_decision"]
+    assert line["prompt"] == "tell me about ducks"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Starts the router in the local profile: a one-node Ray with its metrics on a fixed port, then
+# `serve run` on the local serve config. Ctrl-C stops both.
+#   Router:  http://localhost:${ROUTER_PORT:-8000}   Metrics: http://localhost:${METRICS_PORT:-8080}/metrics
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+METRICS_PORT=${METRICS_PORT:-8080}
+
+"$BIN/ray" stop --force >/dev/null 2>&1 || true
+"$BIN/ray" start --head --metrics-export-port="$METRICS_PORT" --include-dashboard=false \
+  --disable-usage-stats >/dev/null
+trap '"$BIN/ray" stop --force >/dev/null 2>&1 || true' EXIT
+echo "hybrid-router: metrics at http://localhost:$METRICS_PORT/metrics (series ray_router_*)"
+"$BIN/serve" run --address auto deployments/configs/local.yaml
