@@ -98,6 +98,15 @@ class RouterService:
             or self.budgets.unavailable_reason(model)
         )
 
+    def _fits(self, features: Features) -> Callable[[str], str | None]:
+        """Availability for this request: the model's, and whether its budgets can cover it."""
+        output = features.max_tokens or self.config.routing.default_max_tokens
+
+        def check(model: str) -> str | None:
+            return self.availability(model) or self.budgets.cannot_cover(model, features.tokens, output)
+
+        return check
+
     # --- planning -----------------------------------------------------------------------
     def selection(self, body: Mapping[str, Any]) -> tuple[str, str]:
         """('model', name) for an explicit model, ('strategy', name) for routing."""
@@ -140,7 +149,7 @@ class RouterService:
     async def plan(self, body: Mapping[str, Any], *, assume_available: bool = False) -> RoutePlan:
         kind, name = self.selection(body)
         features = await self.features(body)
-        availability = always_available if assume_available else self.availability
+        availability = always_available if assume_available else self._fits(features)
         if kind == "model":
             return self.planner.plan_explicit(name, features, availability)
         return self.planner.plan(features, name, availability)

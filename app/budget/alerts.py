@@ -23,6 +23,9 @@ class AlertSender:
         self.metrics = metrics
         env = os.environ if env is None else env
         self.url = env.get(webhook.url_env) if webhook.url_env else None
+        # NOTE: httpx logs every request's full URL at INFO, and a webhook URL often holds a token.
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
         self._tasks: set[asyncio.Task[None]] = set()
 
     def fire(self, alert: dict[str, Any]) -> None:

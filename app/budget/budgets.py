@@ -100,9 +100,17 @@ class Budgets:
         """Reserves the worst case, or raises ``BudgetExhaustedError`` (routing then moves on)."""
         amount = self.pricer.worst_case(model, prompt_tokens, max_tokens)
         day, keys = self.today(), self.keys_for(model)
-        rid = await self.ledger.reserve(
-            day, {k: amount for k in keys}, self._limits_for(model), ttl_s=self.rules.reservation_ttl_s
+        pending = asyncio.ensure_future(
+            self.ledger.reserve(day, {k: amount for k in keys}, self._limits_for(model), ttl_s=self.rules.reservation_ttl_s)
         )
+        try:
+            rid = await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            # NOTE: the ledger may commit after the caller is gone; give back what it reserved.
+            granted = await pending
+            if granted is not None:
+                await self.ledger.release(granted, day)
+            raise
         if rid is None:
             await self.refresh()
             raise BudgetExhaustedError(
@@ -142,6 +150,18 @@ class Budgets:
         await self.settled()
         await self.alerts.drain()
         await self.ledger.close()
+
+    def cannot_cover(self, model: str, prompt_tokens: int, output_tokens: int) -> str | None:
+        """Why today's budgets, as last read, leave no room for this request's worst case on this
+        model (estimated at base rates, for planning; the reservation is exact), or None."""
+        if self._snapshot_day != self.today():
+            return None
+        amount = Decimal(str(self.pricer.rates(model).estimate(prompt_tokens, output_tokens)))
+        for key, limit in self._limits_for(model).items():
+            entry = self._snapshot.get(key)
+            if entry is not None and entry.spent + entry.reserved + amount > limit:
+                return f"{BUDGET_REASON}: {key} daily budget cannot cover this request (${amount:.6f})"
+        return None
 
     def unavailable_reason(self, model: str) -> str | None:
         """Set while a budget of this model is past a switch-to-self-hosted threshold today."""

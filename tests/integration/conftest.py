@@ -31,6 +31,9 @@ FAKE_ENV = {
 }
 
 
+CLUSTER: dict[str, int] = {}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -97,14 +100,22 @@ def cluster(fakes):
         os.environ.pop(var, None)
     env = {**FAKE_ENV, **fakes["metadata"].env(), "HYBRID_ROUTER_STATE_DIR": os.environ["HYBRID_ROUTER_STATE_DIR"]}
     port = free_port()
+    CLUSTER["metrics_port"] = free_port()
+    os.environ["RAY_metrics_report_interval_ms"] = "1000"  # metrics reach the port within a second
     ray.init(
         num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-        runtime_env={"env_vars": env},
+        runtime_env={"env_vars": env}, _metrics_export_port=CLUSTER["metrics_port"],
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def metrics_url(cluster) -> str:
+    """Ray's metrics port, where every replica's router_* series are exported."""
+    return f"http://127.0.0.1:{CLUSTER['metrics_port']}"
 
 
 @pytest.fixture(scope="session")

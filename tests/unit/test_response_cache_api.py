@@ -113,8 +113,16 @@ def test_deterministic_request_is_a_miss_then_a_free_hit(tmp_path: Path) -> None
 
 
 def test_non_deterministic_requests_are_never_cached(tmp_path: Path) -> None:
-    bodies = [ask(), ask(), ask(temperature=0.7), ask(temperature=0.7), ask(top_p=0), ask(top_p=0),
-              ask(stream=True), ask(stream=True)]
+    bodies = [
+        ask(),
+        ask(),
+        ask(temperature=0.7),
+        ask(temperature=0.7),
+        ask(top_p=0),
+        ask(top_p=0),
+        ask(stream=True),
+        ask(stream=True),
+    ]
     with served(tmp_path) as app:
         responses = [app.post(body) for body in bodies]
         calls, hits = app.mistral_calls, app.hits()
@@ -191,7 +199,11 @@ def test_a_streamed_miss_then_a_streamed_hit(tmp_path: Path) -> None:
 
 def test_a_json_answer_serves_a_stream_and_a_stream_serves_json(tmp_path: Path) -> None:
     json_first = ask(temperature=0)
-    stream_first = {"model": "auto", "messages": [{"role": "user", "content": "Name a colour."}], "temperature": 0}
+    stream_first = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": "Name a colour."}],
+        "temperature": 0,
+    }
     with served(tmp_path) as app:
         stored_json = app.post(json_first)
         as_stream = app.post({**json_first, "stream": True})
