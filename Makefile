@@ -22,7 +22,7 @@ run: install  ## start the router on http://localhost:8000 (serve run, local CPU
 	BIN=$(BIN) scripts/run-local.sh
 
 test: install  ## unit tests (no Ray), then integration tests (one real Ray cluster)
-	$(BIN)/python -m pytest tests/unit tests/integration -p no:cacheprovider
+	$(BIN)/python -m pytest tests/unit tests/monitoring tests/integration -p no:cacheprovider
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit -p no:cacheprovider

@@ -23,7 +23,7 @@ from app.cache.service import ResponseCache, store_for
 from app.cache.store import chunks_to_completion, completion_to_chunks
 from app.config import BUILTIN_STRATEGIES, RouterConfig
 from app.errors import InvalidRequestError, ModelNotFoundError, RouterError, UpstreamTimeoutError
-from app.observability.logs import now
+from app.observability.logs import log_event, now
 from app.observability.metrics import Metrics
 from app.observability.metrics import metrics as default_metrics
 from app.observability.recorder import Outcome, Recorder
@@ -36,6 +36,7 @@ from app.routing.strategies import StrategyRegistry
 from app.streams import Relay, close_stream, estimate_usage, read_until_content, relayed, replay
 
 PROMPT_LOG_CHARS = 4_000  # how much of the latest user turn a log line carries with log_prompts
+BUDGET_REREAD_S = 15.0  # how often a replica re-reads today's spend from the shared ledger
 NEAR_BOUNDARY = 0.10  # an estimated token count this close to a decision boundary is counted exactly
 
 
@@ -67,6 +68,7 @@ class RouterService:
             self.metrics,
             AlertSender(config.cost_rules.webhook, self.metrics),
         )
+        self._background: asyncio.Task[None] | None = None
         self.cache = cache or ResponseCache(store_for(config.cache), config.cache.ttl_s)
         self.breakers = BreakerBoard(config.circuit_breaker, clock)
         self.executor = Executor(
@@ -82,8 +84,20 @@ class RouterService:
         """Slow checks a backend wants before traffic (Vertex AI's credential discovery), at once."""
         checks = [b.check_credentials() for b in self.backends.values() if hasattr(b, "check_credentials")]
         await asyncio.gather(self.budgets.refresh(), *checks, return_exceptions=True)
+        self._background = asyncio.get_running_loop().create_task(self._reread_budgets())
+
+    async def _reread_budgets(self) -> None:
+        """Other replicas' spend, and the midnight reset, reach this replica's routing and gauges."""
+        while True:
+            await asyncio.sleep(BUDGET_REREAD_S)
+            try:
+                await self.budgets.refresh()
+            except Exception as exc:  # noqa: BLE001 - a failed read keeps the last state
+                log_event("budget_refresh_failed", error_type=type(exc).__name__)
 
     async def close(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
         closers = [b.aclose() for b in self.backends.values() if hasattr(b, "aclose")]
         await asyncio.gather(*closers, self.budgets.close(), self.cache.close(), return_exceptions=True)
 
@@ -346,7 +360,10 @@ class RouterService:
             await close_stream(upstream)
 
     def refresh_gauges(self, models: Any = None) -> None:
-        """Breaker state and up/down per model (all models when none are named)."""
+        """Breaker state and up/down per model (all models when none are named), and the budget
+        gauges: Ray stops exporting a gauge that is not set again within a few seconds."""
+        if models is None:
+            self.budgets.record_gauges()
         for model in models if models is not None else self.catalog.models:
             spec = self.catalog.models[model]
             self.metrics.record("router_breaker_state", STATE_VALUES[self.breakers[model].current()], model=model)

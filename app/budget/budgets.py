@@ -194,11 +194,18 @@ class Budgets:
         async with self._refreshing:
             day = self.today()
             self._snapshot, self._snapshot_day = await self.ledger.spend(day), day
+            self.record_gauges()
             for key, limit in self.limits.items():
                 spent = self._snapshot.get(key, KeySpend(Decimal(0), Decimal(0))).spent
-                self.metrics.record("router_budget_spend_usd", float(spent), provider=key)
-                self.metrics.record("router_budget_limit_usd", float(limit), provider=key)
                 await self._alerts(day, key, spent, limit)
+
+    def record_gauges(self) -> None:
+        """Spend and limit per budget, from the last read (a new day reads as nothing spent)."""
+        today = self._snapshot_day == self.today()
+        for key, limit in self.limits.items():
+            spent = self._snapshot.get(key, KeySpend(Decimal(0), Decimal(0))).spent if today else Decimal(0)
+            self.metrics.record("router_budget_spend_usd", float(spent), provider=key)
+            self.metrics.record("router_budget_limit_usd", float(limit), provider=key)
 
     async def _alerts(self, day: str, key: str, spent: Decimal, limit: Decimal) -> None:
         for rule in self.rules.alerts:

@@ -73,6 +73,8 @@ class _Series:
             self._ray = None
 
     def record(self, value: float, labels: dict[str, str]) -> None:
+        if self.kind == "counter" and value <= 0:
+            return  # nothing to add (Ray's counters refuse zero)
         method = _METHODS[self.kind]
         if self._ray is not None:
             getattr(self._ray, method)(value, tags=labels or None)
