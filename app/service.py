@@ -28,7 +28,7 @@ from app.observability.metrics import Metrics
 from app.observability.metrics import metrics as default_metrics
 from app.observability.recorder import Outcome, Recorder
 from app.resilience.breaker import STATE_VALUES, BreakerBoard
-from app.resilience.executor import Executor
+from app.resilience.executor import Attempt, Executor, T
 from app.routing.analysis import Analyzer, Features, instruction_text
 from app.routing.catalog import Catalog
 from app.routing.planner import Planner, RoutePlan, Target, always_available
@@ -217,15 +217,7 @@ class RouterService:
             finally:
                 outcome.backend_s += now() - started
 
-        try:
-            target, response = await self.executor.run(outcome.plan, attempt, outcome)
-        except RouterError as exc:
-            self._failed(outcome, exc)
-            raise
-        except asyncio.CancelledError:
-            outcome.status = "cancelled"
-            self.recorder.finish(outcome, None)
-            raise
+        target, response = await self._execute(outcome, attempt)
         response["model"] = target.model
         await self._settle(outcome, target, response.get("usage"))
         await self.cache.put(body, target.model, response)
@@ -258,15 +250,7 @@ class RouterService:
             finally:
                 outcome.backend_s += now() - started
 
-        try:
-            target, (head, upstream) = await self.executor.run(outcome.plan, attempt, outcome, defer_success=True)
-        except RouterError as exc:
-            self._failed(outcome, exc)
-            raise
-        except asyncio.CancelledError:
-            outcome.status = "cancelled"
-            self.recorder.finish(outcome, None)
-            raise
+        target, (head, upstream) = await self._execute(outcome, attempt, defer_success=True)
         outcome.target = target
         outcome.first_token_s = now() - outcome.started
         chunks = self._relay(head, upstream, outcome, body)
@@ -302,10 +286,19 @@ class RouterService:
             await self.budgets.settle(outcome.reservation, cost)
         self.recorder.finish(outcome, target, usage=usage, cost=cost, error=error)
 
-    def _failed(self, outcome: Outcome, exc: RouterError) -> None:
-        outcome.status = "error"
-        self.recorder.finish(outcome, None, error=exc)
-        self.refresh_gauges(m for m, _ in outcome.failures)
+    async def _execute(self, outcome: Outcome, attempt: Attempt[T], *, defer_success: bool = False) -> tuple[Target, T]:
+        """Runs the plan; a request that ends without an answer is recorded here, once."""
+        try:
+            return await self.executor.run(outcome.plan, attempt, outcome, defer_success=defer_success)
+        except RouterError as exc:
+            outcome.status = "error"
+            self.recorder.finish(outcome, None, error=exc)
+            self.refresh_gauges(m for m, _ in outcome.failures)
+            raise
+        except asyncio.CancelledError:
+            outcome.status = "cancelled"
+            self.recorder.finish(outcome, None)
+            raise
 
     async def _relay(
         self,

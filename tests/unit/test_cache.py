@@ -5,13 +5,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import os
-import shutil
 import socket
-import subprocess
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,6 +15,7 @@ import pytest
 from app.cache.keys import KEY_VERSION, cache_key, cacheable
 from app.cache.store import MemoryCache, RedisCache, chunks_to_completion, completion_to_chunks, storable
 from tests.conformance import assert_conforms
+from tests.unit.redis_fixture import redis_url  # noqa: F401 - the fixture
 
 MODEL = "gpt-4o-mini"
 
@@ -285,42 +282,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """``$REDIS_URL`` if set, else a private redis-server for the session."""
-    if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("no redis-server binary on PATH and REDIS_URL is not set")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+# The Redis server: tests.unit.redis_fixture (REDIS_URL, or a private redis-server).
 
 
 @pytest.fixture

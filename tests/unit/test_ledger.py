@@ -11,13 +11,10 @@ import asyncio
 import multiprocessing
 import os
 import random
-import shutil
 import signal
-import socket
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -29,6 +26,7 @@ import pytest
 from app.budget.ledger import KeySpend, Ledger, LedgerSettings, build_ledger, day_of, from_nanos, to_nanos
 from app.budget.ledger_redis import RedisLedger
 from app.budget.ledger_sqlite import SQLiteLedger
+from tests.unit.redis_fixture import redis_url  # noqa: F401 - the fixture
 
 D = Decimal
 DAY = "2025-06-01"
@@ -40,37 +38,7 @@ LIMITS = {"anthropic": D("1.00"), "total": D("1.00")}
 # --- stores -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """``$REDIS_URL``, or a private throwaway redis-server for the session."""
-    if url := os.environ.get("REDIS_URL"):
-        yield url
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("no redis-server binary on PATH and REDIS_URL unset: Redis ledger cases skipped")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        import redis
-
-        client = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        else:
-            pytest.fail("private redis-server did not start")
-        client.close()
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+# The Redis server: tests.unit.redis_fixture (REDIS_URL, or a private redis-server).
 
 
 @dataclass
