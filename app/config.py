@@ -277,6 +277,39 @@ class CPUEngineSettings(StrictModel):
     torch_threads: int | None = Field(default=None, gt=0)
 
 
+class DisaggregationSettings(StrictModel):
+    """Prefill/decode disaggregation with Ray Serve LLM's PD servers and a vLLM KV connector."""
+
+    kv_connector: str = Field(default="NixlConnector", description="vLLM KV transfer connector.")
+    prefill_replicas: int = Field(default=1, ge=1)
+    decode_replicas: int = Field(default=1, ge=1)
+    prefill_max_replicas: int = Field(default=2, ge=1)
+    decode_max_replicas: int = Field(default=4, ge=1)
+
+
+class VLLMModelSettings(StrictModel):
+    """How one self-hosted logical model runs on GPUs with vLLM through Ray Serve LLM."""
+
+    model_source: str = Field(description="Hugging Face id (or a path/bucket the GPU nodes can read).")
+    accelerator_type: str = Field(default="L4", description="Ray accelerator type, e.g. L4, A100, H100.")
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    max_model_len: int = Field(gt=0, description="Longest prompt plus completion the engine accepts.")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    quantization: str | None = Field(default=None, description="vLLM quantization, e.g. awq.")
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=4, ge=1)
+    target_ongoing_requests: int = Field(
+        default=16, ge=1, description="Autoscaling target per replica (Serve LLM leaves it unset otherwise)."
+    )
+    max_ongoing_requests: int = Field(default=64, ge=1)
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="More vLLM engine arguments.")
+    disaggregation: DisaggregationSettings | None = None
+
+
+class VLLMSettings(StrictModel):
+    models: dict[str, VLLMModelSettings] = Field(description="Per self-hosted logical model.")
+
+
 class DeploymentSettings(StrictModel):
     num_replicas: int = Field(default=1, ge=1)
     num_cpus: float = Field(default=1.0, ge=0)
@@ -284,10 +317,11 @@ class DeploymentSettings(StrictModel):
 
 
 class ServingConfig(StrictModel):
-    engine: Literal["cpu"] = Field(
-        default="cpu", description="How self-hosted models run in this profile."
+    engine: Literal["cpu", "vllm"] = Field(
+        default="cpu", description="How self-hosted models run in this profile: cpu (transformers), vllm (GPUs)."
     )
     cpu: CPUEngineSettings | None = None
+    vllm: VLLMSettings | None = None
     ingress: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.5))
     cpu_engine: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(max_ongoing_requests=16))
     cloud_adapters: Literal["in_process", "deployment"] = Field(
@@ -490,9 +524,17 @@ def check_references(config: RouterConfig) -> list[tuple[str, str]]:
         if key not in budget_keys:
             problems.append((f"cost_rules.daily_budgets.{key}", f"unknown budget key; expected one of {sorted(budget_keys)}"))
     problems += _delegation_cycles(config)
-    if config.serving.engine == "cpu" and config.serving.cpu is None:
-        if any(p.runs_in_this_app for p in config.providers.values()):
-            problems.append(("serving.cpu", "the cpu engine needs its settings (model, demo_fallback)"))
+    in_app = [m for m in config.models if config.providers[config.models[m].provider].runs_in_this_app] if not [
+        p for p in problems if p[0].startswith("models.")
+    ] else []
+    if config.serving.engine == "cpu" and config.serving.cpu is None and in_app:
+        problems.append(("serving.cpu", "the cpu engine needs its settings (model, demo_fallback)"))
+    if config.serving.engine == "vllm":
+        served = set(config.serving.vllm.models) if config.serving.vllm else set()
+        for name in sorted(set(in_app) - served):
+            problems.append((f"serving.vllm.models.{name}", "a self-hosted model needs its vLLM settings"))
+        for name in sorted(served - set(in_app)):
+            problems.append((f"serving.vllm.models.{name}", "not a self-hosted model of the catalog"))
     return problems
 
 

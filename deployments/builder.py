@@ -6,6 +6,8 @@ RayService alike. Args:
 - ``config_path``: the router config YAML (default: ``$ROUTER_CONFIG``, else
   ``deployments/configs/router.yaml``); a relative path is tried from the working directory,
   then from the project root.
+- ``config``: the router config itself, inline (what the GKE serve config and the RayService
+  carry, generated from the same router config; see ``deployments/configs/generate.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from ray.serve import Application
 
-from app.config import RouterConfig, load_config
+from app.config import RouterConfig, load_config, parse_config
 from deployments.cloud_adapter import CloudAdapter
 from deployments.cpu_engine import CPUEngine
 from deployments.ingress import RouterIngress
@@ -44,6 +46,10 @@ def engine_app(config: RouterConfig) -> Application | None:
     """The deployment that serves self-hosted models in this profile, if any model needs one."""
     if not any(p.runs_in_this_app for p in config.providers.values()):
         return None
+    if config.serving.engine == "vllm":
+        from deployments.vllm_engines import build_vllm_engines  # imports ray.serve.llm: GPU images only
+
+        return build_vllm_engines(config)
     assert config.serving.cpu is not None  # checked when the config was loaded
     cpu = config.serving.cpu
     engine_args = {
@@ -70,9 +76,11 @@ def adapter_apps(config: RouterConfig, config_dict: dict[str, Any]) -> dict[str,
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     args = dict(args or {})
-    config = load_config(resolve_config_path(args.pop("config_path", None)))
+    inline = args.pop("config", None)
+    path = args.pop("config_path", None)
     if args:
-        raise ValueError(f"unknown build_app args: {sorted(args)}; expected config_path")
+        raise ValueError(f"unknown build_app args: {sorted(args)}; expected config_path or config")
+    config = parse_config(inline, source="serve args: config") if inline is not None else load_config(resolve_config_path(path))
     config_dict = config.model_dump(mode="json")
     ingress = RouterIngress.options(**_options(config.serving.ingress))
     return ingress.bind(config_dict, engine_app(config), adapter_apps(config, config_dict))

@@ -1,0 +1,29 @@
+"""Profiles: the one router config, with the serving section each place needs.
+
+``local`` is ``router.yaml`` as it is (CPU engine). ``gke`` replaces its ``serving`` section
+with ``gke-serving.yaml`` (vLLM on GPUs through Ray Serve LLM). Every other section (catalog,
+strategies, budgets...) is shared, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIGS = Path(__file__).resolve().parent
+ROUTER = CONFIGS / "router.yaml"
+GKE_SERVING = CONFIGS / "gke-serving.yaml"
+
+
+def router_config(profile: str) -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(ROUTER.read_text())
+    if profile == "gke":
+        overlay = yaml.safe_load(GKE_SERVING.read_text())
+        config["serving"] = overlay["serving"]
+        config["ledger"] = {**config.get("ledger", {}), **overlay.get("ledger", {})}
+        config["cache"] = {**config.get("cache", {}), **overlay.get("cache", {})}
+    elif profile != "local":
+        raise ValueError(f"unknown profile {profile!r}; expected local or gke")
+    return config
