@@ -16,19 +16,11 @@ from app.routing.analysis import Analyzer, Features
 from app.routing.catalog import Catalog
 from app.routing.planner import Planner
 from app.routing.strategies import StrategyRegistry
+from app.config import BUILTIN_STRATEGIES as CONFIG_BUILTIN_STRATEGIES
 
 DEFAULT_CONFIG_PATH = Path(__file__).parents[2] / "deployments" / "configs" / "router.yaml"
 
-BUILTIN_STRATEGIES = [
-    "auto",
-    "fast",
-    "quality",
-    "cost",
-    "long_context",
-    "balanced",
-    "self_hosted_only",
-    "cloud_only",
-]
+BUILTIN_STRATEGIES = list(CONFIG_BUILTIN_STRATEGIES)  # test_config checks them against the seed
 
 
 @dataclasses.dataclass
