@@ -296,7 +296,9 @@ class VLLMModelSettings(StrictModel):
     max_model_len: int = Field(gt=0, description="Longest prompt plus completion the engine accepts.")
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     quantization: str | None = Field(default=None, description="vLLM quantization, e.g. awq.")
-    min_replicas: int = Field(default=1, ge=0)
+    min_replicas: int = Field(
+        default=1, ge=1, description="At least 1: routing only sends to models with a running replica."
+    )
     max_replicas: int = Field(default=4, ge=1)
     target_ongoing_requests: int = Field(
         default=16, ge=1, description="Autoscaling target per replica (Serve LLM leaves it unset otherwise)."
@@ -304,6 +306,15 @@ class VLLMModelSettings(StrictModel):
     max_ongoing_requests: int = Field(default=64, ge=1)
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="More vLLM engine arguments.")
     disaggregation: DisaggregationSettings | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> VLLMModelSettings:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        pd = self.disaggregation
+        if pd and (pd.prefill_replicas > pd.prefill_max_replicas or pd.decode_replicas > pd.decode_max_replicas):
+            raise ValueError("prefill/decode replicas must not exceed their maximums")
+        return self
 
 
 class VLLMSettings(StrictModel):

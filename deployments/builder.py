@@ -22,6 +22,7 @@ from app.config import RouterConfig, load_config, parse_config
 from deployments.cloud_adapter import CloudAdapter
 from deployments.cpu_engine import CPUEngine
 from deployments.ingress import RouterIngress
+from deployments.llm_options import CPU_ENGINE_DEPLOYMENT
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = "deployments/configs/router.yaml"
@@ -42,10 +43,16 @@ def _options(settings: Any) -> dict[str, Any]:
     }
 
 
-def engine_app(config: RouterConfig) -> Application | None:
-    """The deployment that serves self-hosted models in this profile, if any model needs one."""
-    if not any(p.runs_in_this_app for p in config.providers.values()):
-        return None
+def engine_apps(config: RouterConfig) -> dict[str, Application]:
+    """Per self-hosted model, the deployment serving it in this profile (empty if none needs one).
+
+    The cpu profile binds its one ``CPUEngine`` once and maps every self-hosted model to that
+    same Application (Serve builds one deployment for it: bound applications are deduplicated by
+    identity); the vllm profile gives each model its own Ray Serve LLM deployment(s).
+    """
+    in_app = [m for m in config.models if config.provider_of(m).runs_in_this_app]
+    if not in_app:
+        return {}
     if config.serving.engine == "vllm":
         from deployments.vllm_engines import build_vllm_engines  # imports ray.serve.llm: GPU images only
 
@@ -60,7 +67,8 @@ def engine_app(config: RouterConfig) -> Application | None:
         "default_max_tokens": cpu.default_max_tokens,
         "torch_threads": cpu.torch_threads,
     }
-    return CPUEngine.options(**_options(config.serving.cpu_engine)).bind(engine_args)
+    engine = CPUEngine.options(name=CPU_ENGINE_DEPLOYMENT, **_options(config.serving.cpu_engine)).bind(engine_args)
+    return {model: engine for model in in_app}
 
 
 def adapter_apps(config: RouterConfig, config_dict: dict[str, Any]) -> dict[str, Application] | None:
@@ -83,5 +91,5 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     config = parse_config(inline, source="serve args: config") if inline is not None else load_config(resolve_config_path(path))
     config_dict = config.model_dump(mode="json")
     ingress = RouterIngress.options(**_options(config.serving.ingress))
-    return ingress.bind(config_dict, engine_app(config), adapter_apps(config, config_dict))
+    return ingress.bind(config_dict, engine_apps(config), adapter_apps(config, config_dict))
 

@@ -1,8 +1,9 @@
 """The router's ingress deployment: the FastAPI app of ``app.api.routes`` on Ray Serve.
 
 The constructor is cheap: it validates the config it was given (as a dict, so replicas on any
-node need no file) and wires backends to handles; Serve then asks ``__serve_build_asgi_app__``
-for the ASGI app.
+node need no file) and wires backends to handles, one per self-hosted model; Serve then asks
+``__serve_build_asgi_app__`` for the ASGI app. A self-hosted model is routable while every
+deployment serving it (``deployments.llm_options.deployment_names``) has a running replica.
 """
 
 from __future__ import annotations
@@ -20,23 +21,36 @@ from app.config import ProviderSpec, parse_config
 from app.observability.logs import configure_logging, log_event
 from app.service import RouterService
 from deployments.health import DeploymentHealth
+from deployments.llm_options import deployment_names
 
 ENGINE_STATUS_TIMEOUT_S = 2.0
-ENGINE_DEPLOYMENT = "CPUEngine"
 
 
 @serve.deployment(max_ongoing_requests=256)
 @serve.ingress()
 class RouterIngress:
-    def __init__(self, config: dict[str, Any], engine: Any = None, adapters: dict[str, Any] | None = None) -> None:
+    """``engines`` maps each self-hosted logical model to the handle serving it: the one CPU
+    engine for all of them, or each model's own vLLM server; ``adapters`` maps cloud providers
+    to their adapter deployments when adapters run as deployments."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        engines: dict[str, Any] | None = None,
+        adapters: dict[str, Any] | None = None,
+    ) -> None:
         self.config = parse_config(config, source="serve args: config")
         configure_logging(self.config.logging.level)
-        self.engine = engine
+        self.engines = dict(engines or {})
+        self.watched = {m: names for m, names in deployment_names(self.config).items() if m in self.engines}
         self._engine_status: dict[str, Any] | None = None
-        self.health = DeploymentHealth([ENGINE_DEPLOYMENT] if engine is not None else [], on_poll=self._refresh)
+        watched = list(dict.fromkeys(n for names in self.watched.values() for n in names))
+        self.health = DeploymentHealth(watched, on_poll=self._refresh)
 
         def self_hosted(name: str) -> Backend:
-            return ServeHandleBackend(name, engine, health=self._engine_unavailable)
+            if name not in self.engines:
+                return UnavailableBackend("no self-hosted engine is deployed")
+            return ServeHandleBackend(name, self.engines[name], health=lambda: self._engine_unavailable(name))
 
         def through_adapter(name: str, provider: ProviderSpec) -> Backend:
             reason = missing_credentials(provider)
@@ -55,29 +69,47 @@ class RouterIngress:
             models_unavailable={m: r for m, r in unavailable.items() if r is not None},
         )
 
-    def _engine_unavailable(self) -> str | None:
-        if self.engine is None:
-            return "no self-hosted engine is deployed"
-        return self.health.reason(ENGINE_DEPLOYMENT)
+    def _engine_unavailable(self, model: str) -> str | None:
+        """Why ``model``'s engine cannot take requests (names the deployment), or None."""
+        for deployment in self.watched.get(model, ()):
+            reason = self.health.reason(deployment)
+            if reason:
+                return reason
+        return None
 
     def _refresh(self) -> None:
         self.service.refresh_gauges()
 
     async def _health_extra(self) -> dict[str, Any]:
-        if self.engine is None:
+        if not self.engines:
             return {}
+        if self.config.serving.engine == "vllm":
+            return {"self_hosted_engine": self._vllm_status()}
+        return await self._cpu_status()
+
+    def _vllm_status(self) -> dict[str, Any]:
+        """Per model, its deployments' state as last polled (Serve's replica states)."""
+        models: dict[str, Any] = {}
+        for model, names in self.watched.items():
+            states = {name: self.health.reason(name) or "up" for name in names}
+            models[model] = {"ready": all(s == "up" for s in states.values()), "deployments": states}
+        return {"engine": "vllm", "ready": all(m["ready"] for m in models.values()), "models": models}
+
+    async def _cpu_status(self) -> dict[str, Any]:
+        """The CPU engine's own status: configured and loaded model, demo flag, readiness."""
+        engine = next(iter(self.engines.values()))
         if self._engine_status is None or not self._engine_status.get("ready"):
             try:
-                self._engine_status = await asyncio.wait_for(
-                    self.engine.status.remote(), timeout=ENGINE_STATUS_TIMEOUT_S
-                )
+                self._engine_status = await asyncio.wait_for(engine.status.remote(), timeout=ENGINE_STATUS_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - health reports, it never raises
                 return {"self_hosted_engine": {"ready": False, "reason": type(exc).__name__}}
         extra: dict[str, Any] = {"self_hosted_engine": self._engine_status}
         if self._engine_status.get("demo"):
             extra["warnings"] = [
-                "Self-hosted models are served by a tiny DEMO model with random weights: "
-                f"{self._engine_status.get('model')} could not be loaded. See README, 'Serve a real model'."
+                (
+                    "Self-hosted models are served by a tiny DEMO model with random weights: "
+                    f"{self._engine_status.get('model')} could not be loaded. See README, 'Serve a real model'."
+                )
             ]
         return extra
 

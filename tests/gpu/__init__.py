@@ -1,0 +1,1 @@
+"""Tests that need vLLM and a CUDA GPU; skipped everywhere else."""
