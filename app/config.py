@@ -344,6 +344,26 @@ class ServingConfig(StrictModel):
     )
 
 
+class RequestLimits(StrictModel):
+    """What one request may ask for; beyond it, a clear 4xx instead of work."""
+
+    max_body_bytes: int = Field(default=16_000_000, gt=0, description="Larger bodies get a 413.")
+    max_messages: int = Field(default=2_048, gt=0)
+    max_message_chars: int = Field(default=8_000_000, gt=0, description="Characters in one message's text.")
+    max_tokens_ceiling: int = Field(default=131_072, gt=0, description="Largest max_tokens accepted.")
+    n_ceiling: int = Field(default=1, ge=1, description="Largest n accepted (the engines answer one choice).")
+
+
+class AuthConfig(StrictModel):
+    """Client API keys (``Authorization: Bearer`` or ``x-api-key``); /health stays open."""
+
+    enabled: bool = Field(default=False, description="Off for the local profile; turn on anywhere shared.")
+    keys_env: str = Field(
+        default="ROUTER_API_KEYS", description="Environment variable: comma-separated name:key pairs."
+    )
+    admin_keys_env: str = Field(default="ROUTER_ADMIN_KEYS", description="The same, for admin keys.")
+
+
 class LoggingConfig(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     log_prompts: bool = Field(default=False, description="Put prompt text in logs. Off by default.")
@@ -359,6 +379,8 @@ class RouterConfig(StrictModel):
     cost_rules: CostRules = Field(default_factory=CostRules)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    limits: RequestLimits = Field(default_factory=RequestLimits)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

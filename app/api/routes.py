@@ -19,6 +19,8 @@ from app.api import shapes
 from app.api.errors import error_event, install_error_handlers
 from app.api.schemas import ChatCompletionRequest
 from app.errors import RouterError
+from app.security.auth import AuthMiddleware, KeyStore
+from app.security.limits import BodySizeLimit, check_request
 from app.service import RouterService
 
 HealthExtra = Callable[[], Awaitable[dict[str, Any]]]
@@ -69,11 +71,16 @@ def create_app(
     app = FastAPI(title="hybrid-router", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.service = service
     install_error_handlers(app)
+    # NOTE: the last added runs first: request id, then auth (cheap refusals before reading a
+    # body), then the body-size limit, then the routes.
+    app.add_middleware(BodySizeLimit, max_bytes=service.config.limits.max_body_bytes)
+    app.add_middleware(AuthMiddleware, keys=KeyStore.from_env(service.config.auth), enabled=service.config.auth.enabled)
     app.add_middleware(RequestIdMiddleware, echo=echo_request_id)
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
         payload = body.body()
+        check_request(payload, service.config.limits)
         request_id = request.state.request_id
         if payload.get("stream"):
             include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
@@ -89,6 +96,7 @@ def create_app(
     @app.post("/v1/route")
     async def route(body: ChatCompletionRequest, assume_available: bool = False) -> dict[str, Any]:
         payload = body.body()
+        check_request(payload, service.config.limits)
         plan = await service.plan(payload, assume_available=assume_available)
         primary = plan.primary
         max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens")
