@@ -354,8 +354,21 @@ class RequestLimits(StrictModel):
     n_ceiling: int = Field(default=1, ge=1, description="Largest n accepted (the engines answer one choice).")
 
 
+class ClientLimits(StrictModel):
+    """Per client key, shared by every replica through the budget ledger. None: no limit."""
+
+    daily_budget_usd: float | None = Field(default=None, gt=0)
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0, description="Prompt plus max_tokens, per minute.")
+
+
 class AuthConfig(StrictModel):
     """Client API keys (``Authorization: Bearer`` or ``x-api-key``); /health stays open."""
+
+    limits: ClientLimits = Field(default_factory=ClientLimits, description="Every key's limits.")
+    key_limits: dict[str, ClientLimits] = Field(
+        default_factory=dict, description="Limits for a named key, instead of the default ones."
+    )
 
     enabled: bool = Field(default=False, description="Off for the local profile; turn on anywhere shared.")
     keys_env: str = Field(

@@ -33,6 +33,7 @@ from app.routing.analysis import Analyzer, Features, instruction_text
 from app.routing.catalog import Catalog
 from app.routing.planner import Planner, RoutePlan, Target, always_available
 from app.routing.strategies import StrategyRegistry
+from app.security.quota import Quota, client_key
 from app.streams import Relay, close_stream, estimate_usage, read_until_content, relayed, replay
 
 PROMPT_LOG_CHARS = 4_000  # how much of the latest user turn a log line carries with log_prompts
@@ -69,6 +70,7 @@ class RouterService:
             AlertSender(config.cost_rules.webhook, self.metrics),
         )
         self._background: asyncio.Task[None] | None = None
+        self.quota = Quota(config.auth, self.budgets.ledger)
         self.cache = cache or ResponseCache(store_for(config.cache), config.cache.ttl_s)
         self.breakers = BreakerBoard(config.circuit_breaker, clock)
         self.executor = Executor(
@@ -178,10 +180,13 @@ class RouterService:
                 request[key] = spec.max_output_tokens
         return request
 
-    async def _planned(self, body: Mapping[str, Any], request_id: str) -> Outcome:
-        """The request's outcome with its plan; a request that cannot be planned is counted too."""
+    async def _planned(self, body: Mapping[str, Any], request_id: str, client: str | None) -> Outcome:
+        """The request's outcome with its plan, once the client's rate limits admit it; a request
+        refused on the way is counted too."""
         try:
-            outcome = Outcome(request_id, await self.plan(body))
+            outcome = Outcome(request_id, await self.plan(body), client=client)
+            features = outcome.plan.features
+            await self.quota.admit(client, features.tokens + (features.max_tokens or 0))
         except RouterError as exc:
             strategy = str(body.get("routing_strategy") or body.get("model") or "none")[:40]
             self.metrics.record("router_requests", model="none", provider="none",
@@ -199,8 +204,10 @@ class RouterService:
             self.recorder.finish(outcome, outcome.plan.primary, usage=hit.get("usage"), cost=Decimal(0))
         return hit
 
-    async def complete(self, body: Mapping[str, Any], request_id: str) -> tuple[dict[str, Any], Outcome]:
-        outcome = await self._planned(body, request_id)
+    async def complete(
+        self, body: Mapping[str, Any], request_id: str, client: str | None = None
+    ) -> tuple[dict[str, Any], Outcome]:
+        outcome = await self._planned(body, request_id, client)
         hit = await self._cached(body, outcome)
         if hit is not None:
             return hit, outcome
@@ -223,9 +230,11 @@ class RouterService:
         await self.cache.put(body, target.model, response)
         return response, outcome
 
-    async def stream(self, body: Mapping[str, Any], request_id: str) -> tuple[AsyncIterator[dict[str, Any]], Outcome]:
+    async def stream(
+        self, body: Mapping[str, Any], request_id: str, client: str | None = None
+    ) -> tuple[AsyncIterator[dict[str, Any]], Outcome]:
         """Returns the chunk stream once a target has produced content, and the outcome so far."""
-        outcome = await self._planned(body, request_id)
+        outcome = await self._planned(body, request_id, client)
         hit = await self._cached(body, outcome)
         if hit is not None:
             return replay(completion_to_chunks(hit)), outcome
@@ -266,7 +275,8 @@ class RouterService:
 
     async def _reserve(self, target: Target, request: Mapping[str, Any], outcome: Outcome) -> Reservation:
         limit = request.get("max_completion_tokens") or request.get("max_tokens")
-        outcome.reservation = await self.budgets.reserve(target.model, outcome.plan.features.tokens, limit)
+        client = (client_key(outcome.client), self.quota.daily_limit(outcome.client)) if outcome.client else None
+        outcome.reservation = await self.budgets.reserve(target.model, outcome.plan.features.tokens, limit, client)
         return outcome.reservation
 
     async def _settle(

@@ -20,6 +20,7 @@ from app.api.errors import error_event, install_error_handlers
 from app.api.schemas import ChatCompletionRequest
 from app.errors import RouterError
 from app.security.auth import AuthMiddleware, KeyStore
+from app.security.quota import client_key
 from app.security.limits import BodySizeLimit, check_request
 from app.service import RouterService
 
@@ -82,15 +83,17 @@ def create_app(
         payload = body.body()
         check_request(payload, service.config.limits)
         request_id = request.state.request_id
+        client = getattr(request.state, "client", None)
+        name = client.name if client is not None else None
         if payload.get("stream"):
             include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
-            chunks, outcome = await service.stream(payload, request_id)
+            chunks, outcome = await service.stream(payload, request_id, name)
             return StreamingResponse(
                 _sse(chunks, include_usage),
                 media_type="text/event-stream",
                 headers={**outcome.headers(), "cache-control": "no-cache"},
             )
-        response, outcome = await service.complete(payload, request_id)
+        response, outcome = await service.complete(payload, request_id, name)
         return JSONResponse(shapes.completion(response), headers=outcome.headers())
 
     @app.post("/v1/route")
@@ -113,9 +116,17 @@ def create_app(
         }
 
     @app.get("/v1/budget")
-    async def budget() -> dict[str, Any]:
+    async def budget(request: Request) -> dict[str, Any]:
+        """Everything with auth off or for an admin key; a client key sees only its own spend."""
         await service.budgets.refresh()
-        return service.budgets.report()
+        report = service.budgets.report()
+        client = getattr(request.state, "client", None)
+        if client is not None and not client.admin:
+            own = client_key(client.name)
+            report["budgets"] = {k: v for k, v in report["budgets"].items() if k == own}
+            report["budgets"].setdefault(own, {"spent_usd": 0.0, "reserved_usd": 0.0, "mode": "normal"})
+            report["budgets"][own]["limit_usd"] = _float(service.quota.daily_limit(client.name))
+        return report
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -145,6 +156,10 @@ async def _sse(chunks: AsyncIterator[dict[str, Any]], include_usage: bool) -> As
     except Exception as exc:  # noqa: BLE001 - the client gets a clean error event, never a cut stream
         yield error_event(exc)
     yield shapes.SSE_DONE
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if value is not None else None
 
 
 def model_list(service: RouterService) -> list[dict[str, Any]]:

@@ -96,12 +96,23 @@ class Budgets:
         return {k: self.limits[k] for k in keys if k in self.limits}
 
     # --- the request path ----------------------------------------------------------------
-    async def reserve(self, model: str, prompt_tokens: int, max_tokens: int | None) -> Reservation:
-        """Reserves the worst case, or raises ``BudgetExhaustedError`` (routing then moves on)."""
+    async def reserve(
+        self,
+        model: str,
+        prompt_tokens: int,
+        max_tokens: int | None,
+        client: tuple[str, Decimal | None] | None = None,
+    ) -> Reservation:
+        """Reserves the worst case, or raises ``BudgetExhaustedError`` (routing then moves on).
+        ``client`` is the calling key's budget key and daily limit, reserved against too."""
         amount = self.pricer.worst_case(model, prompt_tokens, max_tokens)
-        day, keys = self.today(), self.keys_for(model)
+        day, keys, limits = self.today(), self.keys_for(model), self._limits_for(model)
+        if client is not None:
+            keys = [*keys, client[0]]
+            if client[1] is not None:
+                limits = {**limits, client[0]: client[1]}
         pending = asyncio.ensure_future(
-            self.ledger.reserve(day, {k: amount for k in keys}, self._limits_for(model), ttl_s=self.rules.reservation_ttl_s)
+            self.ledger.reserve(day, {k: amount for k in keys}, limits, ttl_s=self.rules.reservation_ttl_s)
         )
         try:
             rid = await asyncio.shield(pending)
@@ -114,7 +125,7 @@ class Budgets:
         if rid is None:
             await self.refresh()
             raise BudgetExhaustedError(
-                f"{model}: the daily budget left for {'/'.join(self._limits_for(model))} cannot cover this "
+                f"{model}: the daily budget left for {'/'.join(limits)} cannot cover this "
                 f"request's worst case (${amount:.6f})."
             )
         return Reservation(rid, model, day, keys, amount)

@@ -35,6 +35,7 @@ class Outcome:
     backend_s: float = 0.0
     reservation: Any = None  # the budget reservation of the target being tried
     prompt: str | None = None  # only with logging.log_prompts on
+    client: str | None = None  # the calling key's name, when auth is on
     cache: str = "miss"
     first_token_s: float | None = None
     usage: dict[str, Any] | None = None
