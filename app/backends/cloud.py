@@ -42,7 +42,9 @@ def error_for_status(
     vendor_code: str | None = None,
     retry_after: float | None = None,
 ) -> RouterError:
-    """A provider's HTTP error as a router error; the message keeps the provider's words."""
+    """A provider's HTTP error as a router error; the message keeps the provider's words, less
+    anything that looks like a credential (some providers quote the key they refused)."""
+    message = redact(message)
     text = f"{provider}: {message}".strip()
     hint = f"{vendor_code or ''} {message}"
     if status in (400, 413, 422) and CONTEXT_TOO_LONG.search(hint):
@@ -62,6 +64,18 @@ def error_for_status(
     if 400 <= status < 500:
         return UpstreamBadRequestError(text)
     return UpstreamError(text)
+
+
+CREDENTIAL = re.compile(
+    r"\b(?:sk|pk|rk|key|token|api[-_]?key)[-_][A-Za-z0-9_\-*.]{6,}|\bAIza[0-9A-Za-z_\-]{20,}|\bya29\.[0-9A-Za-z_\-.]+"
+    r"|\bBearer\s+[A-Za-z0-9_\-.=]+",
+    re.IGNORECASE,
+)
+
+
+def redact(message: str) -> str:
+    """``message`` with credential-looking tokens replaced (OpenAI quotes a masked key, others whole)."""
+    return CREDENTIAL.sub("[redacted]", message)
 
 
 def error_for_transport(provider: str, exc: BaseException) -> RouterError:

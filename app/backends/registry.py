@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 
 from app.backends.base import Backend, UnavailableBackend
 from app.config import ProviderSpec, RouterConfig
+from app.observability.logs import quiet_vendor_loggers
 
 # Provider kind -> "module:function" building its adapter (imported on first use).
 CLOUD_FACTORIES = {
@@ -43,6 +44,7 @@ def cloud_backend(name: str, provider: ProviderSpec, config: RouterConfig, env: 
     reason = missing_credentials(provider, env)
     if reason:
         return UnavailableBackend(reason)
+    quiet_vendor_loggers(config.logging.log_prompts)
     module, _, function = CLOUD_FACTORIES[provider.kind].partition(":")
     build = getattr(importlib.import_module(module), function)
     backend: Backend = build(name, provider, config, env)

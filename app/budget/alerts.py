@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.config import WebhookConfig
-from app.observability.logs import log_event
+from app.observability.logs import log_event, quiet_vendor_loggers
 from app.observability.metrics import Metrics
 
 
@@ -24,8 +24,7 @@ class AlertSender:
         env = os.environ if env is None else env
         self.url = env.get(webhook.url_env) if webhook.url_env else None
         # NOTE: httpx logs every request's full URL at INFO, and a webhook URL often holds a token.
-        for name in ("httpx", "httpcore"):
-            logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
+        quiet_vendor_loggers()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def fire(self, alert: dict[str, Any]) -> None:

@@ -39,12 +39,27 @@ def configure_logging(level: str = "info") -> None:
     """Route the router's logger to stderr as JSON lines, once per process."""
     level = os.environ.get("LOG_LEVEL", level).upper()
     logger.setLevel(level)
+    quiet_vendor_loggers()
     logger.propagate = False
     if not any(getattr(h, "_hybrid_router", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
         handler._hybrid_router = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
+
+
+# Loggers of the SDKs and HTTP stacks below the adapters: at DEBUG some log whole request bodies
+# (the Anthropic SDK's "Request options"), at INFO httpx logs full URLs (webhook tokens).
+VENDOR_LOGGERS = ("anthropic", "openai", "google_genai", "google.genai", "httpx", "httpx2", "httpcore")
+
+
+def quiet_vendor_loggers(log_prompts: bool = False) -> None:
+    """Keeps prompts and secrets in vendor log records out of the logs, unless prompts are wanted."""
+    if log_prompts:
+        return
+    for name in VENDOR_LOGGERS:
+        vendor = logging.getLogger(name)
+        vendor.setLevel(max(logging.WARNING, vendor.level))
 
 
 def log_event(name: str, level: int = logging.INFO, **fields: Any) -> None:

@@ -10,7 +10,7 @@ Two documents drive the generation:
 Both generate positive and negative cases. Properties: no answer is a 5xx; every 4xx body is
 OpenAI's ``ErrorResponse``; every non-stream 200 chat body is a ``CreateChatCompletionResponse``
 (and a 200 ``/v1/models`` a ``ListModelsResponse``); every event of a 200 stream is a chunk or an
-error in OpenAI's format. After each run the app still answers ``/health`` and a plain chat.
+error in OpenAI's format. After the runs the app still answers ``/health`` and a plain chat.
 
 Runs are reproducible (``derandomize=True``, no example database) and bounded (``MAX_EXAMPLES``
 per operation and phase).
@@ -25,31 +25,35 @@ from typing import Any
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 
 schemathesis = pytest.importorskip("schemathesis")
 
-from hypothesis import HealthCheck, settings  # noqa: E402  (after the importorskip)
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.python import asgi as schemathesis_asgi  # noqa: E402
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.python import asgi as schemathesis_asgi
 
-from app.api.routes import create_app  # noqa: E402
-from app.config import parse_config  # noqa: E402
-from app.service import RouterService  # noqa: E402
-from tests.conformance import assert_conforms  # noqa: E402
-from tests.fakes.backends import ScriptedBackend  # noqa: E402
+from app.api.routes import create_app
+from app.config import BUILTIN_STRATEGIES, parse_config
+from app.service import RouterService
+from tests.conformance import assert_conforms
+from tests.fakes.backends import ScriptedBackend
 
 PROJECT = Path(__file__).parents[2]
 CONFIG = PROJECT / "deployments/configs/router.yaml"
 OPENAI_SUBSET = PROJECT / "tests/specs/openai-chat-subset.json"
 ASK = {"model": "auto", "messages": [{"role": "user", "content": "What is Kubernetes?"}]}
-MAX_EXAMPLES = 100
+MAX_EXAMPLES = 150
 
 FUZZ = settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,
     derandomize=True,
     database=None,
-    suppress_health_check=list(HealthCheck),
+    # Generation is slow and filtered for OpenAI's large request schema; that is expected here.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large,
+                           HealthCheck.large_base_example],
 )
 
 
@@ -57,38 +61,107 @@ async def no_wait(_seconds: float) -> None:
     """Retries back off without sleeping."""
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    """The real app over scripted backends, auth off, with its own ledger and generous budgets so
-    thousands of fuzzed requests never exhaust them (that 429 is fine, but ``/health`` would then
-    report the models as down)."""
+class ServiceOnce:
+    """The app, with its lifespan (the service's start and close) run once for the module.
+
+    schemathesis's pytest plugin ends every ASGI app's lifespan after each test item, and a
+    ``RouterService`` cannot start again once closed (its ledger stays closed). So the first
+    startup starts the real lifespan, later startups and shutdowns are acknowledged without
+    touching it, and the real shutdown runs only once ``final`` is set, with the module.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.final = False
+        self._running: Any = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if self._running is None:
+                    self._running = self.app.router.lifespan_context(self.app)
+                    await self._running.__aenter__()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.final and self._running is not None:
+                    running, self._running = self._running, None
+                    await running.__aexit__(None, None, None)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def build_app() -> ServiceOnce:
+    """The real app over scripted backends, auth off, with its own ledger file and generous budgets
+    so that thousands of fuzzed requests never exhaust them (that 429 would be fine, but
+    ``/health`` would then report the models as down)."""
     raw = yaml.safe_load(CONFIG.read_text())
     raw["auth"] = {"enabled": False}
-    raw["ledger"]["path"] = str(tmp_path_factory.mktemp("fuzz-ledger") / "ledger.db")
+    raw["ledger"]["path"] = "fuzz-ledger.db"  # in this run's state folder (tests/conftest.py), alone
     raw["cost_rules"]["daily_budgets"] = {k: 1_000_000.0 for k in raw["cost_rules"]["daily_budgets"]}
     config = parse_config(raw)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("HYBRID_ROUTER_STATE_DIR", raising=False)  # the ledger goes where the config says
-        service = RouterService(config, {name: ScriptedBackend(name) for name in config.models}, sleep=no_wait)
-    application = create_app(service)
-    yield application
-    # schemathesis starts the app's lifespan on the first request and keeps it for the process;
-    # stop it here so the service closes (ledger, background tasks) with this module.
-    schemathesis_asgi.shutdown_lifespans()
+    service = RouterService(config, {name: ScriptedBackend(name) for name in config.models}, sleep=no_wait)
+    return ServiceOnce(create_app(service))
 
 
-@pytest.fixture(scope="module")
-def router_schema(app):
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
-
-
-@pytest.fixture(scope="module")
-def openai_schema(app):
+def openai_document() -> dict[str, Any]:
     document = copy.deepcopy(json.loads(OPENAI_SUBSET.read_text(encoding="utf-8")))
     document["servers"] = [{"url": "/v1"}]  # OpenAI's paths, under the router's /v1 prefix
-    schema = schemathesis.openapi.from_dict(document)
-    schema.app = app
-    return schema
+    return document
+
+
+# NOTE: ``schemathesis.pytest.from_fixture`` (lazy schemas) fails on pytest 9.2 (it sets
+# ``request.node._nodeid``, gone from pytest), so the schemas are built at import, which
+# ``@schema.parametrize()`` needs anyway. The router's document is read from its /openapi.json
+# with a plain TestClient: ``schemathesis.openapi.from_asgi("/openapi.json", APP)`` would do the
+# same but would also start the app's lifespan (the service) during test collection.
+APP = build_app()
+ROUTER_SCHEMA = schemathesis.openapi.from_dict(TestClient(APP.app).get("/openapi.json").json())
+ROUTER_SCHEMA.app = APP
+OPENAI_SCHEMA = schemathesis.openapi.from_dict(openai_document())
+OPENAI_SCHEMA.app = APP
+
+
+# Generated model names are random strings, so nearly every chat would stop at a 404 before
+# routing, and few generated bodies ask for a stream. For bodies with a string ``model`` the
+# generator also draws the names the router knows (``auto`` and its strategies, the models,
+# their aliases, OpenAI ids it aliases) and, where ``stream`` is absent or a boolean, a stream:
+# generated requests then reach the planner, the backends, the streams and the answers' shapes.
+KNOWN_MODELS = sorted(
+    {"auto"}
+    | {f"auto:{name}" for name in (*BUILTIN_STRATEGIES, *APP.app.state.service.config.strategies)}
+    | set(APP.app.state.service.config.models)
+    | {alias for spec in APP.app.state.service.config.models.values() for alias in spec.aliases}
+)
+
+
+def _steer(_context, body: Any):
+    if not (isinstance(body, dict) and isinstance(body.get("model"), str)):
+        return st.just(body)
+    models = st.sampled_from([*KNOWN_MODELS, body["model"]])
+    streams = st.sampled_from([body.get("stream"), True]) if isinstance(body.get("stream", False), bool) else st.none()
+
+    def steered(choice: tuple[str, bool | None]) -> dict[str, Any]:
+        model, stream = choice
+        return {**body, "model": model} if stream is None else {**body, "model": model, "stream": stream}
+
+    return st.tuples(models, streams).map(steered)
+
+
+ROUTER_SCHEMA.hook("flatmap_body")(_steer)
+OPENAI_SCHEMA.hook("flatmap_body")(_steer)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_the_service_with_the_module():
+    yield
+    APP.final = True
+    with schemathesis_asgi.get_client(APP):  # a lifespan to end, if the last test's was ended already
+        pass
+    schemathesis_asgi.shutdown_lifespans()
 
 
 # --- checks -----------------------------------------------------------------------------
@@ -136,37 +209,35 @@ def openai_shapes(ctx, response, case) -> None:
 CHECKS = [not_a_server_error, openai_shapes]
 
 
-def still_healthy(schema) -> None:
-    """After the run: /health is 200 and a plain chat answers, through the same transport."""
-    health = schema_app_call(schema, "GET", "/health")
+def still_healthy(app) -> None:
+    """After the run: /health is 200 and a plain chat answers, through the same transport (and
+    so the same running service)."""
+    health = call(app, "GET", "/health")
     assert health.status_code == 200, health.text
-    chat = schema_app_call(schema, "POST", "/v1/chat/completions", json=ASK)
+    chat = call(app, "POST", "/v1/chat/completions", json=ASK)
     assert chat.status_code == 200, chat.text
     assert_conforms(chat.json(), "CreateChatCompletionResponse")
 
 
-def schema_app_call(schema, method: str, path: str, **kwargs: Any):
-    with schemathesis_asgi.get_client(schema.app) as client:
+def call(app, method: str, path: str, **kwargs: Any):
+    with schemathesis_asgi.get_client(app) as client:
         return client.request(method, f"http://{schemathesis_asgi.HOST}{path}", **kwargs)
 
 
 # --- the runs ---------------------------------------------------------------------------
 
-router_doc = schemathesis.pytest.from_fixture("router_schema")
-openai_doc = schemathesis.pytest.from_fixture("openai_schema")
 
-
-@router_doc.parametrize()
+@ROUTER_SCHEMA.parametrize()
 @FUZZ
 def test_router_openapi_document(case):
     case.call_and_validate(checks=CHECKS)
 
 
-@openai_doc.parametrize()
+@OPENAI_SCHEMA.parametrize()
 @FUZZ
 def test_openai_chat_schema_against_the_router(case):
     case.call_and_validate(checks=CHECKS)
 
 
-def test_the_app_is_healthy_after_fuzzing(router_schema):
-    still_healthy(router_schema)
+def test_the_app_is_healthy_after_fuzzing():
+    still_healthy(APP)
