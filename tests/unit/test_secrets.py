@@ -14,8 +14,8 @@ Asserted: no secret in any response body or header, log record or output; with
 ``logging.log_prompts`` off (the default) no prompt text in any log record at INFO or above
 or output; and, so that the scan is known to be able to fail, with ``log_prompts`` on the prompt
 is in the ``route_decision`` line. ``GET /metrics`` on the ingress is a 404 (metrics are served
-only on Ray's own metrics port). Two known bugs are kept as strict xfails: prompts in a vendor
-SDK's DEBUG records, and an upstream error that quotes the router's key passed on verbatim.
+only on Ray's own metrics port). Also covered: a vendor SDK's DEBUG records (which quote request
+bodies) stay out of the logs, and an upstream error that quotes the router's key is redacted.
 """
 
 from __future__ import annotations
