@@ -1,7 +1,8 @@
 """Profiles: the one router config, with the serving section each place needs.
 
-``local`` is ``router.yaml`` as it is (CPU engine). ``gke`` replaces its ``serving`` section
-with ``gke-serving.yaml`` (vLLM on GPUs through Ray Serve LLM). Every other section (catalog,
+``local`` is ``router.yaml`` as it is (CPU engine, client auth off). ``gke`` replaces its
+``serving`` section with ``gke-serving.yaml``'s (vLLM on GPUs through Ray Serve LLM) and takes
+that file's ``ledger``, ``cache`` and ``auth`` settings (Redis; client keys required). Every other section (catalog,
 strategies, budgets...) is shared, so the two cannot drift apart.
 """
 
@@ -24,6 +25,7 @@ def router_config(profile: str) -> dict[str, Any]:
         config["serving"] = overlay["serving"]
         config["ledger"] = {**config.get("ledger", {}), **overlay.get("ledger", {})}
         config["cache"] = {**config.get("cache", {}), **overlay.get("cache", {})}
+        config["auth"] = {**config.get("auth", {}), **overlay.get("auth", {})}
     elif profile != "local":
         raise ValueError(f"unknown profile {profile!r}; expected local or gke")
     return config
