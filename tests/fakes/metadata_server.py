@@ -25,6 +25,16 @@ class FakeMetadata(FakeServer):
         host = f"127.0.0.1:{self.port}"
         return {"GCE_METADATA_HOST": host, "GCE_METADATA_IP": host, "NO_GCE_CHECK": "False"}
 
+    @staticmethod
+    def reload_google_auth() -> None:
+        """google-auth reads GCE_METADATA_HOST once, when first imported: after pointing the
+        environment at a fake, make it read the variable again (tests only)."""
+        import importlib
+
+        from google.auth.compute_engine import _metadata
+
+        importlib.reload(_metadata)
+
     def routes(self) -> list[Route]:
         return [Route("/{path:path}", self.handle, methods=["GET"])]
 

@@ -24,6 +24,7 @@ def client(fakes):
     with pytest.MonkeyPatch.context() as patch:
         for key, value in {**FAKE_ENV, **fakes["metadata"].env()}.items():  # ADC reads the environment
             patch.setenv(key, value)
+        fakes["metadata"].reload_google_auth()
         backends = build_backends(config, self_hosted=ScriptedBackend)
         with TestClient(create_app(RouterService(config, backends))) as test_client:
             yield test_client

@@ -115,6 +115,7 @@ def env(fakes, monkeypatch, tmp_path):
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)
+    fakes["metadata"].reload_google_auth()
     for server in fakes.values():
         server.reset()
     return values
