@@ -20,10 +20,8 @@ before their end (a client that went away, or a cut).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.server import FakeServer, sse_event
+from tests.fakes.server import FakeServer, sse_event, watched
 
 PAYLOADS = Path(__file__).parent / "payloads" / "anthropic"
 ERROR_TYPES = {
@@ -102,7 +100,13 @@ class FakeAnthropic(FakeServer):
         headers = {"request-id": f"req_{uuid.uuid4().hex[:24]}"}
         if body.get("stream"):
             response = self.sse(self.stream_events(message), fault, malformed=MALFORMED)
-            response.body_iterator = self._watch(response.body_iterator, message["id"])
+            message_id = message["id"]
+
+            def ended(finished: bool) -> None:
+                if not finished:
+                    self.streams_unfinished.append(message_id)
+
+            response.body_iterator = watched(response.body_iterator, self.event_interval_s, ended)
             response.headers.update(headers)
             return response
         return JSONResponse(message, headers=headers)
@@ -267,16 +271,3 @@ class FakeAnthropic(FakeServer):
             ],
             ("content_block_stop", {"type": "content_block_stop", "index": index}),
         ]
-
-    async def _watch(self, body: AsyncIterator[Any], message_id: str) -> AsyncIterator[Any]:
-        """Paces the events and notes streams that did not reach their end."""
-        finished = False
-        try:
-            async for part in body:
-                yield part
-                if self.event_interval_s:
-                    await asyncio.sleep(self.event_interval_s)
-            finished = True
-        finally:
-            if not finished:
-                self.streams_unfinished.append(message_id)

@@ -18,14 +18,13 @@ import dataclasses
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.server import FakeServer, sse_event
+from tests.fakes.server import FakeServer, sse_event, watched
 
 ERROR_TYPES = {
     400: ("invalid_request_error", None),
@@ -82,7 +81,7 @@ class FakeOpenAI(FakeServer):
         usage = self.usage(body, message)
         if body.get("stream"):
             response = self.sse(self.stream_events(body, message, finish, usage), fault)
-            response.body_iterator = self._watch(response.body_iterator)
+            response.body_iterator = watched(response.body_iterator, self.event_interval_s, self._stream_ended)
             return response
         completion = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -114,20 +113,11 @@ class FakeOpenAI(FakeServer):
                 await asyncio.sleep(min(0.01, max(0.0, deadline - loop.time())))  # not a disconnect
         return False
 
-    async def _watch(self, body: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        """Paces the events and counts streams that did or did not reach their end."""
-        finished = False
-        try:
-            async for part in body:
-                yield part
-                if self.event_interval_s:
-                    await asyncio.sleep(self.event_interval_s)
-            finished = True
-        finally:
-            if finished:
-                self.streams_finished += 1
-            else:
-                self.streams_abandoned += 1
+    def _stream_ended(self, finished: bool) -> None:
+        if finished:
+            self.streams_finished += 1
+        else:
+            self.streams_abandoned += 1
 
     def answer(self, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
         messages = body["messages"]

@@ -161,6 +161,22 @@ class FakeServer:
         return StreamingResponse(body(), media_type="text/event-stream")
 
 
+async def watched(
+    body: AsyncIterator[Any], interval_s: float, on_end: Callable[[bool], None]
+) -> AsyncIterator[Any]:
+    """A response body paced by ``interval_s``; ``on_end(finished)`` says whether it reached its end
+    or its client left first (the cancellation tests read this)."""
+    finished = False
+    try:
+        async for part in body:
+            yield part
+            if interval_s:
+                await asyncio.sleep(interval_s)
+        finished = True
+    finally:
+        on_end(finished)
+
+
 def sse_event(data: Any, event: str | None = None) -> bytes:
     head = f"event: {event}\n".encode() if event else b""
     payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
