@@ -9,6 +9,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+PLOTS = Path(__file__).with_name("plots")
 HEADER = "# Benchmark results\n\nEach section is rewritten by the script it names; run them all with `make bench`.\n"
 
 
@@ -34,3 +35,22 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def save_plot(figure, name: str, alt: str) -> str:
+    """Saves a matplotlib figure as benchmarks/plots/<name>.png; returns the Markdown that shows it."""
+    PLOTS.mkdir(exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(PLOTS / f"{name}.png", dpi=100)
+    __import__("matplotlib.pyplot").pyplot.close(figure)
+    return f"![{alt}](plots/{name}.png)"
+
+
+def figure(width: float = 8, height: float = 4.5):
+    """A new (figure, axes) pair drawn off-screen (no display on a server)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))

@@ -1,12 +1,23 @@
-"""Router overhead: the same chat requests sent to a fast local OpenAI-compatible fake directly and
-through the router, in alternating rounds of one run.
+"""Router overhead: the same chat requests sent to a fast local OpenAI-compatible fake directly,
+through the LiteLLM proxy, and through the router, in alternating rounds of one run.
 
-Each router setup is its own Serve application in one Ray cluster: cloud adapters in the ingress
-(``in_process``) and as their own deployment (``deployment``). Reported per setup, concurrency and
-mode (JSON, stream): latency p50/p99, the p50 the router adds over the direct call, requests per
-second, and for streams the time to first token.
+Serve's ingress is a cluster-wide choice made by environment variables when Ray starts, so each
+Serve mode runs in its own Ray cluster (a child process of this script):
 
-Run: .venv/bin/python benchmarks/router_overhead.py [--requests 200] [--concurrency 1 16 64]
+- ``proxy``: Serve's Python HTTP proxy, Ray's default;
+- ``haproxy``: ``RAY_SERVE_ENABLE_HA_PROXY=1``, HAProxy in front, requests go straight to the
+  ingress replica's own HTTP server;
+- ``haproxy+throughput``: also ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (gRPC between replicas, no
+  user-code thread, buffered request logs).
+
+In each cluster both placements of the cloud adapters run as their own application: in the
+ingress (``in_process``) and as their own deployment (``deployment``). The fake and LiteLLM are
+started once and measured again inside every cluster's run, so each comparison is made between
+rounds that alternate on the same machine at the same time. (Ray Serve LLM's direct streaming,
+``RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING``, makes a single-model ``LLMServer`` its own ingress; a
+router must sit in front of several models, so it does not apply.)
+
+Run: .venv/bin/python benchmarks/router_overhead.py [--requests 200] [--rounds 3] [--quick]
 """
 
 from __future__ import annotations
@@ -25,10 +36,16 @@ from pathlib import Path
 
 import aiohttp
 import yaml
-from _results import table, write_section
+from _results import figure, save_plot, table, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGES = [{"role": "user", "content": "What is Kubernetes? Answer in one sentence."}]
+SERVE_MODES = {
+    "proxy": {},
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    "haproxy+throughput": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+}
+DEFAULT_SETUP = "router haproxy+throughput in_process"  # what `make run` and the RayService use
 
 
 def start_fake() -> tuple[subprocess.Popen, str]:
@@ -80,10 +97,11 @@ def start_router(fake_url: str, placements: list[str], port: int) -> dict[str, s
         path = Path(tempfile.mkdtemp()) / "router.yaml"
         path.write_text(yaml.safe_dump(router_config(fake_url, placement)))
         serve.run(build_app({"config_path": str(path)}), name=placement, route_prefix=f"/{placement}")
-        urls[f"router ({placement})"] = f"http://127.0.0.1:{port}/{placement}"
+        urls[placement] = f"http://127.0.0.1:{port}/{placement}"
     return urls
 
 
+# --- load ---------------------------------------------------------------------------------
 @dataclass
 class Sample:
     latencies: list[float] = field(default_factory=list)
@@ -95,19 +113,27 @@ class Sample:
 async def one(session: aiohttp.ClientSession, url: str, model: str, stream: bool, sample: Sample) -> None:
     body = {"model": model, "messages": MESSAGES, "max_tokens": 64, "stream": stream}
     start = time.perf_counter()
-    async with session.post(f"{url}/v1/chat/completions", json=body) as response:
-        if response.status != 200:
-            sample.errors += 1
-            await response.read()
-            return
-        if stream:
-            first = None
-            async for line in response.content:
-                if first is None and line.startswith(b"data: {") and b'"content":"' in line and b'"content":""' not in line:
-                    first = time.perf_counter() - start
-            sample.ttfts.append(first if first is not None else time.perf_counter() - start)
-        else:
-            json.loads(await response.read())
+    try:
+        async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+            if response.status != 200:
+                sample.errors += 1
+                await response.read()
+                return
+            if not stream:
+                json.loads(await response.read())
+            else:
+                first, done = None, False
+                async for line in response.content:
+                    if first is None and line.startswith(b"data: {") and b'"content":"' in line and b'"content":""' not in line:
+                        first = time.perf_counter() - start
+                    done = done or line.strip() == b"data: [DONE]"
+                if first is None or not done:  # a stream without content or without its end is wrong
+                    sample.errors += 1
+                    return
+                sample.ttfts.append(first)
+    except aiohttp.ClientError:
+        sample.errors += 1
+        return
     sample.latencies.append(time.perf_counter() - start)
 
 
@@ -132,28 +158,155 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
 
 
-async def measure(targets: dict[str, tuple[str, str]], concurrencies: list[int], requests: int, rounds: int) -> list[list]:
-    rows = []
+async def measure(targets: dict[str, tuple[str, str]], concurrencies: list[int], requests: int, rounds: int) -> list[dict]:
+    for url, model in targets.values():  # warm every path (connections, imports, JIT caches)
+        await run(url, model, False, 8, 64)
+        await run(url, model, True, 8, 64)
+    results = []
     for stream in (False, True):
         for concurrency in concurrencies:
             samples: dict[str, Sample] = {name: Sample() for name in targets}
             for _ in range(rounds):  # alternate targets round by round, so drift hits all alike
                 for name, (url, model) in targets.items():
                     got = await run(url, model, stream, concurrency, requests)
-                    samples[name].latencies += got.latencies
-                    samples[name].ttfts += got.ttfts
-                    samples[name].elapsed += got.elapsed
-                    samples[name].errors += got.errors
-            base = statistics.median(samples["direct"].latencies) * 1000
+                    s = samples[name]
+                    s.latencies += got.latencies
+                    s.ttfts += got.ttfts
+                    s.elapsed += got.elapsed
+                    s.errors += got.errors
             for name, s in samples.items():
-                p50 = statistics.median(s.latencies) * 1000
-                rows.append([
-                    "stream" if stream else "json", concurrency, name, f"{p50:.1f}", f"{pct(s.latencies, 0.99):.1f}",
-                    "-" if name == "direct" else f"{p50 - base:+.1f}",
-                    f"{len(s.latencies) / s.elapsed:.0f}", f"{pct(s.ttfts, 0.5):.1f}" if stream else "-", s.errors,
-                ])
-                print(rows[-1], flush=True)
-    return rows
+                results.append({
+                    "mode": "stream" if stream else "json", "concurrency": concurrency, "target": name,
+                    "p50": pct(s.latencies, 0.5), "p99": pct(s.latencies, 0.99),
+                    "rps": len(s.latencies) / s.elapsed if s.elapsed else 0.0,
+                    "ttft_p50": pct(s.ttfts, 0.5) if stream else None, "errors": s.errors,
+                })
+                print(results[-1], file=sys.stderr, flush=True)
+    return results
+
+
+# --- one Serve mode (child process) ----------------------------------------------------------
+def child(args: argparse.Namespace) -> None:
+    """Measures one Serve mode in a fresh Ray cluster; writes its results as JSON to ``args.out``."""
+    urls = start_router(args.fake_url, args.placements, args.port)
+    targets = {"direct": (args.fake_url, "fake")}
+    if args.litellm_url:
+        targets["litellm"] = (args.litellm_url, args.litellm_model)
+    targets |= {f"router {args.child} {p}": (url, "gpt") for p, url in urls.items()}
+    results = asyncio.run(measure(targets, args.concurrency, args.requests, args.rounds))
+    Path(args.out).write_text(json.dumps(results))
+
+
+def run_mode(mode: str, args: argparse.Namespace, fake_url: str, litellm: tuple[str, str] | None) -> list[dict]:
+    out = Path(tempfile.mkdtemp()) / f"{mode}.json"
+    command = [
+        sys.executable, __file__, "--child", mode, "--out", str(out), "--fake-url", fake_url,
+        "--requests", str(args.requests), "--rounds", str(args.rounds), "--port", str(args.port),
+        "--concurrency", *map(str, args.concurrency), "--placements", *args.placements,
+    ]
+    if litellm:
+        command += ["--litellm-url", litellm[0], "--litellm-model", litellm[1]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")} | SERVE_MODES[mode]
+    print(f"== Serve mode {mode}", file=sys.stderr, flush=True)
+    subprocess.run(command, cwd=ROOT, env=env, check=True)
+    return json.loads(out.read_text())
+
+
+# --- report -------------------------------------------------------------------------------
+Key = tuple  # (mode, concurrency, target, run)
+
+
+def added(results: list[dict], key: str = "p50") -> dict[Key, float]:
+    """Milliseconds each target adds over the direct call measured in the same run and setting."""
+    base = {(r["mode"], r["concurrency"], r["run"]): r[key] for r in results if r["target"] == "direct"}
+    return {
+        (r["mode"], r["concurrency"], r["target"], r["run"]): r[key] - base[(r["mode"], r["concurrency"], r["run"])]
+        for r in results if r["target"] != "direct" and r[key] is not None
+    }
+
+
+def by_target(values: dict[Key, float]) -> dict[tuple[str, int, str], float]:
+    """Drops the run from the key; LiteLLM, measured once per run, gets the median of its runs."""
+    grouped: dict[tuple[str, int, str], list[float]] = {}
+    for (mode, c, target, _run), v in values.items():
+        grouped.setdefault((mode, c, target), []).append(v)
+    return {k: statistics.median(v) for k, v in grouped.items()}
+
+
+def ratios(values: dict[Key, float]) -> dict[tuple[str, int, str], float]:
+    """Ours / LiteLLM, each router setup against LiteLLM as measured in its own run."""
+    return {
+        (mode, c, target): v / values[(mode, c, "litellm", run)]
+        for (mode, c, target, run), v in values.items()
+        if target != "litellm" and values.get((mode, c, "litellm", run), 0) > 0
+    }
+
+
+def report(results: list[dict], concurrencies: list[int], args: argparse.Namespace) -> str:
+    p50_runs = added(results)
+    p50, ttft = by_target(p50_runs), by_target(added(results, "ttft_p50"))
+    settings = [(m, c) for m in ("json", "stream") for c in concurrencies]
+    routers = list(dict.fromkeys(k[2] for k in p50 if k[2] != "litellm"))
+    targets = (["litellm"] if any(k[2] == "litellm" for k in p50) else []) + routers
+    header = ["target"] + [f"{m} c={c}" for m, c in settings]
+
+    def grid(values: dict, names: list[str], fmt: str) -> str:
+        return table(header, [[t] + [format(values[(m, c, t)], fmt) if (m, c, t) in values else "n/a"
+                                     for m, c in settings] for t in names])
+
+    body = "### Added latency, p50 ms over the direct call\n\n" + grid(p50, targets, "+.1f")
+    if "litellm" in targets:
+        body += "\n\n### Ours / LiteLLM, added p50 (below 1: the router adds less)\n\n"
+        body += grid(ratios(p50_runs), routers, ".2f")
+    body += "\n\n### Streams: added time to first token, p50 ms\n\n" + table(
+        ["target"] + [f"c={c}" for c in concurrencies],
+        [[t] + [f"{ttft[('stream', c, t)]:+.1f}" if ("stream", c, t) in ttft else "n/a" for c in concurrencies]
+         for t in targets],
+    )
+    body += "\n\n" + plot(p50, results, concurrencies, targets)
+    detail = table(
+        ["run", "mode", "concurrency", "target", "p50 ms", "p99 ms", "req/s", "TTFT p50 ms", "errors"],
+        [[r["run"], r["mode"], r["concurrency"], r["target"], f"{r['p50']:.1f}", f"{r['p99']:.1f}",
+          f"{r['rps']:.0f}", "-" if r["ttft_p50"] is None else f"{r['ttft_p50']:.1f}", r["errors"]]
+         for r in results],
+    )
+    body += f"\n\n<details><summary>Every measurement</summary>\n\n{detail}\n\n</details>"
+    body += (
+        f"\n\n{args.requests} requests per target, setting and round; {args.rounds} rounds alternating "
+        "targets, after a warm-up. The fake answers at once, so the numbers are each proxy's own cost "
+        "plus the loopback hop; the load generator, the fake, LiteLLM and Ray share the same CPUs. "
+        "Errors count non-200 answers and streams that end without content or `[DONE]`. Default setup: "
+        f"`{DEFAULT_SETUP}`."
+    )
+    return body
+
+
+def plot(p50: dict, results: list[dict], concurrencies: list[int], targets: list[str]) -> str:
+    links = []
+    for mode in ("json", "stream"):
+        fig, ax = figure()
+        width = 0.8 / max(len(targets), 1)
+        for i, target in enumerate(targets):
+            xs = [j + i * width for j in range(len(concurrencies))]
+            ax.bar(xs, [p50.get((mode, c, target), 0) for c in concurrencies], width, label=target)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(concurrencies))], [f"c={c}" for c in concurrencies])
+        ax.set_ylabel("added p50 latency, ms")
+        ax.set_yscale("log")
+        ax.set_title(f"Latency added over a direct call ({mode})")
+        ax.legend(fontsize=7)
+        links.append(save_plot(fig, f"overhead_{mode}", f"added latency, {mode}"))
+    fig, ax = figure()
+    for target in ["direct"] + targets:
+        rows = [r for r in results if r["target"] == target and r["mode"] == "json"]
+        rps = [statistics.median(r["rps"] for r in rows if r["concurrency"] == c) for c in concurrencies]
+        ax.plot(concurrencies, rps, marker="o", label=target)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("concurrency")
+    ax.set_ylabel("requests per second (JSON)")
+    ax.legend(fontsize=7)
+    links.append(save_plot(fig, "overhead_throughput", "requests per second by concurrency"))
+    return "\n".join(links)
 
 
 def main() -> None:
@@ -162,25 +315,41 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--placements", nargs="+", default=["in_process", "deployment"])
+    parser.add_argument("--serve-modes", nargs="+", default=list(SERVE_MODES), choices=list(SERVE_MODES))
+    parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (no venv is made)")
     parser.add_argument("--port", type=int, default=8123)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 40 requests, 1 round")
+    parser.add_argument("--child", choices=list(SERVE_MODES), help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--fake-url", help=argparse.SUPPRESS)
+    parser.add_argument("--litellm-url", help=argparse.SUPPRESS)
+    parser.add_argument("--litellm-model", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.requests, args.rounds = 40, 1
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))
+    if args.child:
+        return child(args)
+
     fake, fake_url = start_fake()
+    litellm_proc = None
     try:
-        urls = start_router(fake_url, args.placements, args.port)
-        targets = {"direct": (fake_url, "fake"), **{name: (url, "gpt") for name, url in urls.items()}}
-        rows = asyncio.run(measure(targets, args.concurrency, args.requests, args.rounds))
+        litellm = None
+        if not args.no_litellm:
+            import litellm_proxy
+
+            litellm_proc, litellm_url, litellm_model = litellm_proxy.start_litellm(fake_url, args.port + 100)
+            litellm = (litellm_url, litellm_model)
+        results = []
+        for mode in args.serve_modes:
+            for r in run_mode(mode, args, fake_url, litellm):
+                results.append(r | {"run": mode})
     finally:
+        if litellm_proc is not None:
+            litellm_proxy.stop(litellm_proc)
         fake.terminate()
-    body = table(
-        ["mode", "concurrency", "target", "p50 ms", "p99 ms", "added p50 ms", "req/s", "TTFT p50 ms", "errors"], rows
-    )
-    body += (
-        f"\n\n{args.requests} requests per target, setting and round, {args.rounds} rounds alternating targets. "
-        "The fake answers at once, so the numbers are the router's own cost plus the loopback hop."
-    )
-    write_section("router_overhead", "Router overhead", body)
+    write_section("router_overhead", "Router overhead", report(results, args.concurrency, args))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,11 @@ BIN=${BIN:-.venv/bin}
 METRICS_PORT=${METRICS_PORT:-8080}
 
 "$BIN/ray" stop --force >/dev/null 2>&1 || true
+# Serve's ingress mode (HAProxy, throughput-optimized): every Ray process inherits it from here.
+set -a
+# shellcheck source=../deployments/configs/serve.env
+. deployments/configs/serve.env
+set +a
 "$BIN/ray" start --head --metrics-export-port="$METRICS_PORT" --include-dashboard=false \
   --disable-usage-stats >/dev/null
 trap '"$BIN/ray" stop --force >/dev/null 2>&1 || true' EXIT

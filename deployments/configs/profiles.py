@@ -16,6 +16,13 @@ import yaml
 CONFIGS = Path(__file__).resolve().parent
 ROUTER = CONFIGS / "router.yaml"
 GKE_SERVING = CONFIGS / "gke-serving.yaml"
+SERVE_ENV = CONFIGS / "serve.env"
+
+
+def serve_env() -> dict[str, str]:
+    """The Serve ingress mode's environment (``serve.env``: KEY=VALUE lines, # comments)."""
+    pairs = (line.split("=", 1) for line in SERVE_ENV.read_text().splitlines() if line.strip() and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
 
 
 def router_config(profile: str) -> dict[str, Any]:

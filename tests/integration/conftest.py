@@ -22,6 +22,8 @@ import httpx
 import pytest
 import yaml
 
+from deployments.configs.profiles import serve_env
+
 PROJECT = Path(__file__).parents[2]
 CLOUD_KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GOOGLE_CLOUD_PROJECT")
 FAKE_ENV = {
@@ -102,6 +104,7 @@ def cluster(fakes):
     port = free_port()
     CLUSTER["metrics_port"] = free_port()
     os.environ["RAY_metrics_report_interval_ms"] = "1000"  # metrics reach the port within a second
+    os.environ.update(serve_env())  # the Serve ingress mode `make run` and the RayService use
     ray.init(
         num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
         runtime_env={"env_vars": env}, _metrics_export_port=CLUSTER["metrics_port"],
