@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 # PyTorch's CPU index (a plain PyPI torch is a multi-GB CUDA build).
 TORCH_INDEX := $(if $(wildcard /opt/wheels/torch-2.13.0*),,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: install run test test-unit test-integration lint clean
+.PHONY: install run test test-unit test-integration bench lint clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,17 @@ run: install  ## start the router on http://localhost:8000 (serve run, local CPU
 
 test: install  ## unit tests (no Ray), then integration tests (one real Ray cluster)
 	$(BIN)/python -m pytest tests/unit tests/monitoring tests/integration -p no:cacheprovider
+
+# Every benchmark, one after the other (~30 min on 2 cores); each rewrites its own section of
+# benchmarks/RESULTS.md and its plots in benchmarks/plots/. LiteLLM gets its own venv there.
+BENCHMARKS := decision_speed hybrid_replay router_overhead ingress_memory
+
+bench: $(VENV)/.bench-installed  ## reproduce benchmarks/RESULTS.md (see benchmarks/README.md)
+	for b in $(BENCHMARKS); do $(BIN)/python benchmarks/$$b.py || exit 1; done
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/python -m pip install -q $(TORCH_INDEX) -e ".[test,bench]"
+	touch $@
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit -p no:cacheprovider

@@ -15,6 +15,8 @@ set -a
 set +a
 "$BIN/ray" start --head --metrics-export-port="$METRICS_PORT" --include-dashboard=false \
   --disable-usage-stats >/dev/null
-trap '"$BIN/ray" stop --force >/dev/null 2>&1 || true' EXIT
+# `ray stop --force` kills Serve's HAProxy manager before it can stop HAProxy (which would keep
+# port 8000), so HAProxy is stopped by name too.
+trap '"$BIN/ray" stop --force >/dev/null 2>&1 || true; pkill -f "haproxy -db -f /tmp/haproxy-serve/" || true' EXIT
 echo "hybrid-router: metrics at http://localhost:$METRICS_PORT/metrics (series ray_router_*)"
 "$BIN/serve" run --address auto deployments/configs/local.yaml
