@@ -1,0 +1,641 @@
+"""Hybrid cost and latency: a day shaped like the seed's workload, replayed through `/v1/route`.
+
+Method. ``workload.py`` draws a day of requests (default 100K) in the seed's mix: 70% simple
+queries, code and fast responses, 20% moderate-context documents (50-100K tokens), 10% long
+documents (>100K) and complex analyses. Each request is sent, in arrival order, to the real
+``POST /v1/route`` of the real app (``create_app`` over ``RouterService`` with the default
+``deployments/configs/router.yaml`` and scripted backends, in process over ASGI, lifespan run),
+which returns the router's decision and its token count. Scenarios:
+
+* hybrid: ``model: auto`` (the router's ``auto`` tree), budgets lifted;
+* hybrid, configured budgets: the same with the config's daily budgets (scaled down for a replay
+  shorter than 100K requests); each decision is then spent as the executor spends it (the worst
+  case reserved on the primary, or on each fallback in turn while the budgets refuse, then the real
+  cost settled) in the router's own ledger in a temporary folder, which the router re-reads;
+* cloud-only: the router's ``cloud_only`` strategy, the same tree with self-hosted models excluded
+  (the seed's failover "self-hosted unavailable -> Gemini Flash"), budgets lifted;
+* self-hosted-only: the router's ``self_hosted_only`` strategy, budgets lifted; a prompt that no
+  self-hosted window takes is refused (400), as the router does.
+
+Each served request is priced with the model's catalog price (``genai-prices`` for cloud models,
+the catalog's fixed per-token price for self-hosted ones): input = the router's token count,
+output = the request's sampled answer length. Latency is modelled per model: the catalog's
+``typical_latency_ms`` plus prefill and decode time at the speeds below (stated assumptions).
+
+Speed. A decision depends only on the body and on what each model's availability check answers
+for it (backend up, breaker closed, budgets), so a body seen before is not sent again while those
+answers are unchanged; its earlier decision is reused, and every ``VERIFY_EVERY``-th reuse is
+re-sent to check that the endpoint still answers the same (mismatches are reported).
+
+Run: .venv/bin/python benchmarks/hybrid_replay.py [--requests 100000] [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `tests.fakes` lives at the repo root
+
+import httpx
+from _results import figure, save_plot, table, write_section
+from workload import KINDS, Workload, generate
+
+from app.api.routes import create_app
+from app.budget.alerts import AlertSender
+from app.budget.budgets import STATE_DIR_ENV, Budgets, ledger_for
+from app.budget.pricing import Pricer, TokenUsage
+from app.config import RouterConfig, load_config
+from app.errors import BudgetExhaustedError
+from app.observability.metrics import metrics as new_metrics
+from app.service import RouterService
+from tests.fakes.backends import ScriptedBackend
+
+CONFIG = Path(__file__).parents[1] / "deployments/configs/router.yaml"
+DAY_REQUESTS = 100_000  # the seed's day ("Hybrid Strategy Results": 100K requests/day)
+VERIFY_EVERY = 50  # every 50th reused decision is re-sent to the endpoint
+
+# The seed's claims: guide, "Performance Benchmarks" > "Hybrid Strategy Results" and "Cost
+# Optimization" > "Expected Cost Distribution" (Flash $2.00/day for 20% of requests; its cost table
+# prices Flash at $0.10 per 1M tokens).
+SEED = {
+    "self_hosted_share": 0.70, "cheap_cloud_share": 0.20, "premium_share": 0.10,
+    "hybrid_usd_day": 10.0, "cloud_only_usd_day": 35.0, "savings": 0.71,
+    "hybrid_latency_ms": 600.0, "cloud_only_latency_ms": 1200.0,
+    "flash_usd_day": 2.00, "flash_usd_per_million": 0.10,
+}
+SHARE_TOLERANCE, COST_TOLERANCE = 0.05, 0.25  # "met" within 5 points, or 25% of a dollar figure
+CHEAP_CLOUD_MAX_INPUT = 1.0  # USD per 1M input tokens: cloud models at or under it are the seed's Flash tier
+
+# Self-hosted speeds, derived from the NVIDIA L4 datasheet (300 GB/s memory bandwidth, 121 TFLOPS
+# dense FP16) for the fp16 weights deployments/configs/gke.yaml serves (no quantization): decode is
+# bandwidth-bound (each token reads every weight), prefill compute-bound (2 FLOPs per parameter).
+L4_BANDWIDTH, L4_FLOPS = 300e9, 121e12
+BANDWIDTH_EFFICIENCY, PREFILL_MFU = 0.8, 0.5  # assumed: typical of vLLM at low batch
+SELF_HOSTED = {  # parameters, GPUs (tensor parallel)
+    "mistral-7b-instruct": (7.2e9, 1),
+    "mistral-7b-fast": (7.2e9, 1),  # prefill/decode disaggregation: one L4 each, decode still bandwidth-bound
+    "codellama-13b": (13.0e9, 2),
+}
+# Cloud speeds (decode, prefill tokens/s): assumed round figures of the order public output-speed
+# measurements show (e.g. artificialanalysis.ai, 2025); not measured here.
+CLOUD_SPEED = {
+    "gemini-flash": (200, 20_000), "gemini-pro": (100, 20_000), "claude-haiku": (150, 20_000),
+    "claude-sonnet": (70, 20_000), "claude-opus": (45, 20_000), "gpt": (80, 20_000),
+}
+# GPU nodes behind the self-hosted models at the GKE profile's minimum replicas (gke.yaml, kuberay/):
+# mistral-7b-instruct on one L4 (g2-standard-8), codellama-13b on two (g2-standard-24), mistral-7b-fast's
+# prefill and decode servers on one L4 each (2 x g2-standard-8). On-demand us-central1 list prices of
+# about $0.85/h and $2.00/h (Compute Engine pricing, 2025). Not part of the catalog's per-token price.
+GPU_NODES_USD_PER_DAY = (3 * 0.85 + 1 * 2.00) * 24
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    strategy: str | None  # routing_strategy sent; None: the default (auto)
+    budgets: bool  # the config's daily budgets, with the day's spend recorded
+
+
+SCENARIOS = (
+    Scenario("hybrid", None, False),
+    Scenario("cloud-only", "cloud_only", False),
+    Scenario("self-hosted-only", "self_hosted_only", False),
+    Scenario("hybrid, configured budgets", None, True),
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: int
+    model: str | None
+    tokens: int | None
+    error: str | None = None
+    fallbacks: tuple[str, ...] = ()
+    dropped: tuple[tuple[str, str], ...] = ()
+    max_tokens: int | None = None
+
+
+def decision_of(response: httpx.Response) -> Decision:
+    data = response.json()
+    if response.status_code != 200:
+        return Decision(response.status_code, None, None, (data.get("error") or {}).get("code") or "error")
+    f = data["features"]
+    return Decision(
+        200, data["model"], f["tokens"], None, tuple(t["model"] for t in data["fallbacks"]),
+        tuple((d["model"], d["reason"]) for d in data["dropped"]), f["max_tokens"],
+    )
+
+
+@dataclass
+class Router:
+    """Decisions from ``/v1/route``; a body seen before is re-sent only when the answers of the
+    availability checks the planner makes for it have changed (see the module docstring)."""
+
+    client: httpx.AsyncClient
+    service: RouterService
+    workload: Workload
+    strategy: str | None
+    features: dict[int, tuple[int, int]]  # shape -> (tokens, planning output), shared by scenarios
+    memo: dict[tuple, Decision] = field(default_factory=dict)
+    calls: int = 0
+    reused: int = 0
+    checked: int = 0
+    mismatches: int = 0
+    version: int = 0  # bumped whenever the router's state may have changed (budgets re-read)
+    _available: tuple[int, dict[str, str | None]] = (-1, {})
+    _states: dict[int, tuple[int, tuple]] = field(default_factory=dict)
+
+    def state(self, shape: int) -> tuple:
+        """What the planner asks of each model for this body (``RouterService._fits``): whether it
+        is available, and whether the day's budgets can cover this request on it."""
+        cached = self._states.get(shape)
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        s = self.service
+        if self._available[0] != self.version:
+            self._available = (self.version, {m: s.availability(m) for m in s.catalog.models})
+        available = self._available[1]
+        tokens, output = self.features[shape]
+        state = tuple(available[m] or s.budgets.cannot_cover(m, tokens, output) for m in s.catalog.models)
+        self._states[shape] = (self.version, state)
+        return state
+
+    async def send(self, shape: int) -> Decision:
+        self.calls += 1
+        decision = decision_of(await self.client.post("/v1/route", json=self.workload.body(shape, self.strategy)))
+        if decision.tokens is not None and shape not in self.features:
+            output = decision.max_tokens or self.service.config.routing.default_max_tokens
+            self.features[shape] = (decision.tokens, output)
+        return decision
+
+    async def decide(self, shape: int) -> Decision:
+        key = (shape, self.state(shape)) if shape in self.features else None
+        known = self.memo.get(key) if key else None
+        if known is None:
+            decision = await self.send(shape)
+            if shape in self.features:
+                self.memo[(shape, self.state(shape))] = decision
+            return decision
+        self.reused += 1
+        if self.reused % VERIFY_EVERY:
+            return known
+        fresh = await self.send(shape)
+        self.checked += 1
+        self.mismatches += fresh != known
+        return fresh
+
+
+@dataclass
+class Outcome:
+    """Per request of one scenario: the decision, its cost (USD) and modelled latency (s)."""
+
+    scenario: Scenario
+    decisions: list[Decision]
+    costs: list[float]
+    latencies: list[float | None]
+    router: Router
+    seconds: float
+    budget_report: dict | None = None  # GET /v1/budget at the end of the day
+
+
+# --- prices and latency ---------------------------------------------------------------------
+@cache
+def pricer() -> Pricer:
+    return Pricer(dict(load_config(CONFIG).models))
+
+
+def price(model: str, input_tokens: int, output_tokens: int) -> Decimal:
+    """``Pricer.cost`` of the usage, computed once per prompt: genai-prices picks a tier by input
+    tokens, and within it the output cost is linear, so this is exact and ~100x cheaper per request."""
+    base, per_output = prompt_price(model, input_tokens)
+    return base + output_tokens * per_output
+
+
+@cache
+def prompt_price(model: str, input_tokens: int) -> tuple[Decimal, Decimal]:
+    base = pricer().cost(model, TokenUsage(input_tokens=input_tokens))
+    million = pricer().cost(model, TokenUsage(input_tokens=input_tokens, output_tokens=1_000_000))
+    return base, (million - base) / 1_000_000
+
+
+@cache
+def speeds(model: str) -> tuple[float, float]:
+    """(decode, prefill) tokens per second."""
+    if model in SELF_HOSTED:
+        params, gpus = SELF_HOSTED[model]
+        decode = BANDWIDTH_EFFICIENCY * L4_BANDWIDTH * gpus / (2 * params)
+        return decode, PREFILL_MFU * L4_FLOPS * gpus / (2 * params)
+    return CLOUD_SPEED[model]
+
+
+def latency(config: RouterConfig, model: str, prompt: int, answer: int) -> float:
+    decode, prefill = speeds(model)
+    return config.models[model].typical_latency_ms / 1000 + prompt / prefill + answer / decode
+
+
+# --- the replay ------------------------------------------------------------------------------
+def service_for(config: RouterConfig, state_dir: str) -> RouterService:
+    """The router as deployed, with scripted backends, a ledger in ``state_dir``, no webhook, and
+    one fixed day (a replay that crosses midnight must not reset its budgets)."""
+    metrics = new_metrics()
+    day = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    budgets = Budgets(
+        config, pricer(), ledger_for(config.ledger, {STATE_DIR_ENV: state_dir}), metrics,
+        AlertSender(config.cost_rules.webhook, metrics, env={}), now=lambda: day,
+    )
+    backends = {m: ScriptedBackend(m) for m in config.models}
+    return RouterService(config, backends, pricer(), metrics=metrics, budgets=budgets)
+
+
+def with_budgets(config: RouterConfig, scale: float | None) -> RouterConfig:
+    """The config's daily budgets times ``scale`` (a replay shorter than a day gets smaller ones),
+    or none at all."""
+    budgets = {k: v * scale for k, v in config.cost_rules.daily_budgets.items()} if scale else {}
+    return config.model_copy(update={"cost_rules": config.cost_rules.model_copy(update={"daily_budgets": budgets})})
+
+
+async def spend(service: RouterService, d: Decision, answer_tokens: int) -> Decision:
+    """What the executor does with a plan under budgets: reserve the request's worst case on the
+    primary, then on each fallback while the budgets refuse; settle the real cost. The router then
+    re-reads the day's spend, as it does after every call."""
+    for model in (d.model, *d.fallbacks):
+        try:
+            reservation = await service.budgets.reserve(model, d.tokens, d.max_tokens)
+        except BudgetExhaustedError:
+            continue
+        await service.budgets.settle(reservation, price(model, d.tokens, answer_tokens))
+        await service.budgets.settled()
+        return replace(d, model=model)
+    return replace(d, status=429, model=None, error="budget_exhausted")
+
+
+async def replay(scenario: Scenario, workload: Workload, features: dict, state_dir: str) -> Outcome:
+    """The day's decisions in one scenario, then their costs and latencies."""
+    config = load_config(CONFIG)
+    config = with_budgets(config, len(workload.requests) / DAY_REQUESTS if scenario.budgets else None)
+    service = service_for(config, state_dir)
+    app = create_app(service)
+    started = time.perf_counter()
+    decisions: list[Decision] = []
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://replay")
+    async with app.router.lifespan_context(app), client:
+        router = Router(client, service, workload, scenario.strategy, features)
+        for request in workload.requests:
+            d = await router.decide(request.shape)
+            if scenario.budgets and d.model is not None:
+                d = await spend(service, d, request.answer_tokens)
+                router.version += 1
+            decisions.append(d)
+        report = (await client.get("/v1/budget")).json() if scenario.budgets else None
+    costs = [float(price(d.model, d.tokens, r.answer_tokens)) if d.model else 0.0
+             for d, r in zip(decisions, workload.requests)]
+    latencies = [latency(config, d.model, d.tokens, r.answer_tokens) if d.model else None
+                 for d, r in zip(decisions, workload.requests)]
+    return Outcome(scenario, decisions, costs, latencies, router, time.perf_counter() - started, report)
+
+
+# --- summaries -------------------------------------------------------------------------------
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def tier(config: RouterConfig, model: str) -> str:
+    if config.is_self_hosted(model):
+        return "self-hosted"
+    return "cheap cloud" if pricer().rates(model).input_per_million <= CHEAP_CLOUD_MAX_INPUT else "premium cloud"
+
+
+def summary(o: Outcome, config: RouterConfig) -> dict:
+    n = len(o.decisions)
+    scale = DAY_REQUESTS / n
+    served = [d for d in o.decisions if d.model]
+    tiers = Counter(tier(config, d.model) for d in served)
+    lat = [x for x in o.latencies if x is not None]
+    catalog = [config.models[d.model].typical_latency_ms for d in served]
+    cost = sum(o.costs) * scale
+    gpu = GPU_NODES_USD_PER_DAY if tiers["self-hosted"] else 0.0
+    return {
+        "requests": n, "served": len(served), "refused": Counter(d.error for d in o.decisions if not d.model),
+        "cost": cost, "cost_gpu": cost + gpu,
+        "self_hosted": tiers["self-hosted"] / n, "cheap_cloud": tiers["cheap cloud"] / n,
+        "premium": tiers["premium cloud"] / n,
+        "mean_s": statistics.fmean(lat) if lat else float("nan"),
+        "p50_s": percentile(lat, 0.5), "p95_s": percentile(lat, 0.95),
+        "catalog_ms": statistics.fmean(catalog) if catalog else float("nan"),
+        "models": Counter(d.model for d in served), "cost_by_model": by_model_cost(o, scale),
+    }
+
+
+def by_model_cost(o: Outcome, scale: float) -> Counter:
+    out: Counter = Counter()
+    for d, c in zip(o.decisions, o.costs):
+        if d.model:
+            out[d.model] += c * scale
+    return out
+
+
+def by_kind(o: Outcome, workload: Workload, config: RouterConfig) -> list[list[object]]:
+    """Per workload class: how the router routed it and what it cost (one scenario)."""
+    scale = DAY_REQUESTS / len(workload.requests)
+    rows = []
+    for kind in KINDS:
+        idx = [i for i, r in enumerate(workload.requests) if workload.shapes[r.shape].kind == kind.name]
+        if not idx:
+            continue
+        models = Counter(o.decisions[i].model or f"refused ({o.decisions[i].error})" for i in idx)
+        top = ", ".join(f"{m} {c / len(idx):.0%}" for m, c in models.most_common(3))
+        tokens = [o.decisions[i].tokens for i in idx if o.decisions[i].tokens is not None]
+        answers = [workload.requests[i].answer_tokens for i in idx]
+        rows.append([
+            kind.name, f"{len(idx) / len(workload.requests):.0%}",
+            f"{statistics.median(tokens):,.0f}" if tokens else "-", f"{statistics.median(answers):,.0f}",
+            top, f"${sum(o.costs[i] for i in idx) * scale:,.2f}",
+        ])
+    return rows
+
+
+def usd(x: float) -> str:
+    return f"${x:,.2f}"
+
+
+def scenario_table(results: list[tuple[Outcome, dict]]) -> str:
+    rows = []
+    for o, s in results:
+        refused = ", ".join(f"{c:,} {e}" for e, c in s["refused"].items()) or "0"
+        rows.append([
+            o.scenario.name, f"{s['requests']:,}", f"{s['served']:,}", refused, usd(s["cost"]), usd(s["cost_gpu"]),
+            f"{s['self_hosted']:.1%}", f"{s['mean_s']:.2f}", f"{s['p50_s']:.2f}", f"{s['p95_s']:.2f}",
+            f"{s['catalog_ms']:.0f}",
+        ])
+    return table(
+        ["scenario", "requests", "served", "refused", "cost/day (catalog prices)", "cost/day + GPU nodes",
+         "self-hosted share", "mean latency s", "p50 s", "p95 s", "mean catalog latency ms"],
+        rows,
+    )
+
+
+def share_table(results: list[tuple[Outcome, dict]], config: RouterConfig) -> str:
+    models = [m for m in config.models if any(s["models"][m] for _, s in results)]
+    rows = []
+    for m in models:
+        row: list[object] = [m, tier(config, m)]
+        for o, s in results:
+            row.append(f"{s['models'][m] / s['requests']:.1%}" if s["models"][m] else "-")
+        hybrid = results[0][1]
+        row.append(usd(hybrid["cost_by_model"][m]) if hybrid["models"][m] else "-")
+        rows.append(row)
+    return table(["model", "tier"] + [o.scenario.name for o, _ in results] + ["hybrid cost/day"], rows)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "not met"
+
+
+def comparison(res: dict[str, dict], workload: Workload, hybrid: Outcome, config: RouterConfig) -> str:
+    h, c = res["hybrid"], res["cloud-only"]
+    savings = 1 - h["cost"] / c["cost"]
+    savings_gpu = 1 - h["cost_gpu"] / c["cost_gpu"]
+    faster_catalog = 1 - h["catalog_ms"] / c["catalog_ms"]
+    faster_model = 1 - h["mean_s"] / c["mean_s"]
+    why = reasons(res, workload, hybrid, config)
+    rows = [
+        ["self-hosted share (hybrid)", "70%", f"{h['self_hosted']:.1%}",
+         verdict(abs(h["self_hosted"] - SEED["self_hosted_share"]) <= SHARE_TOLERANCE), why["share"]],
+        ["cheap cloud (Flash tier) share", "20%", f"{h['cheap_cloud']:.1%}",
+         verdict(abs(h["cheap_cloud"] - SEED["cheap_cloud_share"]) <= SHARE_TOLERANCE), ""],
+        ["premium cloud share", "10%", f"{h['premium']:.1%}",
+         verdict(abs(h["premium"] - SEED["premium_share"]) <= SHARE_TOLERANCE), ""],
+        ["hybrid cost/day", "~$10", usd(h["cost"]),
+         verdict(h["cost"] <= SEED["hybrid_usd_day"] * (1 + COST_TOLERANCE)), why["hybrid_cost"]],
+        ["cloud-only cost/day", "$35", usd(c["cost"]),
+         verdict(abs(c["cost"] / SEED["cloud_only_usd_day"] - 1) <= COST_TOLERANCE), why["cloud_cost"]],
+        ["savings vs cloud-only", "71%", f"{savings:.1%} ({savings_gpu:.1%} with GPU nodes)",
+         verdict(savings >= SEED["savings"] - SHARE_TOLERANCE), why["savings"]],
+        ["mean latency, hybrid vs cloud-only (catalog latency, the seed's basis)", "600 vs 1,200 ms (50% faster)",
+         f"{h['catalog_ms']:.0f} vs {c['catalog_ms']:.0f} ms ({relative(faster_catalog)})",
+         verdict(faster_catalog >= 0.5 - SHARE_TOLERANCE), why["latency_catalog"]],
+        ["mean latency, hybrid vs cloud-only (modelled end to end)", "50% faster",
+         f"{h['mean_s']:.2f} vs {c['mean_s']:.2f} s ({relative(faster_model)})",
+         verdict(faster_model >= 0.5 - SHARE_TOLERANCE), why["latency_model"]],
+    ]
+    for row in rows[1:]:
+        row[4] = row[4] if row[3] == "not met" else ""
+    return table(["seed's claim", "seed", "replay", "verdict", "why"], rows)
+
+
+def relative(gain: float) -> str:
+    """1 - hybrid / cloud-only, in words."""
+    return f"{gain:.0%} faster" if gain >= 0 else f"{1 - gain:.1f}x slower"
+
+
+SEED_SELF_HOSTED_KINDS = ("simple query", "code generation", "fast response")  # the seed's 70% group
+
+
+def reasons(res: dict[str, dict], workload: Workload, hybrid: Outcome, config: RouterConfig) -> dict[str, str]:
+    """One sentence per claim, from the replay's own numbers."""
+    h, c = res["hybrid"], res["cloud-only"]
+    n = len(workload.requests)
+    scale = DAY_REQUESTS / n
+    decisions = hybrid.decisions
+    on_self = [bool(d.model and config.is_self_hosted(d.model)) for d in decisions]
+    group = [workload.shapes[r.shape].kind in SEED_SELF_HOSTED_KINDS for r in workload.requests]
+    kept = sum(a and b for a, b in zip(on_self, group)) / max(1, sum(group))
+    moved = sum(a and not b for a, b in zip(on_self, group)) / max(1, n - sum(group))
+    window = max(config.models[m].context_window for m in config.models if config.is_self_hosted(m))
+    big = [i for i, d in enumerate(decisions) if d.tokens and d.tokens >= window]
+    doc_cost = sum(hybrid.costs[i] for i in big) * scale
+    # The Flash tier: what it costs, and the prompt size the seed's $2.00/day for it implies.
+    cheap = [i for i, d in enumerate(decisions) if d.model and tier(config, d.model) == "cheap cloud"]
+    cheap_cost = sum(hybrid.costs[i] for i in cheap) * scale
+    cheap_tokens = statistics.fmean(decisions[i].tokens for i in cheap) if cheap else 0
+    implied = SEED["flash_usd_day"] / (SEED["cheap_cloud_share"] * DAY_REQUESTS) / SEED["flash_usd_per_million"] * 1e6
+    decode_self, decode_flash = speeds("mistral-7b-instruct")[0], speeds("gemini-flash")[0]
+    return {
+        "share": (
+            f"By construction {sum(group) / n:.0%} of requests are in the seed's self-hosted classes (simple, code, "
+            f"fast); the router kept {kept:.0%} of those on self-hosted models and sent {moved:.0%} of the rest "
+            f"there; {len(big) / n:.0%} of requests exceed every self-hosted window ({window:,} tokens)."
+        ),
+        "hybrid_cost": (
+            f"Prompts over {window:,} tokens cost {usd(doc_cost)}/day of it; the Flash tier averages "
+            f"{cheap_tokens:,.0f} prompt tokens ({usd(cheap_cost)}/day), where the seed's $2.00/day at its own "
+            f"$0.10/1M implies ~{implied:,.0f}-token prompts."
+        ),
+        "cloud_cost": (
+            f"Cloud-only pays for the same long prompts ({usd(doc_cost)}/day in the hybrid) plus the short requests "
+            f"at cloud prices; $35 would need prompts far shorter than the seed's own 50K+ token documents."
+        ),
+        "savings": (
+            f"Prompts too long for self-hosted go to the same cloud models in both scenarios and make up "
+            f"{doc_cost / c['cost']:.0%} of cloud-only's cost, so moving short requests to self-hosted saves little."
+        ),
+        "latency_catalog": (
+            f"The {1 - h['self_hosted']:.0%} of requests that go to cloud in both scenarios have the same latency in "
+            f"both, which caps the gain."
+        ),
+        "latency_model": (
+            f"Self-hosted decode on L4s in fp16 is bandwidth-bound at ~{decode_self:.0f} tokens/s against "
+            f"~{decode_flash:.0f} for Gemini Flash, so any answer over a few dozen tokens is slower self-hosted; "
+            f"the seed's figures are times to a short answer."
+        ),
+    }
+
+
+def budget_notes(budgeted: Outcome, hybrid: Outcome, config: RouterConfig) -> str:
+    """Whether the configured budgets changed the day: decisions that differ from the unbudgeted
+    hybrid's for the same request, and the ledger's spend at the end (per 100K-request day)."""
+    n = len(budgeted.decisions)
+    changed = [i for i, (b, h) in enumerate(zip(budgeted.decisions, hybrid.decisions)) if b.model != h.model]
+    if not changed:
+        return "The configured daily budgets never changed a decision."
+    refused = sum(d.error == "budget_exhausted" for d in budgeted.decisions)
+    scale = DAY_REQUESTS / n
+    spend = (budgeted.budget_report or {}).get("budgets", {})
+    spent = ", ".join(
+        f"{k} {usd(v['spent_usd'] * scale)}" + (f" of {usd(v['limit_usd'] * scale)}" if v.get("limit_usd") else "")
+        + (" (switched to self-hosted only)" if v.get("mode") == "self_hosted_only" else "")
+        for k, v in sorted(spend.items())
+    )
+    return (
+        f"Budgets kicked in. With the configured daily budgets "
+        f"({', '.join(f'{k} ${v:g}' for k, v in config.cost_rules.daily_budgets.items())}) the first decision "
+        f"that differs from the unbudgeted hybrid's is request {changed[0]:,} of {n:,} (about "
+        f"{changed[0] / n * 24:.1f} h into the day); {len(changed):,} requests ({len(changed) / n:.0%}) were "
+        f"routed differently, {refused:,} of them refused with a 429 (budget exhausted). Spend at the end of the "
+        f"day: {spent}. From then on the day is what the table's \"hybrid, configured budgets\" row shows: the "
+        "documents the self-hosted windows cannot take are refused."
+    )
+
+
+# --- plots -----------------------------------------------------------------------------------
+def plots(results: list[tuple[Outcome, dict]], config: RouterConfig) -> list[str]:
+    names = [o.scenario.name for o, _ in results]
+    fig, ax = figure(9, 4.5)
+    catalog = [s["cost"] for _, s in results]
+    gpu = [s["cost_gpu"] - s["cost"] for _, s in results]
+    ax.bar(names, catalog, label="catalog prices (genai-prices, fixed self-hosted)")
+    ax.bar(names, gpu, bottom=catalog, label="GPU nodes at minimum replicas", hatch="//", alpha=0.5)
+    ax.axhline(SEED["hybrid_usd_day"], color="green", linestyle="--", label="seed: hybrid $10/day")
+    ax.axhline(SEED["cloud_only_usd_day"], color="red", linestyle="--", label="seed: cloud-only $35/day")
+    for x, (low, high) in enumerate(zip(catalog, gpu)):
+        ax.annotate(f"${low + high:,.0f}", (x, low + high), ha="center", va="bottom", fontsize=9)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=1)
+    ax.set_ylabel("USD per day (100K requests), log scale")
+    ax.set_title("Cost per day by scenario")
+    ax.legend(fontsize=8)
+    cost_png = save_plot(fig, "hybrid_replay_cost", "Cost per day by scenario, against the seed's claims")
+
+    fig, ax = figure(9, 4.5)
+    models = [m for m in config.models if any(s["models"][m] for _, s in results)]
+    left = [0.0] * len(results)
+    for m in models:
+        shares = [s["models"][m] / s["requests"] for _, s in results]
+        ax.barh(names, shares, left=left, label=m)
+        left = [a + b for a, b in zip(left, shares)]
+    ax.barh(names, [1 - x for x in left], left=left, label="refused", color="lightgrey")
+    ax.set_xlabel("share of requests")
+    ax.set_title("Share of requests per model")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    share_png = save_plot(fig, "hybrid_replay_share", "Share of requests per model by scenario")
+    return [cost_png, share_png]
+
+
+# --- main ------------------------------------------------------------------------------------
+async def main(requests: int, seed: int) -> None:
+    started = time.perf_counter()
+    workload = generate(requests, seed)
+    print(f"workload: {len(workload.requests):,} requests, {len(workload.shapes):,} distinct bodies", flush=True)
+    features: dict[int, tuple[int, int]] = {}
+    outcomes: list[Outcome] = []
+    shm = Path("/dev/shm")  # the ledger commits with fsync: keep it in memory where we can
+    with tempfile.TemporaryDirectory(prefix="hybrid-replay-", dir=shm if shm.is_dir() else None) as state:
+        for i, scenario in enumerate(SCENARIOS):
+            o = await replay(scenario, workload, features, f"{state}/{i}")
+            r = o.router
+            print(f"{scenario.name}: {o.seconds:.0f} s, {r.calls:,} calls, {r.reused:,} reused, "
+                  f"{r.checked:,} re-checked, {r.mismatches} mismatches", flush=True)
+            outcomes.append(o)
+    config = load_config(CONFIG)
+    results = [(o, summary(o, config)) for o in outcomes]
+    by_name = {o.scenario.name: s for o, s in results}
+    for o, s in results:
+        print(f"{o.scenario.name}: {usd(s['cost'])}/day, self-hosted {s['self_hosted']:.1%}, "
+              f"mean latency {s['mean_s']:.2f} s, refused {dict(s['refused'])}", flush=True)
+    body = report(results, by_name, workload, outcomes[0], outcomes[-1], config, requests, seed, started)
+    write_section("hybrid_replay", "Hybrid cost and latency", body)
+    print(f"total {time.perf_counter() - started:.0f} s", flush=True)
+
+
+QUIRKS = (
+    "\n\nWhere a class goes elsewhere than the seed intends, the cause is the prompt's analysis: pasted prose that "
+    "mentions an API or a bug counts as code (so translating it is code generation, for codellama-13b); ordinary "
+    "words such as \"plan\", \"design\", \"estimate\" and \"next\" count as multi-step signals (so a summary of "
+    "an email or a quick look at a ticket can score 0.7 and go to claude-opus, the complexity check coming before "
+    "the latency one); and a complex analysis with one high signal but no code or domain words scores under 0.7 "
+    "and stays on mistral-7b-instruct."
+)
+
+
+def report(results, by_name, workload, hybrid, budgeted, config, requests, seed, started) -> str:
+    images = plots(results, config)
+    calls = sum(o.router.calls for o, _ in results)
+    checked = sum(o.router.checked for o, _ in results)
+    mismatches = sum(o.router.mismatches for o, _ in results)
+    scaled = "" if requests == DAY_REQUESTS else (
+        f" Costs are scaled from {requests:,} requests to a 100K-request day, and budgets by {requests / DAY_REQUESTS:g}."
+    )
+    parts = [
+        f"A day of {requests:,} requests (seed {seed}) in the seed's mix (`benchmarks/workload.py`), each decided by "
+        "`POST /v1/route` of the real app with the default config (scripted backends, in process). Scenarios: "
+        "**hybrid** = `auto`; **cloud-only** = the router's `cloud_only` strategy, the same tree without "
+        "self-hosted models (the seed's failover to Gemini Flash and its own `cloud_only` strategy; sending "
+        "everything to a premium model would cost more still); **self-hosted-only** = `self_hosted_only`, where a "
+        "prompt no self-hosted window takes is refused (400). These three run with budgets lifted, so that their "
+        "costs are the workload's. **hybrid, configured budgets** replays the same day with the config's "
+        "`cost_rules.daily_budgets`, spending each decision in the router's ledger as the executor does (the worst "
+        "case reserved on the primary, or on its fallbacks while budgets refuse; the real cost settled)." + scaled,
+        scenario_table(results),
+        "Latency (served requests only) is modelled per request: the catalog's `typical_latency_ms` + prompt / prefill speed + answer / "
+        "decode speed; self-hosted speeds derived from the L4 datasheet for fp16 weights (decode "
+        + ", ".join(f"{m} {speeds(m)[0]:.0f} tok/s" for m in SELF_HOSTED)
+        + "), cloud speeds assumed (decode " + ", ".join(f"{m} {v[0]}" for m, v in CLOUD_SPEED.items())
+        + " tok/s; prefill 20K tok/s). \"Mean catalog latency\" averages only `typical_latency_ms`, the seed's "
+        "per-model figures. Self-hosted models are priced as the catalog prices them: a fixed per-token price "
+        "(the seed's $0.01/1M for Mistral), which leaves out the GPUs; \"+ GPU nodes\" adds "
+        f"{usd(GPU_NODES_USD_PER_DAY)}/day for the GKE profile's minimum self-hosted replicas "
+        "(3 g2-standard-8 + 1 g2-standard-24, on-demand list prices).",
+        "### Share per model\n\n" + share_table(results, config),
+        "### How the hybrid routed each class\n\n" + table(
+            ["class", "share", "median prompt tokens", "median answer tokens", "routed to", "cost/day"],
+            by_kind(hybrid, workload, config),
+        ) + QUIRKS,
+        "### Against the seed's claims\n\n" + comparison(by_name, workload, hybrid, config),
+        "### Budgets\n\n" + budget_notes(budgeted, hybrid, config),
+        "\n\n".join(images),
+        (f"The replay sent {calls:,} requests to the endpoint for {len(results) * requests:,} decisions "
+        f"({len(workload.shapes):,} distinct bodies; a repeated body reuses its decision while every model's "
+        f"availability answer for it is unchanged); {checked:,} reused decisions were re-sent to check, with "
+        f"{mismatches} mismatches. Total run time {time.perf_counter() - started:.0f} s."),
+    ]
+    return "\n\n".join(parts)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=DAY_REQUESTS, help="requests in the day (default 100000)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the workload's RNG (default 7)")
+    args = parser.parse_args()
+    asyncio.run(main(args.requests, args.seed))
