@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
@@ -13,12 +14,21 @@ PLOTS = Path(__file__).with_name("plots")
 HEADER = "# Benchmark results\n\nEach section is rewritten by the script it names; run them all with `make bench`.\n"
 
 
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else ():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
-    cpus = len(__import__("os").sched_getaffinity(0))
+    cpus = len(os.sched_getaffinity(0))
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    versions = ", ".join(f"{p} {version(p)}" for p in ("ray", "fastapi", "openai", "tiktoken", "genai-prices"))
     return (
-        f"{platform.machine()}, {cpus} CPUs, Python {platform.python_version()}, "
-        f"ray {version('ray')}, tiktoken {version('tiktoken')}; "
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+        f"{cpu_model()} ({platform.machine()}), {cpus} CPUs, {memory_gb:.0f} GiB, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}, {versions}; "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     )
 
 
