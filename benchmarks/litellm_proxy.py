@@ -84,6 +84,11 @@ DROPPED_ENV = (
 )
 
 
+def describe() -> str:
+    """One line for RESULTS.md: what ran."""
+    return f"litellm[proxy] {LITELLM_VERSION}, {WORKERS} uvicorn workers, no database, logging at ERROR"
+
+
 def log(message: str) -> None:
     print(f"[litellm] {message}", file=sys.stderr, flush=True)
 

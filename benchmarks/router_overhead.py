@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import litellm_proxy
 import yaml
 from _results import figure, save_plot, table, write_section
 
@@ -302,7 +303,8 @@ def report(results: list[dict], concurrencies: list[int], args: argparse.Namespa
         "targets, after a warm-up. The fake answers at once, so the numbers are each proxy's own cost "
         "plus the loopback hop; the load generator, the fake, LiteLLM and Ray share the same CPUs. "
         "Errors count non-200 answers and streams that end without content or `[DONE]`. Default setup: "
-        f"`{DEFAULT_SETUP}`."
+        f"`{DEFAULT_SETUP}` (`deployments/configs/serve.env`, `serving.cloud_adapters`). LiteLLM: "
+        f"{litellm_proxy.describe()}."
     )
     return body
 
@@ -363,8 +365,6 @@ def main() -> None:
     try:
         litellm = None
         if not args.no_litellm:
-            import litellm_proxy
-
             litellm_proc, litellm_url, litellm_model = litellm_proxy.start_litellm(fake_url, args.port + 100)
             litellm = (litellm_url, litellm_model)
         results = []
