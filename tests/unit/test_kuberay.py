@@ -31,7 +31,7 @@ from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
 
 from app.config import parse_config
 from deployments.configs import generate
-from deployments.configs.profiles import router_config, serve_env
+from deployments.configs.profiles import router_config, serve_env_file
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERAY = ROOT / "kuberay"
@@ -514,7 +514,7 @@ def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_every_ray_process_on_gke_runs_serve_in_the_measured_ingress_mode() -> None:
     """The RayService's pods start Ray with the same Serve ingress mode as `make run` and the tests."""
     settings = one("ConfigMap", "configmap.yaml")["data"]
-    assert serve_env() and {k: settings.get(k) for k in serve_env()} == serve_env()
+    assert serve_env_file() and {k: settings.get(k) for k in serve_env_file()} == serve_env_file()
 
 
 def test_every_ray_container_gets_the_same_environment() -> None:
