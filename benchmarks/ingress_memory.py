@@ -23,6 +23,9 @@ warm-up to the idle sample at the end, and the linear fit over the second half o
 slope, would add less than ``SLOPE_LIMIT_PCT`` of the warm-up RSS over the whole run; else
 ``growing``.
 
+A second run, in a fresh cluster, leaves ``MALLOC_ARENA_MAX`` at glibc's default (one arena per
+thread, up to eight per core) to show why ``serve.env`` sets it to 2 (``--no-compare`` skips it).
+
 Run: .venv/bin/python benchmarks/ingress_memory.py [--requests 20000] [--concurrency 16]
 """
 
@@ -51,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 APP = "ingress-memory"
 INGRESS_ACTOR = f"ServeReplica:{APP}:RouterIngress"
 MB = 1024 * 1024
+ARENAS = "MALLOC_ARENA_MAX"  # serve.env sets it; the comparison run leaves glibc's default
 GROWTH_LIMIT_PCT = 5.0  # warm-up -> end
 SLOPE_LIMIT_PCT = 2.0  # what the second half's slope adds over the whole run
 SETTLE_S = 2.0  # idle time before an idle sample
@@ -93,10 +97,10 @@ def bench_config(fake_url: str, state_dir: Path) -> dict:
     return config
 
 
-def start_router(config: dict, port: int, state_dir: Path) -> str:
-    from deployments.configs.profiles import serve_env
-
-    os.environ.update(serve_env())  # the Serve ingress mode the router ships with, before Ray starts
+def start_router(config: dict, port: int, state_dir: Path, env: dict[str, str]) -> str:
+    """A fresh Ray cluster started with ``env`` (the Ray processes inherit this one's environment)."""
+    os.environ.pop(ARENAS, None)
+    os.environ.update(env)
     import ray
     from ray import serve
 
@@ -272,11 +276,14 @@ def verdict(samples: list[Sample], warmup: int, requests: int) -> Verdict:
 # --- the report -------------------------------------------------------------------------
 
 
-def plot(samples: list[Sample], warmup: int, requests: int, result: Verdict) -> str:
+def plot(samples: list[Sample], warmup: int, requests: int, result: Verdict, glibc: Load | None) -> str:
     fig, ax = figure()
     xs = [s.served for s in samples]
-    ax.plot(xs, [s.rss_mb for s in samples], marker=".", label="RSS")
-    ax.plot(xs, [s.uss_mb for s in samples], marker=".", alpha=0.6, label="USS")
+    ax.plot(xs, [s.rss_mb for s in samples], marker=".", label=f"RSS ({ARENAS}=2, shipped)")
+    ax.plot(xs, [s.uss_mb for s in samples], marker=".", alpha=0.6, label=f"USS ({ARENAS}=2, shipped)")
+    if glibc is not None:
+        other = [s.served for s in glibc.samples]
+        ax.plot(other, [s.rss_mb for s in glibc.samples], linestyle="--", alpha=0.8, label="RSS (glibc default arenas)")
     ax.axvline(warmup, color="grey", linestyle="--", linewidth=1, label="end of warm-up")
     fit_x = [warmup + requests / 2, warmup + requests]
     fit_y = [result.intercept_mb + result.slope_kb / 1024 / 1000 * x for x in fit_x]
@@ -290,7 +297,16 @@ def plot(samples: list[Sample], warmup: int, requests: int, result: Verdict) -> 
     return save_plot(fig, "ingress_memory", "Ingress replica RSS and USS (MB) vs requests served")
 
 
-def report(warmup_errors: int, load: Load, args: argparse.Namespace, runtime_s: float) -> str:
+def allocators(shipped: Verdict, glibc: Verdict) -> str:
+    """The same run with glibc's default malloc arenas (one per thread, up to 8 per core)."""
+    rows = [
+        [name, f"{v.growth_mb:+.1f} MB ({v.growth_pct:+.2f}%)", f"{v.slope_kb:+.0f} KB", "steady" if v.steady else "growing"]
+        for name, v in ((f"`{ARENAS}=2` (shipped, `serve.env`)", shipped), ("glibc's default arenas", glibc))
+    ]
+    return table(["allocator", "growth, warm-up to end", "slope per 1000 requests", "verdict"], rows)
+
+
+def report(warmup_errors: int, load: Load, args: argparse.Namespace, runtime_s: float, glibc: Load | None) -> str:
     result = verdict(load.samples, args.warmup, args.requests)
     start = warmed(load.samples, args.warmup)
     rows = [
@@ -306,7 +322,10 @@ def report(warmup_errors: int, load: Load, args: argparse.Namespace, runtime_s: 
         ["request rate", f"{args.requests / load.elapsed:.0f} req/s at concurrency {args.concurrency}"],
     ]
     body = table(["measure", "value"], rows)
-    body += "\n\n" + plot(load.samples, args.warmup, args.requests, result)
+    if glibc is not None:
+        body += "\n\nThe same run, in a fresh cluster, with the allocator's default instead:\n\n"
+        body += allocators(result, verdict(glibc.samples, args.warmup, args.requests))
+    body += "\n\n" + plot(load.samples, args.warmup, args.requests, result, glibc)
     body += (
         f"\n\nThe ingress replica's memory (psutil, by its OS pid) sampled every {args.every} requests "
         f"under load, and idle ({SETTLE_S:g} s) before the run and at its end, after a warm-up of "
@@ -330,24 +349,38 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=500, help="requests between memory samples")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--port", type=int, default=8124)
+    parser.add_argument("--no-compare", action="store_true", help="skip the run with glibc's default arenas")
     args = parser.parse_args()
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))
+    from deployments.configs.profiles import serve_env
+
     started = time.perf_counter()
-    state_dir = Path(tempfile.mkdtemp(prefix="ingress-memory-"))
     fake, fake_url = start_fake()
     try:
-        url = start_router(bench_config(fake_url, state_dir), args.port, state_dir)
-        warmup_errors, load = asyncio.run(measure(url, ingress_process(), args))
+        warmup_errors, load = run_once(fake_url, args, serve_env())  # as the router ships
+        glibc = None
+        if not args.no_compare:
+            glibc_errors, glibc = run_once(fake_url, args, {k: v for k, v in serve_env().items() if k != ARENAS})
+            warmup_errors += glibc_errors
+            load.errors += glibc.errors
     finally:
-        stop_router()
         fake.terminate()
         fake.wait(timeout=10)
-    body = report(warmup_errors, load, args, time.perf_counter() - started)
+    body = report(warmup_errors, load, args, time.perf_counter() - started, glibc)
     print(body, flush=True)
     write_section("ingress_memory", "Ingress memory", body)
     if warmup_errors or load.errors:
         raise SystemExit(f"{warmup_errors + load.errors} requests failed; the first: {load.first_error}")
+
+
+def run_once(fake_url: str, args: argparse.Namespace, env: dict[str, str]) -> tuple[int, Load]:
+    state_dir = Path(tempfile.mkdtemp(prefix="ingress-memory-"))
+    try:
+        url = start_router(bench_config(fake_url, state_dir), args.port, state_dir, env)
+        return asyncio.run(measure(url, ingress_process(), args))
+    finally:
+        stop_router()
 
 
 if __name__ == "__main__":

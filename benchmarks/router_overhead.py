@@ -8,7 +8,9 @@ Serve mode runs in its own Ray cluster (a child process of this script):
 - ``haproxy``: ``RAY_SERVE_ENABLE_HA_PROXY=1``, HAProxy in front, requests go straight to the
   ingress replica's own HTTP server;
 - ``haproxy+throughput``: also ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (gRPC between replicas, no
-  user-code thread, buffered request logs).
+  user-code thread, buffered request logs): ``deployments/configs/serve.env``, the shipped mode.
+
+Every mode also gets the rest of ``serve.env`` (two malloc arenas).
 
 In each cluster both placements of the cloud adapters run as their own application: in the
 ingress (``in_process``) and as their own deployment (``deployment``). The fake and LiteLLM are
@@ -39,12 +41,16 @@ import litellm_proxy
 import yaml
 from _results import figure, save_plot, table, write_section
 
+from deployments.configs.profiles import HAPROXY_MODE, serve_env_file
+
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGES = [{"role": "user", "content": "What is Kubernetes? Answer in one sentence."}]
+SHIPPED = serve_env_file()  # what `make run`, the tests and the RayService start Ray with
+COMMON = {k: v for k, v in SHIPPED.items() if k not in HAPROXY_MODE}  # e.g. the malloc arenas
 SERVE_MODES = {
-    "proxy": {},
-    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
-    "haproxy+throughput": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    "proxy": COMMON,
+    "haproxy": COMMON | {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    "haproxy+throughput": SHIPPED,
 }
 DEFAULT_SETUP = "router haproxy+throughput in_process"  # what `make run` and the RayService use
 

@@ -38,13 +38,17 @@ def haproxy_binary() -> str | None:
         return shutil.which("haproxy")
 
 
+HAPROXY_MODE = ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")
+
+
 def serve_env() -> dict[str, str]:
-    """The Serve ingress mode to start Ray with: ``serve.env``, or Ray's defaults (its Python
-    proxy) where no HAProxy binary exists, as on macOS, where that mode could not start."""
+    """The environment to start Ray with: ``serve.env``, less the HAProxy mode where no HAProxy
+    binary exists (as on macOS, where that mode could not start: Ray's Python proxy serves)."""
+    env = serve_env_file()
     if haproxy_binary() is None:
         print("hybrid-router: no HAProxy binary here; Serve uses its Python proxy (slower)", file=sys.stderr)
-        return {}
-    return serve_env_file()
+        env = {k: v for k, v in env.items() if k not in HAPROXY_MODE}
+    return env
 
 
 def router_config(profile: str) -> dict[str, Any]:

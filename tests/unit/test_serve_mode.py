@@ -1,6 +1,6 @@
-"""Serve's ingress mode: `make run`, the tests' cluster and the RayService start Ray with
-``deployments/configs/serve.env``, except where no HAProxy binary exists (HAProxy mode could not
-start there: Ray's Python proxy serves instead)."""
+"""The Ray processes' environment: `make run`, the tests' cluster and the RayService start Ray with
+``deployments/configs/serve.env``, less the HAProxy mode where no HAProxy binary exists (it could
+not start there: Ray's Python proxy serves instead)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,15 @@ from deployments.configs import profiles
 ROOT = Path(__file__).parents[2]
 
 
-def test_serve_env_turns_on_haproxy_and_the_throughput_mode() -> None:
-    assert profiles.serve_env_file() == {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+def test_serve_env_turns_on_haproxy_the_throughput_mode_and_two_malloc_arenas() -> None:
+    assert profiles.serve_env_file() == {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "MALLOC_ARENA_MAX": "2",
+    }
 
 
 def test_without_an_haproxy_binary_ray_keeps_its_own_proxy(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setattr(profiles, "haproxy_binary", lambda: None)
-    assert profiles.serve_env() == {}
+    assert profiles.serve_env() == {"MALLOC_ARENA_MAX": "2"}
     assert "no HAProxy binary" in capsys.readouterr().err
 
 
