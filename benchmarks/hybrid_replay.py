@@ -57,6 +57,7 @@ from app.budget.budgets import STATE_DIR_ENV, Budgets, ledger_for
 from app.budget.pricing import Pricer, TokenUsage
 from app.config import RouterConfig, load_config
 from app.errors import BudgetExhaustedError
+from app.observability.logs import configure_logging
 from app.observability.metrics import metrics as new_metrics
 from app.service import RouterService
 from tests.fakes.backends import ScriptedBackend
@@ -578,6 +579,7 @@ def plots(results: list[tuple[Outcome, dict]], config: RouterConfig) -> list[str
 # --- main ------------------------------------------------------------------------------------
 async def main(requests: int, seed: int) -> None:
     started = time.perf_counter()
+    configure_logging("error")  # the budgeted day's alerts are reported below, not logged line by line
     workload = generate(requests, seed)
     print(f"workload: {len(workload.requests):,} requests, {len(workload.shapes):,} distinct bodies", flush=True)
     features: dict[int, tuple[int, int]] = {}
