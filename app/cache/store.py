@@ -65,7 +65,10 @@ def storable(completion: Any) -> bool:
     return True
 
 
-def _encode(completion: Json) -> str | None:
+def _entry_text(completion: Json, ttl_s: float) -> str | None:
+    """The JSON text to store, or None when the answer must not be cached (every store's rule)."""
+    if ttl_s <= 0 or not storable(completion):
+        return None
     try:
         return json.dumps(completion, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):
@@ -99,9 +102,7 @@ class MemoryCache:
         return json.loads(text)
 
     async def put(self, key: str, completion: Json, ttl_s: float) -> bool:
-        if ttl_s <= 0 or not storable(completion):
-            return False
-        text = _encode(completion)
+        text = _entry_text(completion, ttl_s)
         if text is None:
             return False
         self._entries[key] = (self._clock() + ttl_s, text)
@@ -142,9 +143,7 @@ class RedisCache:
         return value if storable(value) else None
 
     async def put(self, key: str, completion: Json, ttl_s: float) -> bool:
-        if ttl_s <= 0 or not storable(completion):
-            return False
-        text = _encode(completion)
+        text = _entry_text(completion, ttl_s)
         if text is None:
             return False
         try:
