@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 # PyTorch's CPU index (a plain PyPI torch is a multi-GB CUDA build).
 TORCH_INDEX := $(if $(wildcard /opt/wheels/torch-2.13.0*),,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: install run test test-unit test-integration bench lint clean
+.PHONY: install run test test-unit test-integration bench train-router lint clean
 
 install: $(VENV)/.installed
 
@@ -26,7 +26,7 @@ test: install  ## unit tests (no Ray), then integration tests (one real Ray clus
 
 # Every benchmark, one after the other (~20 min on 2 cores); each rewrites its own section of
 # benchmarks/RESULTS.md and its plots in benchmarks/plots/. LiteLLM gets its own venv there.
-BENCHMARKS := decision_speed hybrid_replay router_overhead ingress_memory
+BENCHMARKS := routing_quality decision_speed hybrid_replay router_overhead ingress_memory
 
 bench: $(VENV)/.bench-installed  ## reproduce benchmarks/RESULTS.md (see benchmarks/README.md)
 	for b in $(BENCHMARKS); do $(BIN)/python benchmarks/$$b.py || exit 1; done
@@ -34,6 +34,11 @@ bench: $(VENV)/.bench-installed  ## reproduce benchmarks/RESULTS.md (see benchma
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install -q $(TORCH_INDEX) -e ".[test,bench]"
 	touch $@
+
+# Retrains the quality predictor (app/routing/quality/quality_model.json) from data/routing/ and the
+# config's quality.roles; deterministic. FEEDBACK=feedback.jsonl folds in exported /v1/feedback scores.
+train-router: install  ## rebuild the quality predictor that `auto` routes with
+	$(BIN)/python -m app.routing.quality.train $(if $(FEEDBACK),--feedback $(FEEDBACK))
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit -p no:cacheprovider

@@ -25,6 +25,7 @@ BUILTIN_STRATEGIES = (
     "balanced",
     "self_hosted_only",
     "cloud_only",
+    "rules",
 )
 
 Capability = Literal["code", "vision", "tools", "json_mode"]
@@ -105,6 +106,11 @@ class ModelSpec(StrictModel):
     typical_latency_ms: int = Field(gt=0, description="Typical time to a short answer, for planning.")
     aliases: list[str] = Field(default_factory=list, description="Other names that resolve here.")
     description: str = ""
+    quality_role: str | None = Field(
+        default=None,
+        description="Which role of the quality predictor stands for this model (a key of `quality.roles`); "
+        "models without one are never chosen by quality.",
+    )
 
 
 class AutoThresholds(StrictModel):
@@ -147,6 +153,35 @@ class RoutingConfig(StrictModel):
     max_fallbacks: int = Field(default=3, ge=0, description="Most fallbacks a plan carries.")
     default_max_tokens: int = Field(
         default=1024, gt=0, description="Completion size assumed for planning when a request sets none."
+    )
+
+
+def _default_roles() -> dict[str, list[str]]:
+    return {
+        "small": ["Mistral-7B-Instruct-v0.2", "mistralai/Mistral-7B-Instruct-v0.1"],
+        "mid": ["gemini-1.5-flash-002", "gpt-3.5-turbo-1106"],
+        "large": ["gemini-1.5-pro-002", "gpt-4-1106-preview"],
+    }
+
+
+class QualityConfig(StrictModel):
+    """The learned quality predictor that ``auto`` decides with, and its one cost-quality knob."""
+
+    margin: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="`auto` takes the cheapest fitting model whose predicted quality is within this much of "
+        "the best fitting model's. 0 always takes the best; larger saves more. Per request: "
+        "`auto:<margin>` or the body field `quality_margin`.",
+    )
+    model_path: str | None = Field(
+        default=None, description="A trained predictor (JSON); default: the one shipped with the router."
+    )
+    roles: dict[str, list[str]] = Field(
+        default_factory=_default_roles,
+        description="For training: per role, the names of the models in the training data that play it "
+        "(a row's label for a role is the mean over those it has).",
     )
 
 
@@ -396,6 +431,7 @@ class RouterConfig(StrictModel):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
 
     def budget_key(self, model: str) -> str:
         name = self.models[model].provider
@@ -542,6 +578,9 @@ def check_references(config: RouterConfig) -> list[tuple[str, str]]:
             problems.append((f"models.{name}.provider", f"unknown provider {spec.provider!r}"))
         elif config.providers[spec.provider].is_self_hosted and spec.pricing.source != "fixed":
             problems.append((f"models.{name}.pricing", "self-hosted models need a fixed price"))
+        if spec.quality_role is not None and spec.quality_role not in config.quality.roles:
+            problems.append((f"models.{name}.quality_role",
+                             f"unknown role {spec.quality_role!r}; expected one of {sorted(config.quality.roles)}"))
     for branch, names in config.routing.auto.model_dump().items():
         need_models(f"routing.auto.{branch}", names)
     for name, chain in config.routing.fallbacks.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+from dataclasses import replace
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -128,8 +129,10 @@ class RouterService:
         """('model', name) for an explicit model, ('strategy', name) for routing."""
         requested = str(body.get("model", "")).strip()
         field_strategy = body.get("routing_strategy")
-        if requested == "auto" or requested.startswith("auto:"):
+        if requested.lower() == "auto" or requested.lower().startswith("auto:"):
             named = requested.partition(":")[2] or None
+            if named is not None and _as_margin(named) is not None:
+                named = None  # ``auto:<margin>``: the default strategy with this margin
             if named and field_strategy and named != field_strategy:
                 raise InvalidRequestError(
                     f"model {requested!r} and routing_strategy {field_strategy!r} disagree.", param="routing_strategy"
@@ -165,6 +168,9 @@ class RouterService:
     async def plan(self, body: Mapping[str, Any], *, assume_available: bool = False) -> RoutePlan:
         kind, name = self.selection(body)
         features = await self.features(body)
+        margin = request_margin(body)
+        if margin is not None:
+            features = replace(features, quality_margin=margin)
         availability = always_available if assume_available else self._fits(features)
         if kind == "model":
             return self.planner.plan_explicit(name, features, availability)
@@ -373,3 +379,23 @@ class RouterService:
             up = 0.0 if self.availability(model) else 1.0
             self.metrics.record("router_backend_up", up, model=model, provider=spec.provider,
                                 self_hosted=str(self.catalog.is_self_hosted(model)).lower())
+
+
+def _as_margin(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if 0 <= value <= 1 else None
+
+
+def request_margin(body: Mapping[str, Any]) -> float | None:
+    """The request's quality margin: ``auto:<margin>`` as the model, or the ``quality_margin`` field."""
+    requested = str(body.get("model", "")).strip()
+    named = _as_margin(requested.partition(":")[2]) if requested.lower().startswith("auto:") else None
+    field_margin = body.get("quality_margin")
+    if named is not None and field_margin is not None and float(field_margin) != named:
+        raise InvalidRequestError(
+            f"model {requested!r} and quality_margin {field_margin!r} disagree.", param="quality_margin"
+        )
+    return named if named is not None else (float(field_margin) if field_margin is not None else None)

@@ -111,6 +111,8 @@ def create_app(
             "reason": primary.reason,
             "estimated_cost_usd": {"worst_case": float(worst)},
             "fallbacks": [t.as_dict() for t in plan.fallbacks],
+            "quality": plan.quality,
+            "quality_margin": plan.margin,
             "features": plan.features.as_dict(),
             "dropped": [{"model": m, "reason": why} for m, why in plan.dropped],
         }

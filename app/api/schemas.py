@@ -53,6 +53,7 @@ class ChatCompletionRequest(Lenient):
     # Router extensions (sent by the OpenAI SDKs through extra_body).
     routing_strategy: str | None = None
     max_latency_ms: int | None = Field(default=None, ge=1)
+    quality_margin: float | None = Field(default=None, ge=0, le=1)
 
     @field_validator("stop")
     @classmethod

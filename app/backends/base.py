@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 # Body fields that steer the router and must not reach a backend.
-ROUTER_FIELDS = frozenset({"routing_strategy", "max_latency_ms"})
+ROUTER_FIELDS = frozenset({"routing_strategy", "max_latency_ms", "quality_margin"})
 
 
 class Backend(Protocol):

@@ -32,6 +32,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from app.backends.base import ROUTER_FIELDS
+
 KEY_VERSION = "v1"  # bump on any change to the key document: old entries then simply miss
 
 # Fields that never change the answer: transport, accounting, routing (the resolved model is
@@ -47,8 +49,7 @@ IGNORED_FIELDS = frozenset({
     "service_tier",
     "prompt_cache_key",
     "prompt_cache_retention",
-    "routing_strategy",
-    "max_latency_ms",
+    *ROUTER_FIELDS,
 })
 
 _LIMITS = ("max_tokens", "max_completion_tokens")

@@ -126,6 +126,8 @@ class Recorder:
             "provider": target.provider if target else None,
             "self_hosted": self.catalog.is_self_hosted(target.model) if target else None,
             "reason": target.reason if target else None,
+            "quality": plan.quality.get(target.model) if target else None,
+            "quality_margin": plan.margin,
             "fallbacks": outcome.fallbacks,
             "failures": [m for m, _ in outcome.failures],
             "retries": outcome.retries,

@@ -14,6 +14,7 @@ from typing import Any
 
 from app.config import AutoThresholds
 from app.routing import signals as sig
+from app.routing.quality.features import vectorize
 from app.routing.tokens import TokenCounter
 
 HEAD_CHARS, TAIL_CHARS = 2_000, 1_000  # the parts of the latest user turn scanned for signals
@@ -45,6 +46,8 @@ class Features:
     messages: int
     stream: bool
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    quality_inputs: tuple[float, ...] = ()  # the quality predictor's features (app.routing.quality)
+    quality_margin: float | None = None  # the request's own cost-quality knob, if it set one
 
     @property
     def multimodal(self) -> bool:
@@ -53,6 +56,7 @@ class Features:
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["complexity_signals"] = list(self.complexity_signals)
+        out["quality_inputs"] = [round(x, 4) for x in self.quality_inputs]
         out["metadata"] = dict(self.metadata)
         return out
 
@@ -65,15 +69,22 @@ def text_of(content: Any) -> str:
     return ""
 
 
-def instruction_text(messages: list[dict]) -> str:
-    """Head and tail of the latest user turn: where instructions sit, whatever sits between."""
+def latest_user_text(messages: list[dict]) -> str:
     for message in reversed(messages):
         if message.get("role") == "user":
-            text = text_of(message.get("content"))
-            if len(text) <= HEAD_CHARS + TAIL_CHARS:
-                return text
-            return text[:HEAD_CHARS] + "\n...\n" + text[-TAIL_CHARS:]
+            return text_of(message.get("content"))
     return ""
+
+
+def instruction_text(messages: list[dict]) -> str:
+    """Head and tail of the latest user turn: where instructions sit, whatever sits between."""
+    return head_and_tail(latest_user_text(messages))
+
+
+def head_and_tail(text: str) -> str:
+    if len(text) <= HEAD_CHARS + TAIL_CHARS:
+        return text
+    return text[:HEAD_CHARS] + "\n...\n" + text[-TAIL_CHARS:]
 
 
 def has_image(messages: list[dict]) -> bool:
@@ -182,7 +193,8 @@ class Analyzer:
         messages: list[dict] = list(request.get("messages") or [])
         tools = request.get("tools") or request.get("functions") or None
         count = self.counter.request(messages, tools)
-        raw = instruction_text(messages)
+        latest = latest_user_text(messages)
+        raw = head_and_tail(latest)
         text = sig.Text.of(raw)
         has_code = bool(sig.CODE_MARKERS.search(raw))
         images = has_image(messages)
@@ -212,6 +224,7 @@ class Analyzer:
             messages=len(messages),
             stream=bool(request.get("stream")),
             metadata=metadata or {},
+            quality_inputs=tuple(vectorize(raw, length=len(latest))),
         )
 
     def count_exactly(self, request: Mapping[str, Any]) -> int:

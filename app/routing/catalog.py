@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 
 from app.budget.pricing import Pricer
 from app.config import ModelSpec, RouterConfig, StrategyWeights, name_table, resolve_name
+from app.routing.quality.model import QualityModel, QualityPredictor
 
 
 class Catalog:
@@ -19,6 +20,8 @@ class Catalog:
         self.models: dict[str, ModelSpec] = dict(config.models)
         self.pricer = pricer or Pricer(self.models)
         self._names = name_table(self.models)
+        roles = {m: spec.quality_role for m, spec in self.models.items() if spec.quality_role}
+        self.quality = QualityPredictor(QualityModel.load(config.quality.model_path), roles)
 
     def resolve(self, name: str) -> str | None:
         return resolve_name(name, self._names)
@@ -47,9 +50,12 @@ class Catalog:
 
     def by_cost(self, models: Iterable[str], input_tokens: int, output_tokens: int) -> list[str]:
         def cost(m: str) -> tuple[float, float]:
-            return (self.pricer.rates(m).estimate(input_tokens, output_tokens), -self.models[m].weights.cost)
+            return (self.cost_estimate(m, input_tokens, output_tokens), -self.models[m].weights.cost)
 
         return sorted(models, key=cost)
+
+    def cost_estimate(self, model: str, input_tokens: int, output_tokens: int) -> float:
+        return float(self.pricer.rates(model).estimate(input_tokens, output_tokens))
 
     def by_context(self, models: Iterable[str]) -> list[str]:
         """Largest window first, then the better model."""

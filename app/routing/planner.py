@@ -1,8 +1,9 @@
 """The planner: a strategy's preference in, a ``RoutePlan`` out.
 
 A plan is a primary target plus an ordered fallback chain, each with a human-readable reason.
-Candidates come in this order: the strategy's picks, each pick's configured fallback chain,
-then the rest of the models the strategy allows. A candidate is dropped, with the reason kept
+Candidates come in this order: the strategy's quality ranking of the models that fit (``auto``),
+its picks, each pick's configured fallback chain, then the rest of the models the strategy allows.
+Every plan carries the predicted quality of each model that fits the request. A candidate is dropped, with the reason kept
 for debugging, when the request would overflow its context window, when it lacks a capability
 the request needs (images, tools), or when ``availability`` says it cannot serve now.
 """
@@ -10,12 +11,12 @@ the request needs (images, tools), or when ``availability`` says it cannot serve
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.errors import BudgetExhaustedError, ContextWindowExceededError, NoHealthyBackendError, UnsupportedFeatureError
 from app.routing.analysis import Features
 from app.routing.catalog import Catalog
-from app.routing.strategies import Preference, StrategyRegistry
+from app.routing.strategies import Preference, StrategyRegistry, margin_of
 
 # Returns None when the model can serve now, else why not.
 Availability = Callable[[str], "str | None"]
@@ -43,6 +44,8 @@ class RoutePlan:
     targets: list[Target]
     features: Features
     dropped: list[tuple[str, str]] = field(default_factory=list)
+    quality: dict[str, float] = field(default_factory=dict)  # predicted, per model that fits the request
+    margin: float | None = None  # the quality margin the decision used (quality-ranked strategies only)
 
     @property
     def primary(self) -> Target:
@@ -60,13 +63,24 @@ class Planner:
 
     def plan(self, features: Features, strategy: str, availability: Availability = always_available) -> RoutePlan:
         preference = self.strategies.prefer(strategy, features)
-        return self._choose(strategy, features, self._candidates(preference), availability)
+        fitting = self.fitting(features)
+        ranked: list[tuple[str, str]] = []
+        if preference.rank is not None:
+            ranked = preference.rank([m for m in fitting if preference.allowed(m) and availability(m) is None])
+        plan = self._choose(strategy, features, self._candidates(preference, ranked), availability)
+        margin = margin_of(features, self.catalog) if preference.rank is not None else None
+        return replace(plan, quality=self.catalog.quality.predict(features.quality_inputs, fitting), margin=margin)
 
     def plan_explicit(self, model: str, features: Features, availability: Availability = always_available) -> RoutePlan:
         """A model named by the client: no routing, and no silent switch to another model."""
-        return self._choose("explicit", features, [(model, "requested by the client")], availability)
+        plan = self._choose("explicit", features, [(model, "requested by the client")], availability)
+        return replace(plan, quality=self.catalog.quality.predict(features.quality_inputs, self.fitting(features)))
 
-    def _candidates(self, preference: Preference) -> list[tuple[str, str]]:
+    def fitting(self, features: Features) -> list[str]:
+        """The models that can take this request whatever their health: window and capabilities."""
+        return [m for m in self.catalog.models if self.unfit_reason(m, features) is None]
+
+    def _candidates(self, preference: Preference, ranked: list[tuple[str, str]]) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
         seen: set[str] = set()
 
@@ -75,7 +89,7 @@ class Planner:
                 seen.add(model)
                 out.append((model, reason))
 
-        for model, reason in preference.picks:
+        for model, reason in [*ranked, *preference.picks]:
             add(model, reason)
         for model, _ in list(out):
             for fallback in self.catalog.fallbacks(model):

@@ -4,6 +4,11 @@ A strategy only says what it would like, best first; the planner then drops what
 the request (too small a context window, a missing capability, unavailable, over budget) and
 adds fallback chains. Built-in strategies are registered by name; custom ones are decision
 trees from the config, walked by ``CustomTreeStrategy``.
+
+``auto`` decides by predicted quality (``app.routing.quality``): among the models that fit the
+request, the cheapest whose predicted quality is within the margin of the best. Requests too
+long for the self-hosted models, or with a tight latency need, keep the keyword tree's context
+and latency branches. ``rules`` is the keyword decision tree alone, for comparison.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ class Preference:
     allowed: Callable[[str], bool] = field(default=lambda _m: True)
     rest: list[str] = field(default_factory=list)  # the rest of the allowed models, best first
     rest_reason: str = "next best"
+    # Picks that depend on which models fit the request: the planner calls it with those models
+    # (allowed, fitting, available, in budget) and puts its answer before ``picks``.
+    rank: Callable[[list[str]], list[tuple[str, str]]] | None = None
 
 
 StrategyFn = Callable[[Features, Catalog], Preference]
@@ -43,8 +51,8 @@ def _balanced_rest(features: Features, catalog: Catalog, allowed: Callable[[str]
     return catalog.by_balance(catalog.names(allowed), catalog.config.routing.balanced_weights, features.complexity)
 
 
-def auto_branch(features: Features, catalog: Catalog) -> tuple[list[str], str]:
-    """The seed's decision tree, step by step; returns the branch's models and the reason."""
+def context_or_latency_branch(features: Features, catalog: Catalog) -> tuple[list[str], str] | None:
+    """The keyword tree's branches that ``auto`` keeps: prompt size, then a tight latency need."""
     t, targets = catalog.config.routing.thresholds, catalog.config.routing.auto
     approx = "" if features.tokens_exact else "~"
     if features.tokens > t.long_context_tokens:
@@ -53,35 +61,84 @@ def auto_branch(features: Features, catalog: Catalog) -> tuple[list[str], str]:
         return targets.medium_context, (
             f"{approx}{features.tokens:,} tokens >= {t.medium_context_tokens:,}: moderate context, cheap cloud"
         )
+    if features.latency_ms is not None and features.latency_ms < t.low_latency_ms:
+        return targets.low_latency, f"latency need {features.latency_ms} ms < {t.low_latency_ms} ms"
+    return None
+
+
+def auto_branch(features: Features, catalog: Catalog) -> tuple[list[str], str]:
+    """The seed's keyword decision tree, step by step; returns the branch's models and the reason."""
+    t, targets = catalog.config.routing.thresholds, catalog.config.routing.auto
+    kept = context_or_latency_branch(features, catalog)
+    if kept is not None and not kept[1].startswith("latency"):
+        return kept
     if features.task == "code_generation":
         return targets.code_generation, "code generation task"
     if features.complexity >= t.high_complexity:
         return targets.high_complexity, f"complexity {features.complexity:.2f} >= {t.high_complexity}: premium"
-    if features.latency_ms is not None and features.latency_ms < t.low_latency_ms:
-        return targets.low_latency, f"latency need {features.latency_ms} ms < {t.low_latency_ms} ms"
+    if kept is not None:
+        return kept
     return targets.default, "simple request: cost-effective self-hosted default"
 
 
-def _tree_preference(features: Features, catalog: Catalog, allowed: Callable[[str], bool], label: str) -> Preference:
-    models, why = auto_branch(features, catalog)
-    return Preference(
-        picks=[(m, f"{label}: {why}") for m in models],
-        allowed=allowed,
-        rest=_balanced_rest(features, catalog, allowed),
-        rest_reason=f"{label}: next best by balanced score",
-    )
+def margin_of(features: Features, catalog: Catalog) -> float:
+    return features.quality_margin if features.quality_margin is not None else catalog.config.quality.margin
+
+
+def rank_by_quality(features: Features, catalog: Catalog, label: str) -> Callable[[list[str]], list[tuple[str, str]]]:
+    """Given the models that fit, the cheapest whose predicted quality is within the margin of the
+    best (its configured fallback chain follows it). A code-generation request looks at
+    code-capable models (the catalog's code model among them) when any fits."""
+    margin = margin_of(features, catalog)
+    output = _output_tokens(features, catalog)
+
+    def rank(fitting: list[str]) -> list[tuple[str, str]]:
+        quality = catalog.quality.predict(features.quality_inputs, fitting)
+        pool = list(quality)
+        if features.task == "code_generation":
+            pool = [m for m in pool if catalog.has_capability(m, "code")] or pool
+        if not pool:
+            return []
+        best = max(quality[m] for m in pool)
+        near = catalog.by_cost([m for m in pool if quality[m] >= best - margin], features.tokens, output)
+        choice = near[0]
+        return [(choice, f"{label}: cheapest with predicted quality {quality[choice]:.2f}, "
+                         f"within {margin:g} of the best ({best:.2f})")]
+
+    return rank
+
+
+def _auto_preference(features: Features, catalog: Catalog, allowed: Callable[[str], bool], label: str) -> Preference:
+    rest = _balanced_rest(features, catalog, allowed)
+    kept = context_or_latency_branch(features, catalog)
+    if kept is not None:
+        models, why = kept
+        return Preference([(m, f"{label}: {why}") for m in models], allowed, rest, f"{label}: next best by balanced score")
+    return Preference([], allowed, rest, f"{label}: next best by balanced score",
+                      rank=rank_by_quality(features, catalog, label))
 
 
 def auto(features: Features, catalog: Catalog) -> Preference:
-    return _tree_preference(features, catalog, lambda _m: True, "auto")
+    return _auto_preference(features, catalog, lambda _m: True, "auto")
 
 
 def self_hosted_only(features: Features, catalog: Catalog) -> Preference:
-    return _tree_preference(features, catalog, catalog.is_self_hosted, "self_hosted_only")
+    return _auto_preference(features, catalog, catalog.is_self_hosted, "self_hosted_only")
 
 
 def cloud_only(features: Features, catalog: Catalog) -> Preference:
-    return _tree_preference(features, catalog, lambda m: not catalog.is_self_hosted(m), "cloud_only")
+    return _auto_preference(features, catalog, lambda m: not catalog.is_self_hosted(m), "cloud_only")
+
+
+def rules(features: Features, catalog: Catalog) -> Preference:
+    models, why = auto_branch(features, catalog)
+    allowed: Callable[[str], bool] = lambda _m: True  # noqa: E731
+    return Preference(
+        picks=[(m, f"rules: {why}") for m in models],
+        allowed=allowed,
+        rest=_balanced_rest(features, catalog, allowed),
+        rest_reason="rules: next best by balanced score",
+    )
 
 
 def _ranked(label: str, why: str, order: list[str]) -> Preference:
@@ -128,6 +185,7 @@ BUILTIN: dict[str, StrategyFn] = {
     "balanced": balanced,
     "self_hosted_only": self_hosted_only,
     "cloud_only": cloud_only,
+    "rules": rules,
 }
 
 
@@ -168,7 +226,7 @@ class StrategyRegistry:
                 inner = self.prefer(action.strategy, features)
                 bound = _both(allowed, inner.allowed)
                 picks = [(m, f"{label} -> {why}") for m, why in inner.picks if bound(m)]
-                return Preference(picks, bound, [m for m in inner.rest if bound(m)], inner.rest_reason)
+                return Preference(picks, bound, [m for m in inner.rest if bound(m)], inner.rest_reason, inner.rank)
             models = action.models or _balanced_rest(features, catalog, allowed)
             return Preference(
                 picks=[(m, f"{label} matched {dict(rule.condition) or 'always'}") for m in models],
@@ -178,5 +236,9 @@ class StrategyRegistry:
             )
         inner = self.prefer(strategy.otherwise, features)
         return Preference(
-            [(m, f"{name}: no rule matched -> {why}") for m, why in inner.picks], inner.allowed, inner.rest, inner.rest_reason
+            [(m, f"{name}: no rule matched -> {why}") for m, why in inner.picks],
+            inner.allowed,
+            inner.rest,
+            inner.rest_reason,
+            inner.rank,
         )

@@ -39,7 +39,7 @@ class Router:
         registry = StrategyRegistry(catalog)
         return cls(config, catalog, registry, Planner(catalog, registry), Analyzer(config.routing.thresholds))
 
-    def route(self, body: dict[str, Any], strategy: str = "auto", **kw: Any):
+    def route(self, body: dict[str, Any], strategy: str = "rules", **kw: Any):
         return self.planner.plan(self.analyzer.analyze(body), strategy, **kw)
 
 

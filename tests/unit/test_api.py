@@ -68,14 +68,14 @@ def sse_events(response) -> list[str]:
 
 
 def test_plain_answer_through_the_sdk(sdk, backends):
-    raw = sdk.chat.completions.with_raw_response.create(model="auto", messages=SIMPLE)
+    raw = sdk.chat.completions.with_raw_response.create(model="auto:rules", messages=SIMPLE)
     completion = raw.parse()
     assert completion.model == "mistral-7b-instruct"
     assert completion.choices[0].message.content == "Hello from the fake backend"
     assert completion.usage.total_tokens > 0
     assert raw.headers["x-router-model"] == "mistral-7b-instruct"
     assert raw.headers["x-router-provider"] == "self_hosted"
-    assert raw.headers["x-router-strategy"] == "auto"
+    assert raw.headers["x-router-strategy"] == "rules"
     assert raw.headers["x-router-fallbacks"] == "0"
     assert raw.headers["x-router-cache"] == "miss"
     assert float(raw.headers["x-router-cost-usd"]) > 0
@@ -84,13 +84,13 @@ def test_plain_answer_through_the_sdk(sdk, backends):
 
 
 def test_response_conforms_to_openai_schema(client):
-    response = client.post("/v1/chat/completions", json={"model": "auto", "messages": SIMPLE})
+    response = client.post("/v1/chat/completions", json={"model": "auto:rules", "messages": SIMPLE})
     assert response.status_code == 200
     assert_conforms(response.json(), "CreateChatCompletionResponse")
 
 
 def test_stream_through_the_sdk(sdk):
-    stream = sdk.chat.completions.create(model="auto", messages=SIMPLE, stream=True)
+    stream = sdk.chat.completions.create(model="auto:rules", messages=SIMPLE, stream=True)
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Hello from the fake backend"
@@ -100,7 +100,7 @@ def test_stream_through_the_sdk(sdk):
 
 
 def test_stream_events_conform_and_end_with_done(client):
-    body = {"model": "auto", "messages": SIMPLE, "stream": True, "stream_options": {"include_usage": True}}
+    body = {"model": "auto:rules", "messages": SIMPLE, "stream": True, "stream_options": {"include_usage": True}}
     response = client.post("/v1/chat/completions", json=body)
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.headers["x-router-model"] == "mistral-7b-instruct"
@@ -137,7 +137,7 @@ def test_unknown_fields_pass_through_and_router_fields_do_not(client, backends):
 
 def test_retryable_failure_is_retried_on_the_same_target(client, backends):
     backends["mistral-7b-instruct"].outcomes = [UpstreamUnavailableError("engine hiccup")]
-    response = client.post("/v1/chat/completions", json={"model": "auto", "messages": SIMPLE})
+    response = client.post("/v1/chat/completions", json={"model": "auto:rules", "messages": SIMPLE})
     assert response.status_code == 200
     assert response.headers["x-router-fallbacks"] == "0"
     assert response.json()["model"] == "mistral-7b-instruct"
@@ -146,7 +146,7 @@ def test_retryable_failure_is_retried_on_the_same_target(client, backends):
 
 def test_retryable_failure_falls_back(client, backends):
     backends["mistral-7b-instruct"].outcomes = [UpstreamUnavailableError("engine down")] * 2
-    response = client.post("/v1/chat/completions", json={"model": "auto", "messages": SIMPLE})
+    response = client.post("/v1/chat/completions", json={"model": "auto:rules", "messages": SIMPLE})
     assert response.status_code == 200
     assert response.headers["x-router-fallbacks"] == "1"
     assert response.json()["model"] == "mistral-7b-fast"
@@ -154,7 +154,7 @@ def test_retryable_failure_falls_back(client, backends):
 
 def test_non_retryable_failure_is_returned_not_retried(client, backends):
     backends["mistral-7b-instruct"].outcomes = [InvalidRequestError("bad stop sequence", param="stop")]
-    response = client.post("/v1/chat/completions", json={"model": "auto", "messages": SIMPLE})
+    response = client.post("/v1/chat/completions", json={"model": "auto:rules", "messages": SIMPLE})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "stop"
     assert backends["mistral-7b-fast"].calls == []
@@ -162,7 +162,7 @@ def test_non_retryable_failure_is_returned_not_retried(client, backends):
 
 def test_stream_failure_before_content_falls_back_cleanly(client, backends):
     backends["mistral-7b-instruct"].outcomes = [UpstreamRateLimitedError("busy")] * 2
-    response = client.post("/v1/chat/completions", json={"model": "auto", "messages": SIMPLE, "stream": True})
+    response = client.post("/v1/chat/completions", json={"model": "auto:rules", "messages": SIMPLE, "stream": True})
     assert response.headers["x-router-model"] == "mistral-7b-fast"
     assert response.headers["x-router-fallbacks"] == "1"
     chunks = [json.loads(e) for e in sse_events(response)[:-1]]
@@ -175,7 +175,7 @@ def test_stream_failure_before_content_falls_back_cleanly(client, backends):
 
 def test_stream_failure_after_content_ends_with_error_event(client, backends):
     backends["mistral-7b-instruct"].outcomes = [("cut", 2)]
-    response = client.post("/v1/chat/completions", json={"model": "auto", "messages": SIMPLE, "stream": True})
+    response = client.post("/v1/chat/completions", json={"model": "auto:rules", "messages": SIMPLE, "stream": True})
     events = sse_events(response)
     assert events[-1] == "[DONE]"
     error = json.loads(events[-2])
@@ -206,7 +206,7 @@ def test_route_plans_without_calling_a_model(client, backends):
 
 def test_route_skips_unavailable_models_with_reasons(client):
     doc = "Revenue grew in every region this quarter. " * 15000
-    body = {"model": "auto", "messages": [{"role": "user", "content": doc + "Summarize the key points."}]}
+    body = {"model": "auto:rules", "messages": [{"role": "user", "content": doc + "Summarize the key points."}]}
     plan = client.post("/v1/route", json=body).json()
     assert plan["model"] == "claude-sonnet"
     assert {"model": "gemini-pro", "reason": "GOOGLE_CLOUD_PROJECT not set"} in plan["dropped"]
@@ -230,7 +230,7 @@ def test_health_says_when_every_self_hosted_model_is_down(client, backends):
     body = client.get("/health").json()
     assert body["self_hosted_available"] is False
     assert body["notice"] == "All self-hosted models are down: requests go to cloud models."
-    plan = client.post("/v1/route", json={"model": "auto", "messages": SIMPLE}).json()
+    plan = client.post("/v1/route", json={"model": "auto:rules", "messages": SIMPLE}).json()
     assert plan["provider"] != "self_hosted"
 
 
@@ -241,14 +241,14 @@ def test_health_says_when_every_self_hosted_model_is_down(client, backends):
         ({"model": "auto", "routing_strategy": "fastest", "messages": SIMPLE}, 404, "routing_strategy", "strategy_not_found"),
         ({"model": "auto:fastest", "messages": SIMPLE}, 404, "model", "strategy_not_found"),
         ({"model": "auto:fast", "routing_strategy": "cost", "messages": SIMPLE}, 400, "routing_strategy", None),
-        ({"model": "auto", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role", None),
-        ({"model": "auto", "messages": []}, 400, "messages", None),
-        ({"model": "auto"}, 400, "messages", None),
-        ({"model": "auto", "messages": SIMPLE, "temperature": 5}, 400, "temperature", None),
-        ({"model": "auto", "messages": SIMPLE, "max_tokens": 0}, 400, "max_tokens", None),
-        ({"model": "auto", "messages": SIMPLE, "n": 3}, 400, "n", None),
-        ({"model": "auto", "messages": SIMPLE, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", None),
-        ({"model": "auto", "messages": [{"role": "user", "content": "x " * 2_000_000}]}, 400, "messages", "context_length_exceeded"),
+        ({"model": "auto:rules", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role", None),
+        ({"model": "auto:rules", "messages": []}, 400, "messages", None),
+        ({"model": "auto:rules"}, 400, "messages", None),
+        ({"model": "auto:rules", "messages": SIMPLE, "temperature": 5}, 400, "temperature", None),
+        ({"model": "auto:rules", "messages": SIMPLE, "max_tokens": 0}, 400, "max_tokens", None),
+        ({"model": "auto:rules", "messages": SIMPLE, "n": 3}, 400, "n", None),
+        ({"model": "auto:rules", "messages": SIMPLE, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", None),
+        ({"model": "auto:rules", "messages": [{"role": "user", "content": "x " * 2_000_000}]}, 400, "messages", "context_length_exceeded"),
     ],
 )
 def test_bad_requests_get_openai_errors(client, body, status, param, code):
@@ -285,9 +285,9 @@ def test_sdk_raises_typed_errors(sdk):
 
 def test_route_decision_log_has_no_prompt_text(client, decisions):
     secret = "my-very-private-question-about-kubernetes"
-    client.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": secret}]})
+    client.post("/v1/chat/completions", json={"model": "auto:rules", "messages": [{"role": "user", "content": secret}]})
     [line] = [d for d in decisions if d["event"] == "route_decision"]
-    assert line["model"] == "mistral-7b-instruct" and line["strategy"] == "auto"
+    assert line["model"] == "mistral-7b-instruct" and line["strategy"] == "rules"
     assert line["cost_usd"] > 0 and line["prompt_tokens"] > 0 and line["status"] == "ok"
     assert "dropped" in line  # debug level lists the candidates dropped
     assert secret not in json.dumps(decisions)
@@ -295,7 +295,7 @@ def test_route_decision_log_has_no_prompt_text(client, decisions):
 
 def test_fallback_is_logged_with_from_to_and_reason(client, backends, decisions):
     backends["mistral-7b-instruct"].outcomes = [UpstreamUnavailableError("engine down")] * 2
-    client.post("/v1/chat/completions", json={"model": "auto", "messages": SIMPLE})
+    client.post("/v1/chat/completions", json={"model": "auto:rules", "messages": SIMPLE})
     [fallback] = [d for d in decisions if d["event"] == "fallback"]
     assert fallback["from_model"] == "mistral-7b-instruct"
     assert fallback["to_model"] == "mistral-7b-fast"
@@ -319,6 +319,6 @@ def test_prompt_logging_is_off_unless_the_operator_turns_it_on(backends, decisio
     raw["logging"]["log_prompts"] = True
     service = RouterService(parse_config(raw), backends, sleep=no_wait)
     with TestClient(create_app(service)) as client:
-        client.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": "tell me about ducks"}]})
+        client.post("/v1/chat/completions", json={"model": "auto:rules", "messages": [{"role": "user", "content": "tell me about ducks"}]})
     [line] = [d for d in decisions if d["event"] == "route_decision"]
     assert line["prompt"] == "tell me about ducks"

@@ -328,7 +328,7 @@ def test_spend_survives_a_service_restart(tmp_path: Path) -> None:
     first = App(make_service(config, scripted_backends(config), sqlite(path), now))
     with first:
         assert first.post(chat(HAIKU)).status_code == 200
-        assert first.post(chat("auto")).status_code == 200  # self-hosted spend too
+        assert first.post(chat("auto:rules")).status_code == 200  # self-hosted spend too
         first.spend()  # background refresh done
         before = first.budget()
     assert before["budgets"]["anthropic"]["spent_usd"] == float(HAIKU_JSON_COST)
@@ -625,7 +625,7 @@ def test_total_at_100_percent_takes_every_cloud_model_out(tmp_path: Path) -> Non
         answered = app.post(chat("auto:quality"))
         explicit = app.post(chat("gpt"))
         cloud_only = app.post(chat("auto:cloud_only"))
-        cheap = app.post(chat("auto"))
+        cheap = app.post(chat("auto:rules"))
 
     assert report["budgets"]["total"]["mode"] == "self_hosted_only"
     assert report["budgets"]["total"]["alerts"] == [ALERT_80, ALERT_100]

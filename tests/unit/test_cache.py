@@ -22,7 +22,7 @@ MODEL = "gpt-4o-mini"
 
 def body(**fields: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
-        "model": "auto",
+        "model": "auto:rules",
         "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}],
         "temperature": 0,
     }
@@ -80,7 +80,7 @@ def tool_completion() -> dict[str, Any]:
     ],
 )
 def test_cacheable(fields: dict[str, Any], expected: bool) -> None:
-    request = {"model": "auto", "messages": [{"role": "user", "content": "x"}], **fields}
+    request = {"model": "auto:rules", "messages": [{"role": "user", "content": "x"}], **fields}
     assert cacheable(request) is expected
 
 

@@ -23,7 +23,7 @@ from tests.conformance import assert_conforms
 from tests.fakes.backends import ScriptedBackend
 
 CONFIG = Path(__file__).parents[2] / "deployments/configs/router.yaml"
-ASK = {"model": "auto", "messages": [{"role": "user", "content": "What is Kubernetes?"}], "max_tokens": 10}
+ASK = {"model": "auto:rules", "messages": [{"role": "user", "content": "What is Kubernetes?"}], "max_tokens": 10}
 ALICE = {"authorization": "Bearer sk-alice"}
 BOB = {"authorization": "Bearer sk-bob"}
 OPS = {"authorization": "Bearer sk-ops"}

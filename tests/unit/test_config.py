@@ -384,8 +384,10 @@ def test_top_level_must_be_a_mapping(tmp_path, text):
     assert "expected a mapping at the top level" in str(info.value)
 
 
-def test_builtin_strategy_names_match_the_seed():
+def test_builtin_strategy_names_are_the_seeds_and_rules():
+    """The seed's eight, plus ``rules``: its keyword tree, kept to compare with quality routing."""
     assert set(BUILTIN_STRATEGIES) == {
+        "rules",
         "auto",
         "fast",
         "quality",

@@ -16,7 +16,7 @@ from app.service import RouterService
 from tests.fakes.backends import ScriptedBackend
 
 CONFIG = Path(__file__).parents[2] / "deployments/configs/router.yaml"
-ASK = {"model": "auto", "messages": [{"role": "user", "content": "What is Kubernetes?"}]}
+ASK = {"model": "auto:rules", "messages": [{"role": "user", "content": "What is Kubernetes?"}]}
 
 
 async def no_wait(_seconds: float) -> None:
@@ -37,7 +37,7 @@ def test_requests_cost_tokens_and_latency_per_label(setup):
     client, backends, metrics, service = setup
     for _ in range(3):
         assert client.post("/v1/chat/completions", json=ASK).status_code == 200
-    labels = {"model": "mistral-7b-instruct", "provider": "self_hosted", "strategy": "auto", "status": "200"}
+    labels = {"model": "mistral-7b-instruct", "provider": "self_hosted", "strategy": "rules", "status": "200"}
     assert metrics.sample("router_requests_total", **labels) == 3
     # ScriptedBackend usage: prompt = words + 0, completion = 5 words; mistral costs $0.01 per million tokens.
     usage = backends["mistral-7b-instruct"]._usage(backends["mistral-7b-instruct"].calls[0])
@@ -56,7 +56,7 @@ def test_errors_and_unknown_models_are_counted_by_status(setup):
         if not service.catalog.is_self_hosted(name):
             backends[name].down = "no key"
     client.post("/v1/chat/completions", json={**ASK, "model": "no-such-model"})
-    client.post("/v1/chat/completions", json={**ASK, "routing_strategy": "cloud_only"})
+    client.post("/v1/chat/completions", json={**ASK, "model": "auto", "routing_strategy": "cloud_only"})
     assert metrics.sample("router_requests_total", model="none", provider="none", strategy="other", status="404") == 1
     assert metrics.sample("router_requests_total", model="none", provider="none", strategy="cloud_only", status="503") == 1
 

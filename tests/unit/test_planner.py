@@ -70,10 +70,10 @@ def test_no_target_too_small_for_the_prompt(router, strategy, task):
 def test_the_completion_counts_against_the_window(router):
     # 30K prompt + 1K completion fits mistral's 32,768-token window; + 4K does not
     assert (
-        router.planner.plan(make_features(tokens=30_000, max_tokens=1_000), "auto").primary.model
+        router.planner.plan(make_features(tokens=30_000, max_tokens=1_000), "rules").primary.model
         == "mistral-7b-instruct"
     )
-    plan = router.planner.plan(make_features(tokens=30_000, max_tokens=4_000), "auto")
+    plan = router.planner.plan(make_features(tokens=30_000, max_tokens=4_000), "rules")
     assert "mistral-7b-instruct" not in models_of(plan)
     assert "context window" in dict(plan.dropped)["mistral-7b-instruct"]
 
@@ -82,7 +82,7 @@ def test_a_completion_larger_than_a_models_output_limit_is_clamped_not_overflowe
     # A model whose output limit is below the request's max_tokens can still serve it, with
     # max_tokens clamped to that limit (see RouterService), so the window check uses the clamped size.
     features = make_features(tokens=30_000, max_tokens=4_000)
-    plan = router.planner.plan(features, "auto")
+    plan = router.planner.plan(features, "rules")
     for target in plan.targets:
         spec = router.catalog.models[target.model]
         assert spec.context_window >= 30_000 + min(4_000, spec.max_output_tokens), target
@@ -91,10 +91,10 @@ def test_a_completion_larger_than_a_models_output_limit_is_clamped_not_overflowe
 
 
 def test_estimated_counts_get_headroom(router):
-    exact = router.planner.plan(make_features(tokens=1_000_000, tokens_exact=True), "auto")
+    exact = router.planner.plan(make_features(tokens=1_000_000, tokens_exact=True), "rules")
     assert set(models_of(exact)) == {"gemini-pro", "gemini-flash"}  # the only 1M+ windows
     with pytest.raises(ContextWindowExceededError):
-        router.planner.plan(make_features(tokens=1_000_000, tokens_exact=False), "auto")
+        router.planner.plan(make_features(tokens=1_000_000, tokens_exact=False), "rules")
 
 
 @pytest.mark.parametrize("strategy", BUILTIN_STRATEGIES)
@@ -124,7 +124,7 @@ def test_no_target_without_tools_for_tool_requests(router, strategy, task):
 
 def test_tools_request_whose_picks_lack_tools_still_gets_a_tools_model(router, raw_config, build_router):
     # auto's code branch is codellama (no tools); its fallback chain has one that does
-    plan = router.planner.plan(make_features(task="code_generation", has_tools=True), "auto")
+    plan = router.planner.plan(make_features(task="code_generation", has_tools=True), "rules")
     assert plan.primary.model == "mistral-7b-instruct"
     assert ("codellama-13b", "no tool-calling capability") in plan.dropped
 
@@ -140,7 +140,7 @@ def test_tools_request_never_falls_back_to_a_model_without_tools(router):
     """When only models without tools are up, the answer is 503, not a model that ignores the tools."""
     with_tools = [m for m in router.catalog.models if router.catalog.has_capability(m, "tools")]
     with pytest.raises(NoHealthyBackendError):
-        router.planner.plan(make_features(has_tools=True, task="code_generation"), "auto", down(*with_tools))
+        router.planner.plan(make_features(has_tools=True, task="code_generation"), "rules", down(*with_tools))
 
 
 @pytest.mark.parametrize("strategy", [*BUILTIN_STRATEGIES, "private_first"])
@@ -164,7 +164,7 @@ def test_targets_have_reasons_and_no_duplicates(router, strategy, features):
 
 def test_unavailable_models_are_dropped_with_their_reason(router):
     plan = router.planner.plan(
-        make_features(), "auto", down("mistral-7b-instruct", why="breaker open since 12:01")
+        make_features(), "rules", down("mistral-7b-instruct", why="breaker open since 12:01")
     )
     assert "mistral-7b-instruct" not in models_of(plan)
     assert plan.primary.model == "mistral-7b-fast"  # the next in mistral's fallback chain
@@ -176,7 +176,7 @@ def test_everything_unavailable_is_503_with_the_reasons(router):
         return f"{model} breaker open"
 
     with pytest.raises(NoHealthyBackendError) as info:
-        router.planner.plan(make_features(), "auto", availability)
+        router.planner.plan(make_features(), "rules", availability)
     err = info.value
     assert err.status_code == 503
     assert "mistral-7b-instruct breaker open" in err.message
@@ -212,7 +212,7 @@ def test_fallbacks_follow_the_configured_chain(config, raw_config, build_router,
 
 def test_seed_failover_chain_for_the_default_route(router):
     """The seed's failover: self-hosted -> Gemini Flash -> Claude Haiku."""
-    names = models_of(router.planner.plan(make_features(), "auto"))
+    names = models_of(router.planner.plan(make_features(), "rules"))
     assert names[0] == "mistral-7b-instruct"
     assert names.index("gemini-flash") < names.index("claude-haiku")
 
@@ -230,7 +230,7 @@ def test_max_fallbacks_bounds_the_plan(raw_config, build_router, max_fallbacks):
     for strategy in BUILTIN_STRATEGIES:
         plan = router.planner.plan(make_features(), strategy)
         assert len(plan.fallbacks) <= max_fallbacks
-    auto = router.planner.plan(make_features(), "auto")
+    auto = router.planner.plan(make_features(), "rules")
     expected = ["mistral-7b-instruct", "mistral-7b-fast", "gemini-flash", "claude-haiku"]
     assert models_of(auto)[:4] == expected[: 1 + max_fallbacks]
     assert len(auto.fallbacks) == max_fallbacks
@@ -261,7 +261,7 @@ def test_context_error_wins_over_unavailability(router):
         return "down"
 
     with pytest.raises(ContextWindowExceededError):
-        router.planner.plan(make_features(tokens=2_000_000), "auto", availability)
+        router.planner.plan(make_features(tokens=2_000_000), "rules", availability)
 
 
 # --- an explicit model --------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from tests.fakes.backends import ScriptedBackend
 
 CONFIG_PATH = Path(__file__).parents[2] / "deployments" / "configs" / "router.yaml"
 RAW = yaml.safe_load(CONFIG_PATH.read_text(encoding="utf-8"))
-SIMPLE = {"model": "auto", "messages": [{"role": "user", "content": "What is Kubernetes?"}]}
+SIMPLE = {"model": "auto:rules", "messages": [{"role": "user", "content": "What is Kubernetes?"}]}
 STREAM = {**SIMPLE, "stream": True}
 TEXT = "Hello from the fake backend"
 

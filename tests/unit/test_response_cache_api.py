@@ -39,7 +39,7 @@ TTL_S = 60.0
 
 
 def ask(**extra: Any) -> dict[str, Any]:
-    return {"model": "auto", "messages": QUESTION, **extra}
+    return {"model": "auto:rules", "messages": QUESTION, **extra}
 
 
 DETERMINISTIC = ask(temperature=0)
@@ -200,7 +200,7 @@ def test_a_streamed_miss_then_a_streamed_hit(tmp_path: Path) -> None:
 def test_a_json_answer_serves_a_stream_and_a_stream_serves_json(tmp_path: Path) -> None:
     json_first = ask(temperature=0)
     stream_first = {
-        "model": "auto",
+        "model": "auto:rules",
         "messages": [{"role": "user", "content": "Name a colour."}],
         "temperature": 0,
     }

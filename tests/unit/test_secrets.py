@@ -240,14 +240,14 @@ def scenario(client: TestClient, transcript: Transcript) -> None:
     assert get("health", "/health", {}).status_code == 200
     assert get("models", "/v1/models").status_code == 200
     assert get("budget", "/v1/budget").status_code == 200
-    assert post("route", "/v1/route", {"model": "auto", **ask("Which model for this?")}).status_code == 200
+    assert post("route", "/v1/route", {"model": "auto:rules", **ask("Which model for this?")}).status_code == 200
     for model, provider in PROVIDERS:
         plain = post(f"{model} json", "/v1/chat/completions", {"model": model, **ask("Say hello.")})
         assert plain.status_code == 200, plain.text
         assert plain.headers["x-router-provider"] == provider
         streamed = post(f"{model} stream", "/v1/chat/completions", {"model": model, **ask("Say hi.", stream=True)})
         assert streamed.status_code == 200 and "data: [DONE]" in streamed.text, streamed.text
-    assert post("auto", "/v1/chat/completions", {"model": "auto", **ask("Hello")}).status_code == 200
+    assert post("auto", "/v1/chat/completions", {"model": "auto:rules", **ask("Hello")}).status_code == 200
     assert get("admin models", "/v1/models", {"x-api-key": ADMIN_KEY}).status_code == 200
     assert get("admin budget", "/v1/budget", {"x-api-key": ADMIN_KEY}).status_code == 200
     assert get("client budget", "/v1/budget").status_code == 200

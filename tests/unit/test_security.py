@@ -19,7 +19,7 @@ from tests.conformance import assert_conforms
 from tests.fakes.backends import ScriptedBackend
 
 CONFIG = Path(__file__).parents[2] / "deployments/configs/router.yaml"
-ASK = {"model": "auto", "messages": [{"role": "user", "content": "What is Kubernetes?"}]}
+ASK = {"model": "auto:rules", "messages": [{"role": "user", "content": "What is Kubernetes?"}]}
 KEYS = "alice:sk-alice-0123456789,bob:sk-bob-9876543210"
 
 
@@ -123,13 +123,13 @@ def tight_client(monkeypatch):
 
 
 def test_a_body_over_the_limit_is_a_413(tight_client):
-    big = {"model": "auto", "messages": [{"role": "user", "content": "x" * 30_000}]}
+    big = {"model": "auto:rules", "messages": [{"role": "user", "content": "x" * 30_000}]}
     assert_openai_error(tight_client.post("/v1/chat/completions", json=big), 413)
 
 
 def test_a_chunked_body_over_the_limit_is_a_413(tight_client):
     def chunks():
-        yield b'{"model": "auto", "messages": [{"role": "user", "content": "'
+        yield b'{"model": "auto:rules", "messages": [{"role": "user", "content": "'
         for _ in range(40):
             yield b"y" * 1_000
         yield b'"}]}'
@@ -150,31 +150,31 @@ def test_a_chunked_body_over_the_limit_is_a_413(tight_client):
     ],
 )
 def test_requests_over_the_limits_are_400s_naming_the_param(tight_client, body, param):
-    response = tight_client.post("/v1/chat/completions", json={"model": "auto", **body})
+    response = tight_client.post("/v1/chat/completions", json={"model": "auto:rules", **body})
     assert_openai_error(response, 400, param)
-    route = tight_client.post("/v1/route", json={"model": "auto", **body})
+    route = tight_client.post("/v1/route", json={"model": "auto:rules", **body})
     assert_openai_error(route, 400, param)
 
 
 # --- hostile inputs -----------------------------------------------------------------------
 
 HOSTILE = [
-    ("invalid-json", b'{"model": "auto", "messages": [', "application/json"),
+    ("invalid-json", b'{"model": "auto:rules", "messages": [', "application/json"),
     ("not-an-object", b"[1, 2, 3]", "application/json"),
     ("null", b"null", "application/json"),
     ("text-plain", b"model=auto", "text/plain"),
     ("form", b"model=auto&messages=hi", "application/x-www-form-urlencoded"),
     ("no-content-type", json.dumps(ASK).encode(), ""),
-    ("deeply-nested", b'{"model": "auto", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "application/json"),
-    ("invalid-utf8", b'{"model": "auto", "messages": [{"role": "user", "content": "\xff\xfe\xfa"}]}', "application/json"),
+    ("deeply-nested", b'{"model": "auto:rules", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "application/json"),
+    ("invalid-utf8", b'{"model": "auto:rules", "messages": [{"role": "user", "content": "\xff\xfe\xfa"}]}', "application/json"),
     ("negative-max-tokens", json.dumps({**ASK, "max_tokens": -5}).encode(), "application/json"),
     ("enormous-max-tokens", json.dumps({**ASK, "max_tokens": 10**30}).encode(), "application/json"),
-    ("nan-temperature", b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+    ("nan-temperature", b'{"model": "auto:rules", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
      "application/json"),
     ("huge-float", json.dumps({**ASK, "temperature": 1e308}).encode(), "application/json"),
-    ("empty-messages", json.dumps({"model": "auto", "messages": []}).encode(), "application/json"),
-    ("messages-not-list", json.dumps({"model": "auto", "messages": "hi"}).encode(), "application/json"),
-    ("content-wrong-type", json.dumps({"model": "auto", "messages": [{"role": "user", "content": 5}]}).encode(),
+    ("empty-messages", json.dumps({"model": "auto:rules", "messages": []}).encode(), "application/json"),
+    ("messages-not-list", json.dumps({"model": "auto:rules", "messages": "hi"}).encode(), "application/json"),
+    ("content-wrong-type", json.dumps({"model": "auto:rules", "messages": [{"role": "user", "content": 5}]}).encode(),
      "application/json"),
     ("model-wrong-type", json.dumps({"model": ["auto"], "messages": ASK["messages"]}).encode(), "application/json"),
     ("tools-wrong-type", json.dumps({**ASK, "tools": "all of them"}).encode(), "application/json"),
@@ -196,13 +196,13 @@ def test_hostile_inputs_get_a_clean_4xx(open_client, name, content, content_type
 
 def test_a_lone_surrogate_is_never_a_5xx(open_client):
     # Valid JSON, invalid Unicode: Python accepts it; whatever happens next must not be a 5xx.
-    content = b'{"model": "auto", "messages": [{"role": "user", "content": "\\ud800"}]}'
+    content = b'{"model": "auto:rules", "messages": [{"role": "user", "content": "\\ud800"}]}'
     response = open_client.post("/v1/chat/completions", content=content, headers={"content-type": "application/json"})
     assert response.status_code < 500
 
 
 def test_an_oversized_message_list_is_refused(open_client):
-    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}] * 5_000}
+    body = {"model": "auto:rules", "messages": [{"role": "user", "content": "hi"}] * 5_000}
     assert_openai_error(open_client.post("/v1/chat/completions", json=body), 400, "messages")
 
 

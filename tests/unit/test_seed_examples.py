@@ -30,7 +30,7 @@ def long_document() -> str:
     return PARAGRAPH * (800_000 // len(PARAGRAPH))
 
 
-def primary(router, body, strategy="auto"):
+def primary(router, body, strategy="rules"):
     return router.planner.plan(router.analyzer.analyze(body), strategy, always_available).primary.model
 
 

@@ -192,17 +192,17 @@ def test_auto_tree_exactly_50k_tokens_is_moderate_context(router):
     ],
 )
 def test_auto_plan_primary_follows_the_tree(router, overrides, primary):
-    plan = router.planner.plan(make_features(**overrides), "auto")
+    plan = router.planner.plan(make_features(**overrides), "rules")
     assert plan.primary.model == primary
-    assert plan.primary.reason.startswith("auto")
+    assert plan.primary.reason.startswith("rules")
 
 
 def test_auto_reason_says_which_branch(router):
     reasons = {
-        "context": router.planner.plan(make_features(tokens=150_000), "auto").primary.reason,
-        "code": router.planner.plan(make_features(task="code_generation"), "auto").primary.reason,
-        "complexity": router.planner.plan(make_features(complexity=0.8), "auto").primary.reason,
-        "latency": router.planner.plan(make_features(latency_ms=100), "auto").primary.reason,
+        "context": router.planner.plan(make_features(tokens=150_000), "rules").primary.reason,
+        "code": router.planner.plan(make_features(task="code_generation"), "rules").primary.reason,
+        "complexity": router.planner.plan(make_features(complexity=0.8), "rules").primary.reason,
+        "latency": router.planner.plan(make_features(latency_ms=100), "rules").primary.reason,
     }
     for word, reason in reasons.items():
         assert word in reason.lower(), reason
@@ -249,14 +249,14 @@ def test_config_thresholds_change_the_decision(
     router, raw_config, build_router, thresholds, overrides, changed, default
 ):
     features = make_features(**overrides)
-    assert router.planner.plan(features, "auto").primary.model == default
+    assert router.planner.plan(features, "rules").primary.model == default
     raw_config["routing"]["thresholds"].update(thresholds)
-    assert build_router(raw_config).planner.plan(features, "auto").primary.model == changed
+    assert build_router(raw_config).planner.plan(features, "rules").primary.model == changed
 
 
 def test_config_auto_targets_change_the_decision(raw_config, build_router):
     raw_config["routing"]["auto"]["default"] = ["claude-haiku"]
-    assert build_router(raw_config).planner.plan(make_features(), "auto").primary.model == "claude-haiku"
+    assert build_router(raw_config).planner.plan(make_features(), "rules").primary.model == "claude-haiku"
 
 
 # --- custom decision trees -------------------------------------------------------------------------------
@@ -268,7 +268,7 @@ TEAM_RULES = {
         {"condition": {"tokens": {"gt": 1000}}, "action": {"provider": "vertex_ai"}},
         {"condition": {"task": ["translation", "summarization"]}, "action": {"strategy": "cost"}},
     ],
-    "otherwise": "auto",
+    "otherwise": "rules",
 }
 
 
@@ -300,13 +300,13 @@ def test_custom_rule_on_task_delegates_to_cost(team_router, task):
     assert "rule 3" in plan.primary.reason and "cost" in plan.primary.reason
 
 
-def test_custom_tree_otherwise_falls_back_to_auto(team_router):
+def test_custom_tree_otherwise_falls_back_to_its_otherwise_strategy(team_router):
     plan = team_router.planner.plan(make_features(task="code_analysis", complexity=0.9), "team_rules")
-    assert plan.primary.model == "claude-opus"  # what auto picks for complex requests
+    assert plan.primary.model == "claude-opus"  # what the keyword rules pick for complex requests
     reason = plan.primary.reason
     assert "team_rules" in reason
     assert re.search(r"rule \d", reason) is None  # no rule claims it
-    assert "auto" in reason
+    assert "rules" in reason
 
 
 @pytest.mark.parametrize("tokens, matched", [(1000, False), (1001, True)])
