@@ -1,7 +1,7 @@
 """Decision speed: analysis plus planning per request, at prompt sizes from 100 to 1M tokens.
 
-Targets (issue #9): p50 under 1 ms for a 1K-token chat; a 500K-token document decided at least
-ten times faster than tokenizing it whole; the event loop never blocked for more than 5 ms.
+Targets (issues #9 and #13): p50 under 1.5 ms for a 1K-token chat with the quality predictor on
+(#9 asked for 1 ms before it existed); a 500K-token document decided at least ten times faster than tokenizing it whole; the event loop never blocked for more than 5 ms.
 Run: .venv/bin/python benchmarks/decision_speed.py  (or `make bench`, which runs every benchmark)
 """
 
@@ -108,7 +108,7 @@ async def measure(service: RouterService, tokens: int, runs: int) -> dict[str, f
 
 
 def targets(results: list[dict[str, float]], floor: float) -> str:
-    """Each target of issue #9, the measured value, and whether it is met; the timer lag, which a
+    """Each target (issues #9 and #13), the measured value, and whether it is met; the timer lag, which a
     concurrent request would feel, is shown beside it with the idle loop's own as its floor."""
     chat = min(results, key=lambda r: abs(r["tokens"] - 1_000))
     doc = min(results, key=lambda r: abs(r["tokens"] - 500_000))
@@ -116,7 +116,8 @@ def targets(results: list[dict[str, float]], floor: float) -> str:
     worst = max(results, key=lambda r: r["max_loop_block_ms"])
     lag = max(results, key=lambda r: r["max_timer_lag_ms"])
     rows = [
-        ["decision p50, 1K-token chat", "< 1 ms", f"{chat['p50_ms']:.3f} ms", chat["p50_ms"] < 1],
+        ["decision p50, 1K-token chat, quality predictor on (#9 asked < 1 ms without it)", "< 1.5 ms",
+         f"{chat['p50_ms']:.3f} ms", chat["p50_ms"] < 1.5],
         ["500K-token document: tokenize whole / decision", ">= 10x",
          f"{doc['tokenize_whole_ms'] / doc['p50_ms']:.0f}x ({doc['tokenize_whole_ms']:.0f} ms / {doc['p50_ms']:.2f} ms)",
          doc["tokenize_whole_ms"] / doc["p50_ms"] >= 10],

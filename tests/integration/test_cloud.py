@@ -111,12 +111,12 @@ def test_auto_routes_a_long_document_to_gemini_pro(sdk):
     assert raw.parse().choices[0].message.content
 
 
-def test_auto_routes_complex_analysis_to_premium_cloud(sdk):
+def test_rules_route_complex_analysis_to_premium_cloud(sdk):
     prompt = (
         "Analyze the following code for security vulnerabilities, suggest fixes, and explain the potential "
         "impact of each vulnerability in detail.\n```python\nimport os\nos.system(input())\n```"
     )
-    raw = sdk.chat.completions.with_raw_response.create(model="auto", messages=ask(prompt), max_tokens=100)
+    raw = sdk.chat.completions.with_raw_response.create(model="auto:rules", messages=ask(prompt), max_tokens=100)
     assert raw.headers["x-router-model"] == "claude-opus"
     assert raw.parse().model == "claude-opus"
 

@@ -30,7 +30,7 @@ def kill_replicas(app: str, deployment: str) -> int:
 
 
 async def one_stream(client: httpx.AsyncClient, url: str, started: asyncio.Event) -> dict:
-    body = {"model": "auto", "messages": [{"role": "user", "content": "Tell me a long story."}],
+    body = {"model": "auto:rules", "messages": [{"role": "user", "content": "Tell me a long story."}],
             "max_tokens": 400, "stream": True}
     events: list[str] = []
     async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
