@@ -268,3 +268,30 @@ def calibrator_analyzer(config):
     from app.routing.analysis import Analyzer
 
     return Analyzer(config.routing.thresholds)
+
+
+def test_route_decision_log_carries_the_predicted_quality_and_margin(client):
+    import logging
+
+    from app.observability.logs import JsonFormatter, logger
+
+    records: list[dict] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(json.loads(JsonFormatter().format(record)))
+
+    handler, level = Collect(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        answer = client.post("/v1/chat/completions", json={"model": "auto:0.3", "messages": [{"role": "user", "content": MATH}]})
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert answer.status_code == 200
+    (line,) = [r["event"] for r in records if r.get("message") == "route_decision"]
+    plan = route(client, model="auto:0.3").json()
+    assert line["model"] == answer.json()["model"] == plan["model"]
+    assert line["quality"] == plan["quality"][line["model"]] and line["quality_margin"] == 0.3
+    assert MATH[:20] not in json.dumps(line)
