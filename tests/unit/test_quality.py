@@ -290,7 +290,7 @@ def test_route_decision_log_carries_the_predicted_quality_and_margin(client):
         logger.removeHandler(handler)
         logger.setLevel(level)
     assert answer.status_code == 200
-    (line,) = [r["event"] for r in records if r.get("message") == "route_decision"]
+    (line,) = [r for r in records if r.get("event") == "route_decision"]
     plan = route(client, model="auto:0.3").json()
     assert line["model"] == answer.json()["model"] == plan["model"]
     assert line["quality"] == plan["quality"][line["model"]] and line["quality_margin"] == 0.3
