@@ -7,6 +7,9 @@
     ├── AuthenticationError          401  authentication_error
     ├── PermissionDeniedError        403  permission_error
     ├── NotFoundError                404  not_found_error        (unknown model or strategy)
+    │   └── RequestNotFoundError     404  code=request_not_found (no answer of the caller's under a request id)
+    ├── ConflictError                409  invalid_request_error
+    │   └── FeedbackExistsError      409  code=feedback_exists   (the answer is rated already)
     ├── PayloadTooLargeError         413  invalid_request_error
     ├── RateLimitError               429  rate_limit_error       (a client limit; carries Retry-After)
     │   └── BudgetExhaustedError     429  insufficient_quota
@@ -85,6 +88,19 @@ class NotFoundError(RouterError):
 
 class ModelNotFoundError(NotFoundError):
     code = "model_not_found"
+
+
+class RequestNotFoundError(NotFoundError):
+    code = "request_not_found"
+
+
+class ConflictError(RouterError):
+    status_code = 409
+    error_type = "invalid_request_error"
+
+
+class FeedbackExistsError(ConflictError):
+    code = "feedback_exists"
 
 
 class PayloadTooLargeError(RouterError):

@@ -24,6 +24,8 @@ from app.cache.service import ResponseCache, store_for
 from app.cache.store import chunks_to_completion, completion_to_chunks
 from app.config import BUILTIN_STRATEGIES, RouterConfig
 from app.errors import InvalidRequestError, ModelNotFoundError, RouterError, UpstreamTimeoutError
+from app.feedback.service import FeedbackService
+from app.feedback.store import store_for as feedback_store_for
 from app.observability.logs import log_event, now
 from app.observability.metrics import Metrics
 from app.observability.metrics import metrics as default_metrics
@@ -54,6 +56,7 @@ class RouterService:
         metrics: Metrics | None = None,
         budgets: Budgets | None = None,
         cache: ResponseCache | None = None,
+        feedback: FeedbackService | None = None,
     ) -> None:
         self.config = config
         self.catalog = Catalog(config, pricer)
@@ -62,7 +65,11 @@ class RouterService:
         self.analyzer = Analyzer(config.routing.thresholds)
         self.backends = dict(backends)
         self.metrics = metrics or default_metrics()
-        self.recorder = Recorder(self.catalog, self.metrics)
+        # Answers' decisions are kept (beside the ledger) for clients' ratings: POST /v1/feedback.
+        self.feedback = feedback or FeedbackService(
+            feedback_store_for(config.ledger), keep_text=config.logging.log_prompts
+        )
+        self.recorder = Recorder(self.catalog, self.metrics, on_answer=self.feedback.note)
         self.budgets = budgets or Budgets(
             config,
             self.catalog.pricer,
@@ -88,6 +95,7 @@ class RouterService:
         checks = [b.check_credentials() for b in self.backends.values() if hasattr(b, "check_credentials")]
         await asyncio.gather(self.budgets.refresh(), *checks, return_exceptions=True)
         self._background = asyncio.get_running_loop().create_task(self._reread_budgets())
+        self.feedback.start()
 
     async def _reread_budgets(self) -> None:
         """Other replicas' spend, and the midnight reset, reach this replica's routing and gauges."""
@@ -102,7 +110,9 @@ class RouterService:
         if self._background is not None:
             self._background.cancel()
         closers = [b.aclose() for b in self.backends.values() if hasattr(b, "aclose")]
-        await asyncio.gather(*closers, self.budgets.close(), self.cache.close(), return_exceptions=True)
+        await asyncio.gather(
+            *closers, self.budgets.close(), self.cache.close(), self.feedback.close(), return_exceptions=True
+        )
 
     # --- availability -------------------------------------------------------------------
     def availability(self, model: str) -> str | None:

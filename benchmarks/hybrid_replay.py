@@ -57,6 +57,8 @@ from app.budget.budgets import STATE_DIR_ENV, Budgets, ledger_for
 from app.budget.pricing import Pricer, TokenUsage
 from app.config import RouterConfig, load_config
 from app.errors import BudgetExhaustedError
+from app.feedback.service import FeedbackService
+from app.feedback.store import store_for as feedback_store_for
 from app.observability.logs import configure_logging
 from app.observability.metrics import metrics as new_metrics
 from app.service import RouterService
@@ -248,7 +250,8 @@ def latency(config: RouterConfig, model: str, prompt: int, answer: int) -> float
 # --- the replay ------------------------------------------------------------------------------
 def service_for(config: RouterConfig, state_dir: str) -> RouterService:
     """The router as deployed, with scripted backends, a ledger in ``state_dir``, no webhook, and
-    one fixed day (a replay that crosses midnight must not reset its budgets)."""
+    one fixed day (a replay that crosses midnight must not reset its budgets); its feedback store
+    beside that ledger."""
     metrics = new_metrics()
     day = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
     budgets = Budgets(
@@ -256,7 +259,8 @@ def service_for(config: RouterConfig, state_dir: str) -> RouterService:
         AlertSender(config.cost_rules.webhook, metrics, env={}), now=lambda: day,
     )
     backends = {m: ScriptedBackend(m) for m in config.models}
-    return RouterService(config, backends, pricer(), metrics=metrics, budgets=budgets)
+    feedback = FeedbackService(feedback_store_for(config.ledger, {STATE_DIR_ENV: state_dir}))
+    return RouterService(config, backends, pricer(), metrics=metrics, budgets=budgets, feedback=feedback)
 
 
 def with_budgets(config: RouterConfig, scale: float | None) -> RouterConfig:

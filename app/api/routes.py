@@ -17,8 +17,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import shapes
 from app.api.errors import error_event, install_error_handlers
-from app.api.schemas import ChatCompletionRequest
+from app.api.schemas import ChatCompletionRequest, FeedbackRequest
 from app.errors import RouterError
+from app.feedback.store import REQUEST_ID_CHARS
 from app.security.auth import AuthMiddleware, KeyStore
 from app.security.quota import client_key
 from app.security.limits import BodySizeLimit, check_request
@@ -44,7 +45,8 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope.get("headers") or ()).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming[:64] if incoming.isprintable() and incoming else f"req-{uuid.uuid4().hex}"
+        usable = bool(incoming) and incoming.isprintable()
+        request_id = incoming[:REQUEST_ID_CHARS] if usable else f"req-{uuid.uuid4().hex}"
         scope.setdefault("state", {})["request_id"] = request_id
         if not self.echo:
             await self.app(scope, receive, send)
@@ -116,6 +118,20 @@ def create_app(
             "features": plan.features.as_dict(),
             "dropped": [{"model": m, "reason": why} for m, why in plan.dropped],
         }
+
+    @app.post("/v1/feedback")
+    async def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
+        """A client's rating of an answer, by the answer's ``x-request-id``; a non-admin key may
+        rate only its own requests (another's is a 404, as if unknown)."""
+        client = getattr(request.state, "client", None)
+        return await service.feedback.rate(
+            body.request_id[:REQUEST_ID_CHARS],  # as RequestIdMiddleware cut it
+            score=body.score,
+            rating=body.rating,
+            comment=body.comment,
+            client=client.name if client is not None else None,
+            admin=client is None or client.admin,
+        )
 
     @app.get("/v1/budget")
     async def budget(request: Request) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.feedback.service import COMMENT_CHARS
+
 
 class Lenient(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -65,3 +67,16 @@ class ChatCompletionRequest(Lenient):
     def body(self) -> dict[str, Any]:
         """The request as a plain dict, unknown fields included, unset fields left out."""
         return self.model_dump(exclude_unset=True, exclude_none=True)
+
+
+class FeedbackRequest(BaseModel):
+    """``POST /v1/feedback``: a rating of one answer, named by its ``x-request-id``. The router's
+    own endpoint, so it is strict: an unknown field, or a value of the wrong type, is a 400
+    naming it. Which of ``score`` and ``rating`` is sent is the service's check (exactly one)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    request_id: str = Field(min_length=1, max_length=256)
+    score: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    rating: Literal["up", "down"] | None = None
+    comment: str | None = Field(default=None, max_length=COMMENT_CHARS)

@@ -37,8 +37,9 @@ TOTAL = "total"
 STATE_DIR_ENV = "HYBRID_ROUTER_STATE_DIR"  # overrides the SQLite ledger's folder (tests, containers)
 
 
-def ledger_for(config: LedgerConfig, env: Mapping[str, str] | None = None) -> Ledger:
-    """The ledger the config names; a Redis ledger needs its URL in the environment."""
+def ledger_settings(config: LedgerConfig, env: Mapping[str, str] | None = None) -> LedgerSettings:
+    """Where the config's ledger lives: its SQLite file (moved by ``$HYBRID_ROUTER_STATE_DIR``) or
+    its Redis URL, which must be in the environment (``ValueError`` if not)."""
     env = os.environ if env is None else env
     path = Path(config.path).expanduser()
     if env.get(STATE_DIR_ENV):
@@ -46,7 +47,12 @@ def ledger_for(config: LedgerConfig, env: Mapping[str, str] | None = None) -> Le
     redis_url = env.get(config.redis_url_env)
     if config.backend == "redis" and not redis_url:
         raise ValueError(f"ledger.backend is redis but {config.redis_url_env} is not set")
-    return build_ledger(LedgerSettings(backend=config.backend, path=str(path), redis_url=redis_url, key_prefix=config.key_prefix))
+    return LedgerSettings(backend=config.backend, path=str(path), redis_url=redis_url, key_prefix=config.key_prefix)
+
+
+def ledger_for(config: LedgerConfig, env: Mapping[str, str] | None = None) -> Ledger:
+    """The ledger the config names; a Redis ledger needs its URL in the environment."""
+    return build_ledger(ledger_settings(config, env))
 
 
 @dataclass

@@ -9,9 +9,10 @@ process) can change in between. Readers are not blocked (WAL mode); writers wait
 Durability: WAL with ``synchronous=FULL``; a call returns only after its transaction committed, so
 spend survives a process killed at any point (and a power loss).
 
-Threading: each ledger object owns one connection, opened and used only by its own single worker
-thread; the event loop never blocks on the file. A cancelled call still finishes its transaction
-in the worker (a reservation made that way lapses after its ttl).
+Threading (``app.sqlite_file``): each ledger object owns one connection, opened and used only by
+its own single worker thread; the event loop never blocks on the file. A cancelled call still
+finishes its transaction in the worker (a reservation made that way lapses after its ttl). A
+refused ``reserve`` still commits: it may have deleted expired reservations.
 
 Expiry uses ``clock()`` (``time.time`` by default: wall time, comparable across processes).
 Expired reservations are deleted at the next ``reserve``; finished ids (the idempotence record)
@@ -20,17 +21,16 @@ are purged ``retention_s`` after they finished.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
 
 from app.budget.ledger import DEFAULT_RETENTION_S, KeySpend, amount_nanos, from_nanos, limit_nanos
+from app.sqlite_file import SQLiteFile, transaction
 
 T = TypeVar("T")
 
@@ -68,49 +68,14 @@ class SQLiteLedger:
         retention_s: float = DEFAULT_RETENTION_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.path = Path(path).expanduser()
+        self._db = SQLiteFile(path, _SCHEMA, busy_timeout_s=busy_timeout_s, thread_name="ledger-sqlite")
+        self.path = self._db.path
         self.busy_timeout_s = busy_timeout_s
         self.retention_s = retention_s
         self.clock = clock
-        self._conn: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="ledger-sqlite")
-
-    # --- plumbing ---------------------------------------------------------------------------
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._executor is None:
-            raise RuntimeError("ledger is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
-
-    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._conn is None:
-            self._conn = self._open()
-        return fn(self._conn)
-
-    def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-            conn.execute("PRAGMA synchronous = FULL")
-            # Switching a new file to WAL (and the first read of it) can fail with "locked" without
-            # waiting on the busy handler while another process does the same: retry until the timeout.
-            deadline = time.monotonic() + self.busy_timeout_s
-            while True:
-                try:
-                    conn.execute("PRAGMA journal_mode = WAL")
-                    _transaction(
-                        conn, lambda: [conn.execute(sql) for sql in _SCHEMA.split(";") if sql.strip()]
-                    )
-                    break
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.01)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return await self._db.run(fn)
 
     # --- the Ledger API ---------------------------------------------------------------------
 
@@ -138,7 +103,7 @@ class SQLiteLedger:
                 )
                 return reservation_id
 
-            return _transaction(conn, body)
+            return transaction(conn, body)
 
         return await self._run(op)
 
@@ -163,7 +128,7 @@ class SQLiteLedger:
                 conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
                 conn.executemany(_ADD_SPEND, [(day, key, nanos) for key, nanos in actual.items()])
 
-            _transaction(conn, body)
+            transaction(conn, body)
 
         await self._run(op)
 
@@ -171,7 +136,7 @@ class SQLiteLedger:
         rows = [(day, key, amount_nanos(value)) for key, value in actual.items()]
 
         def op(conn: sqlite3.Connection) -> None:
-            _transaction(conn, lambda: conn.executemany(_ADD_SPEND, rows))
+            transaction(conn, lambda: conn.executemany(_ADD_SPEND, rows))
 
         await self._run(op)
 
@@ -190,7 +155,7 @@ class SQLiteLedger:
                     for key in sorted(spent.keys() | reserved.keys())
                 }
 
-            return _transaction(conn, body, mode="DEFERRED")  # one consistent snapshot
+            return transaction(conn, body, mode="DEFERRED")  # one consistent snapshot
 
         return await self._run(op)
 
@@ -200,41 +165,14 @@ class SQLiteLedger:
                 sql = "INSERT OR IGNORE INTO alerts (day, key, alert) VALUES (?, ?, ?)"
                 return conn.execute(sql, (day, key, alert)).rowcount == 1
 
-            return _transaction(conn, body)
+            return transaction(conn, body)
 
         return await self._run(op)
 
     async def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-
-        def op() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, op)
-        finally:
-            executor.shutdown(wait=False)
+        await self._db.close()
 
 
 def _scalar(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> int:
     row = conn.execute(sql, params).fetchone()
     return int(row[0]) if row is not None and row[0] is not None else 0
-
-
-def _transaction(conn: sqlite3.Connection, body: Callable[[], T], *, mode: str = "IMMEDIATE") -> T:
-    """Run ``body`` in one transaction: committed if it returns, rolled back if it raises.
-    A ``None``-returning reserve check still commits (it may have deleted expired rows)."""
-    conn.execute(f"BEGIN {mode}")
-    try:
-        result = body()
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    if conn.in_transaction:
-        conn.execute("COMMIT")
-    return result

@@ -1,13 +1,15 @@
 """What happened to each request, and where it is recorded: the ``route_decision`` log line,
-the metrics, and the ``x-router-*`` headers.
+the metrics, the ``x-router-*`` headers, and for an answer its decision record for feedback.
 
 ``Outcome`` is filled in as a request goes (plan, failures, retries, time spent in backends);
 ``Recorder.finish`` prices its usage and writes the log line and the metrics once, whatever
-way the request ended (answered, failed, or cancelled by the client).
+way the request ended (answered, failed, or cancelled by the client), then hands an answered
+request (status ok, a model answered) to ``on_answer``, which must not block or do I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -67,9 +69,12 @@ class Outcome:
 
 
 class Recorder:
-    def __init__(self, catalog: Catalog, metrics: Metrics) -> None:
+    def __init__(
+        self, catalog: Catalog, metrics: Metrics, on_answer: Callable[[Outcome], None] | None = None
+    ) -> None:
         self.catalog = catalog
         self.metrics = metrics
+        self.on_answer = on_answer
 
     def finish(
         self,
@@ -88,6 +93,9 @@ class Recorder:
             outcome.cost_usd = self.catalog.pricer.usage_cost(target.model, usage)
         self._metrics(outcome, error)
         self._log(outcome, error)
+        answered = outcome.target is not None and outcome.status == "ok" and error is None
+        if answered and self.on_answer is not None:
+            self.on_answer(outcome)
 
     def _status(self, outcome: Outcome, error: RouterError | None) -> str:
         if outcome.status == "cancelled":

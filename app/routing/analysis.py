@@ -9,7 +9,7 @@ turn, and token counting samples very long text.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from app.config import AutoThresholds
@@ -54,7 +54,9 @@ class Features:
         return self.has_images
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        # NOTE: field by field, not dataclasses.asdict (which deep-copies; 30x slower): this runs
+        # for every request's log line and decision record, and every field but these is a scalar.
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["complexity_signals"] = list(self.complexity_signals)
         out["quality_inputs"] = [round(x, 4) for x in self.quality_inputs]
         out["metadata"] = dict(self.metadata)

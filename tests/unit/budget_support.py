@@ -26,6 +26,7 @@ from app.budget.ledger import Ledger
 from app.budget.pricing import Pricer
 from app.cache.service import ResponseCache
 from app.config import RouterConfig, parse_config
+from app.feedback.service import FeedbackService
 from app.observability.logs import JsonFormatter, logger
 from app.observability.metrics import Metrics
 from app.service import RouterService
@@ -57,8 +58,10 @@ def make_config(
     reservation_ttl_s: float | None = None,
     cache: Mapping[str, Any] | None = None,
     ledger: Mapping[str, Any] | None = None,
+    sections: Mapping[str, Any] | None = None,
 ) -> RouterConfig:
-    """The default YAML with ``haiku_first`` added and the given sections changed."""
+    """The default YAML with ``haiku_first`` added and the given sections changed (``sections``:
+    whole top-level sections replaced, e.g. ``{"auth": {"enabled": True}}``)."""
     raw = copy.deepcopy(_default_raw())
     raw.setdefault("strategies", {})[HAIKU_FIRST] = copy.deepcopy(HAIKU_FIRST_STRATEGY)
     rules = raw["cost_rules"]
@@ -72,6 +75,7 @@ def make_config(
         raw["cache"].update(cache)
     if ledger is not None:
         raw["ledger"].update(ledger)
+    raw.update(copy.deepcopy(dict(sections or {})))
     return parse_config(raw, source="test-budgets.yaml")
 
 
@@ -166,9 +170,10 @@ def make_service(
     *,
     env: Mapping[str, str] | None = None,
     cache: ResponseCache | None = None,
+    feedback: FeedbackService | None = None,
 ) -> RouterService:
-    """A service with its own metrics registry, budgets over ``ledger`` and (by default) no
-    response cache."""
+    """A service with its own metrics registry, budgets over ``ledger``, (by default) no
+    response cache, and ``feedback`` (by default the store beside the config's ledger)."""
     metrics = new_metrics()
     budgets = make_budgets(config, ledger, now, metrics=metrics, env=env)
     return RouterService(
@@ -178,6 +183,7 @@ def make_service(
         metrics=metrics,
         budgets=budgets,
         cache=cache if cache is not None else ResponseCache(None, 1),
+        feedback=feedback,
         sleep=no_wait,
     )
 

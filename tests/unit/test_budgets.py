@@ -817,11 +817,16 @@ class _SlowReserveLedger(SQLiteLedger):
 
     slow_next = False
 
-    def _call(self, fn: Any) -> Any:
-        if self.slow_next:
-            self.slow_next = False
-            time.sleep(0.2)
-        return super()._call(fn)
+    async def _run(self, fn: Any) -> Any:
+        if not self.slow_next:
+            return await super()._run(fn)
+        self.slow_next = False
+
+        def slow(conn: Any) -> Any:
+            time.sleep(0.2)  # in the worker thread
+            return fn(conn)
+
+        return await super()._run(slow)
 
 
 async def test_request_cancelled_during_its_reservation_holds_no_budget(tmp_path: Path) -> None:
