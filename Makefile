@@ -36,9 +36,11 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	touch $@
 
 # Retrains the quality predictor (app/routing/quality/quality_model.json) from data/routing/ and the
-# config's quality.roles; deterministic. FEEDBACK=feedback.jsonl folds in exported /v1/feedback scores.
+# config's quality.roles; deterministic. FEEDBACK=feedback.jsonl folds in exported /v1/feedback ratings
+# (python -m app.feedback.export), FEEDBACK=store reads them from the ledger store.
 train-router: install  ## rebuild the quality predictor that `auto` routes with
-	$(BIN)/python -m app.routing.quality.train $(if $(FEEDBACK),--feedback $(FEEDBACK))
+	$(BIN)/python -m pip install -q $(TORCH_INDEX) -e ".[train]"
+	$(BIN)/python -m app.routing.quality.train $(if $(filter store,$(FEEDBACK)),--feedback-store,$(if $(FEEDBACK),--feedback $(FEEDBACK)))
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit -p no:cacheprovider

@@ -28,7 +28,7 @@ from tests.unit.budget_support import MISTRAL, FakeNow, make_config, make_servic
 from tests.unit.redis_fixture import redis_url, unique_prefix  # noqa: F401 - the fixture
 
 PROMPT = "What is Kubernetes?"
-ASK = {"model": "auto", "messages": [{"role": "user", "content": PROMPT}]}
+ASK = {"model": "auto:rules", "messages": [{"role": "user", "content": PROMPT}]}
 KEYS = {"ROUTER_API_KEYS": "alice:sk-alice-0123,bob:sk-bob-4567", "ROUTER_ADMIN_KEYS": "ops:sk-ops-8910"}
 ALICE, BOB, OPS = ({"authorization": f"Bearer {k}"} for k in ("sk-alice-0123", "sk-bob-4567", "sk-ops-8910"))
 
@@ -80,7 +80,7 @@ def test_a_rated_answer_is_stored_and_exported_with_its_features_and_no_prompt(s
     assert response.json() == {"request_id": rid, "score": 0.8, "model": MISTRAL, "recorded": True}
     (row,) = export.read_rows(config)
     assert row == {
-        "request_id": rid, "model": MISTRAL, "strategy": "auto", "features": row["features"], "score": 0.8,
+        "request_id": rid, "model": MISTRAL, "strategy": "rules", "features": row["features"], "score": 0.8,
         "created_at": row["created_at"], "rated_at": row["rated_at"],
     }
     assert row["features"] == {**features, "metadata": []}
@@ -310,3 +310,15 @@ async def test_a_decision_log_ignores_ids_the_router_cannot_issue(state_dir: Pat
         assert list(service.feedback.decisions._pending) == ["ok-id"]
     finally:
         await service.close()
+
+
+def test_exported_ratings_fold_into_the_quality_predictors_training(state_dir: Path) -> None:
+    from app.routing.quality import train
+    from app.routing.quality.features import NAMES
+
+    config = make_config()
+    with served(config) as client:
+        rate(client, request_id=chat(client), rating="down")
+    role_of = {m: s.quality_role for m, s in config.models.items() if s.quality_role}
+    (example,) = train.examples_from_feedback(export.read_rows(config), role_of)
+    assert len(example.vector) == len(NAMES) and example.labels == {role_of[MISTRAL]: 0.0}

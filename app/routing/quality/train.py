@@ -4,7 +4,8 @@ Training data is JSONL, one prompt a line, with per-model outcomes in one of thr
 ``"correct": {model: 0|1}`` (graded answers), ``"score": {model: 1..10}`` (judge scores, scaled
 to [0, 1]) or ``"quality": {model: 0..1}``. The router config's ``quality.roles`` says which
 models of the data play each role; a row's label for a role is the mean over those it has.
-Router feedback (``--feedback``, rows exported from ``POST /v1/feedback``) adds the answering
+Router feedback (``--feedback FILE`` from ``python -m app.feedback.export``, or
+``--feedback-store`` to read the ledger store directly; ratings of ``POST /v1/feedback``) adds the answering
 model's role with the client's score, from the stored feature vector (no prompt text needed).
 
 Each role gets one L2-regularised logistic regression on standardised features, with soft
@@ -155,12 +156,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(default_config), help="router config (quality.roles, catalog roles)")
     parser.add_argument("--data", nargs="*", default=[str(p) for p in DEFAULT_DATA], help="training JSONL files")
-    parser.add_argument("--feedback", help="JSONL exported from the router's feedback store")
+    feedback = parser.add_mutually_exclusive_group()
+    feedback.add_argument("--feedback", help="JSONL exported by `python -m app.feedback.export`")
+    feedback.add_argument("--feedback-store", action="store_true",
+                          help="read the ratings from the config's ledger store (SQLite file or $REDIS_URL)")
     parser.add_argument("--out", default=str(DEFAULT_MODEL_PATH), help="where to write the trained model (JSON)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     role_of = {m: s.quality_role for m, s in config.models.items() if s.quality_role}
     feedback = read_jsonl(args.feedback) if args.feedback else []
+    if args.feedback_store:
+        from app.feedback.export import read_rows
+
+        feedback = read_rows(config)
     model = train(config.quality.roles, args.data, feedback, role_of)
     Path(args.out).write_text(json.dumps(model.as_dict(), indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.out}: roles {sorted(model.roles)}, {model.info['rows']} rows "
