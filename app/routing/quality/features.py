@@ -14,7 +14,8 @@ import re
 _OPTION = re.compile(r"^\s*\(?([A-Ja-j])[.)]\s+(.*)$", re.MULTILINE)
 _NUMBER = re.compile(r"(?<![A-Za-z])[-+]?\d+(?:[.,]\d+)*(?:[eE][-+]?\d+)?")
 _DECIMAL = re.compile(r"\d\.\d")
-_MATH_OP = re.compile(r"[=+×÷^√∫∑∏≤≥≈±∞π]|\*\*|(?<=\d)\s*[*/x]\s*(?=\d)|\\frac|\\sqrt|\\sum|\\int|\$[^$\n]{1,80}\$")
+_MATH_SYMBOLS = "=+×÷^√∫∑∏≤≥≈±∞π"
+_MATH_OP = re.compile(r"\d ?[*/x] ?\d|\\(?:frac|sqrt|sum|int)|\$[^$\n]{1,80}\$")
 _UNIT = re.compile(
     r"\d\s*(?:%|kg|g|mg|km|cm|mm|nm|m|s|ms|min|h|hr|hours?|mol|mmol|m?L|J|kJ|cal|kcal|K|°C|°F|N|Pa|kPa|atm|"
     r"V|mV|A|mA|W|kW|Hz|MHz|eV|MeV|ohms?|Ω|years?|days?|dollars?|units?|ft|in|lbs?|mph)\b|[$€£¥]\s*\d"
@@ -43,11 +44,12 @@ REASONING_WORDS = frozenset(
     "infer why".split()
 )
 CONSTRAINT_WORDS = frozenset("must should without only exactly".split())
-_CODE_SYNTAX = re.compile(
-    r"```|^\s*(?:def |class \w+[:(]|import |from \S+ import |function |const |let |var |public |#include|"
-    r"package |SELECT |fn |func )|[{};]\s*$|=>|->|\w\([^)\n]*\)\s*[{:]",
+_CODE_LINE = re.compile(
+    r"^[ \t]*(?:def |class \w+[:(]|import |from \S+ import |function |const |let |var |public |#include|"
+    r"package |SELECT |fn |func )",
     re.MULTILINE,
 )
+_CODE_MARKS = ("```", ";\n", "{\n", "}\n", "=>", "->", "();", "){")
 _WORD = re.compile(r"[a-z+#]+")
 _CAPITALIZED = re.compile(r"(?<=[a-z,;] )[A-Z][a-z]+")
 _LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+\S", re.MULTILINE)
@@ -133,12 +135,12 @@ def vectorize(text: str, length: int | None = None) -> list[float]:
         min(1.0, 20 * numbers / n_words),
         _squash(numbers),
         _squash(len(_DECIMAL.findall(text))),
-        _squash(len(_MATH_OP.findall(text))),
+        _squash(sum(map(text.count, _MATH_SYMBOLS)) + len(_MATH_OP.findall(text))),
         _squash(len(_UNIT.findall(text))),
         _squash(_phrases(lower, CALC_PHRASES)) + _hits(words, CALC_WORDS),
         _squash(_phrases(lower, RECALL_PHRASES)),
         _hits(words, NEGATION_WORDS),
-        _squash(len(_CODE_SYNTAX.findall(text))),
+        _squash(sum(map(text.count, _CODE_MARKS)) + len(_CODE_LINE.findall(text))),
         _hits(words, CODE_WORDS),
         _hits(words, WRITING_WORDS),
         _squash(lower.count("step by step") + lower.count("step-by-step")) + _hits(words, REASONING_WORDS),
