@@ -259,7 +259,7 @@ def test_every_manifest_kind_is_checked() -> None:
         "ServiceAccount",
         "ConfigMap",
         "Secret",
-        "Deployment",
+        "StatefulSet",
         "Service",
         "NetworkPolicy",
     } <= kinds
@@ -590,7 +590,7 @@ def test_workload_identity() -> None:
 
 def test_redis_is_where_redis_url_points_and_lets_the_router_in() -> None:
     url = one("ConfigMap", "configmap.yaml")["data"]["REDIS_URL"]
-    service, deployment, policy = (one(k, "redis.yaml") for k in ("Service", "Deployment", "NetworkPolicy"))
+    service, deployment, policy = (one(k, "redis.yaml") for k in ("Service", "StatefulSet", "NetworkPolicy"))
     (port,) = service["spec"]["ports"]
     assert url == f"redis://{service['metadata']['name']}:{port['port']}/0"
     labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -601,6 +601,20 @@ def test_redis_is_where_redis_url_points_and_lets_the_router_in() -> None:
     allowed = [f["podSelector"]["matchLabels"] for f in rule["from"]]
     for group in GROUPS.values():
         assert any(a.items() <= group["template"]["metadata"]["labels"].items() for a in allowed)
+
+
+def test_redis_keeps_its_data_on_a_persistent_volume() -> None:
+    """Spend must survive the Redis pod being rescheduled: append-only file on a PVC, not an emptyDir."""
+    redis = one("StatefulSet", "redis.yaml")
+    (container,) = redis["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--appendonly") + 1] == "yes" and args[args.index("--dir") + 1] == "/data"
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/data"]
+    (claim,) = redis["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == mount["name"]
+    assert not any("emptyDir" in v for v in redis["spec"]["template"]["spec"].get("volumes", []))
+    assert redis["spec"]["replicas"] == 1
+    assert redis["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
 
 
 def test_kustomization_applies_every_manifest() -> None:

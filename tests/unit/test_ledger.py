@@ -11,6 +11,9 @@ import asyncio
 import multiprocessing
 import os
 import random
+import shutil
+import socket
+import subprocess
 import signal
 import time
 import uuid
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from app.budget.ledger import KeySpend, Ledger, LedgerSettings, build_ledger, day_of, from_nanos, to_nanos
 from app.budget.ledger_redis import RedisLedger
@@ -410,3 +414,63 @@ async def test_spend_survives_a_killed_process(store: Store) -> None:
     await asyncio.sleep(1.1)  # ... until it expires
     assert (await ledger.spend(DAY))["total"] == KeySpend(D("0.42"), D(0))
     assert await ledger.reserve(DAY, both("0.58"), LIMITS, ttl_s=60) is not None
+
+
+def _start_redis(port: int, data_dir: Path, args: list[str]) -> subprocess.Popen:
+    import redis
+
+    proc = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+         "--dir", str(data_dir), *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    try:
+        for _ in range(400):
+            try:
+                client.ping()
+                return proc
+            except redis.ConnectionError:
+                time.sleep(0.025)
+    finally:
+        client.close()
+    proc.kill()
+    raise AssertionError("redis-server did not start")
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary")
+async def test_spend_survives_a_redis_restart_with_the_manifests_persistence(tmp_path: Path) -> None:
+    """kuberay/redis.yaml runs Redis with these arguments on a persistent volume: a restart (a
+    rescheduled pod reattaching its disk) must keep the day's spend and finished reservations."""
+    manifest = yaml.safe_load_all((Path(__file__).parents[2] / "kuberay/redis.yaml").read_text())
+    (redis_doc,) = [d for d in manifest if d["kind"] == "StatefulSet"]
+    args = [a for a in redis_doc["spec"]["template"]["spec"]["containers"][0]["args"]]
+    i = args.index("--dir")
+    args = args[:i] + args[i + 2 :]  # this test's own data directory instead of the volume's
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url, day = f"redis://127.0.0.1:{port}/0", "2026-12-02"
+    proc = _start_redis(port, tmp_path, args)
+    try:
+        ledger = RedisLedger(url, prefix="restart")
+        rid = await ledger.reserve(day, {"anthropic": D("0.5"), "total": D("0.5")}, {"total": D("10")}, ttl_s=60)
+        assert rid is not None
+        await ledger.settle(rid, day, {"anthropic": D("0.25"), "total": D("0.25")})
+        await ledger.record(day, {"self_hosted": D("0.01"), "total": D("0.01")})
+        await ledger.close()
+    finally:
+        proc.terminate()  # SIGTERM: Redis flushes its append-only file and exits
+        proc.wait(timeout=20)
+    proc = _start_redis(port, tmp_path, args)
+    try:
+        ledger = RedisLedger(url, prefix="restart")
+        spend = await ledger.spend(day)
+        assert spend["anthropic"] == KeySpend(D("0.25"), D(0))
+        assert spend["total"].spent == D("0.26") and spend["self_hosted"].spent == D("0.01")
+        await ledger.settle(rid, day, {"anthropic": D("9"), "total": D("9")})  # finished before the restart
+        assert (await ledger.spend(day))["anthropic"].spent == D("0.25")
+        await ledger.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
