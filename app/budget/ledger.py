@@ -83,6 +83,12 @@ class Ledger(Protocol):
         """True only for the first caller per (day, key, alert), across all clients."""
         ...
 
+    async def reset(self, day: str, keys: list[str]) -> None:
+        """An operator's reset: ``day``'s recorded spend of ``keys`` goes back to zero and their
+        alert marks are cleared (so alerts can fire again). Live reservations stay: requests in
+        flight still settle, and their spend is then recorded."""
+        ...
+
     async def close(self) -> None:
         """Release the connection; the ledger is unusable afterwards."""
         ...

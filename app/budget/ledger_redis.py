@@ -155,6 +155,16 @@ class RedisLedger:
         (marker,) = self._keys(day, f"alert:{key}:{alert}")
         return bool(await self.client.set(marker, "1", nx=True, ex=self.retention_s))
 
+    async def reset(self, day: str, keys: list[str]) -> None:
+        (spent,) = self._keys(day, "spent")
+        markers = [m for k in keys async for m in self.client.scan_iter(match=self._keys(day, f"alert:{k}:*")[0])]
+        async with self.client.pipeline(transaction=True) as pipe:
+            if keys:
+                pipe.hdel(spent, *keys)
+            if markers:
+                pipe.delete(*markers)
+            await pipe.execute()
+
     async def close(self) -> None:
         await self.client.aclose()
 

@@ -169,6 +169,16 @@ class SQLiteLedger:
 
         return await self._run(op)
 
+    async def reset(self, day: str, keys: list[str]) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            def body() -> None:
+                for table in ("spend", "alerts"):
+                    conn.executemany(f"DELETE FROM {table} WHERE day = ? AND key = ?", [(day, k) for k in keys])
+
+            transaction(conn, body)
+
+        await self._run(op)
+
     async def close(self) -> None:
         await self._db.close()
 

@@ -474,3 +474,48 @@ async def test_spend_survives_a_redis_restart_with_the_manifests_persistence(tmp
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+async def test_an_operator_reset_zeroes_spend_and_clears_alerts_of_those_keys_only(ledger: Ledger) -> None:
+    from app.budget import admin
+
+    await ledger.record(DAY, {"anthropic": D("2"), "openai": D("3"), "total": D("5")})
+    assert await ledger.mark_alert(DAY, "anthropic", "daily_budget_80_percent")
+    assert await ledger.mark_alert(DAY, "openai", "daily_budget_80_percent")
+    live = await ledger.reserve(DAY, {"anthropic": D("1")}, {}, ttl_s=60)
+    assert await admin.reset(ledger, DAY, ["anthropic", "total"]) == ["anthropic", "total"]
+    assert await spent(ledger, "anthropic") == 0 and await spent(ledger, "total") == 0
+    assert await spent(ledger, "openai") == D("3")
+    assert (await ledger.spend(DAY))["anthropic"].reserved == D("1")  # requests in flight still count and settle
+    assert await ledger.mark_alert(DAY, "anthropic", "daily_budget_80_percent")  # can fire again
+    assert not await ledger.mark_alert(DAY, "openai", "daily_budget_80_percent")
+    await ledger.settle(live, DAY, {"anthropic": D("0.5")})
+    assert await spent(ledger, "anthropic") == D("0.5")
+    assert await admin.reset(ledger, DAY, []) == ["anthropic", "openai"]  # every key with spend
+    assert all(s.spent == 0 for s in (await ledger.spend(DAY)).values())
+
+
+def test_the_admin_command_shows_and_resets_the_configured_ledger(tmp_path: Path, monkeypatch, capsys) -> None:
+    from app.budget import admin
+    from app.budget.budgets import STATE_DIR_ENV
+
+    monkeypatch.setenv(STATE_DIR_ENV, str(tmp_path))
+    config = admin.DEFAULT_CONFIG
+
+    async def spend_some() -> None:
+        from app.budget.budgets import ledger_for
+        from app.config import load_config
+
+        ledger = ledger_for(load_config(config).ledger)
+        await ledger.record(DAY, {"anthropic": D("1.5"), "total": D("1.5")})
+        await ledger.close()
+
+    asyncio.run(spend_some())
+    admin.main(["show", "--day", DAY])
+    assert "anthropic" in (out := capsys.readouterr().out) and "1.500000" in out and "50.00" in out
+    with pytest.raises(SystemExit):
+        admin.main(["reset", "--day", DAY])  # needs --yes
+    admin.main(["reset", "--day", DAY, "--key", "anthropic", "--yes"])
+    assert "anthropic" in capsys.readouterr().out
+    admin.main(["show", "--day", DAY])
+    assert "1.500000" in capsys.readouterr().out  # total kept
