@@ -25,7 +25,7 @@ from app.cache.store import chunks_to_completion, completion_to_chunks
 from app.config import BUILTIN_STRATEGIES, RouterConfig
 from app.errors import InvalidRequestError, ModelNotFoundError, RouterError, UpstreamTimeoutError
 from app.feedback.service import FeedbackService
-from app.feedback.store import store_for as feedback_store_for
+from app.feedback.backends import store_for as feedback_store_for
 from app.observability.logs import log_event, now
 from app.observability.metrics import Metrics
 from app.observability.metrics import metrics as default_metrics

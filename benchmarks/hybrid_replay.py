@@ -58,7 +58,7 @@ from app.budget.pricing import Pricer, TokenUsage
 from app.config import RouterConfig, load_config
 from app.errors import BudgetExhaustedError
 from app.feedback.service import FeedbackService
-from app.feedback.store import store_for as feedback_store_for
+from app.feedback.backends import store_for as feedback_store_for
 from app.observability.logs import configure_logging
 from app.observability.metrics import metrics as new_metrics
 from app.service import RouterService

@@ -34,7 +34,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from app.budget.ledger import DEFAULT_RETENTION_S, KeySpend, amount_nanos, from_nanos, limit_nanos
+from app.budget.money import DEFAULT_RETENTION_S, KeySpend, amount_nanos, from_nanos, limit_nanos
 
 # KEYS: live, resv, reserved. Sets `now` (ms) and drops expired reservations.
 _DROP_EXPIRED = """

@@ -29,7 +29,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
 
-from app.budget.ledger import DEFAULT_RETENTION_S, KeySpend, amount_nanos, from_nanos, limit_nanos
+from app.budget.money import DEFAULT_RETENTION_S, KeySpend, amount_nanos, from_nanos, limit_nanos
 from app.sqlite_file import SQLiteFile, transaction
 
 T = TypeVar("T")

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from app.config import RouterConfig, load_config
-from app.feedback.store import FeedbackStore, store_for
+from app.feedback.backends import store_for
+from app.feedback.store import FeedbackStore
 
 DEFAULT_CONFIG = "deployments/configs/router.yaml"
 

@@ -6,7 +6,7 @@
 * ``TrainingRow``: a rating with its decision, as a training command reads it (``as_dict``).
 
 A ``FeedbackStore`` keeps them where the budget ledger lives (the config's ``ledger`` section): the
-same SQLite file, in tables of its own, or the same Redis. Contracts every backend keeps:
+same SQLite file, in tables of its own, or the same Redis (``app.feedback.backends`` opens it). Contracts every backend keeps:
 
 * First write wins: ``save_decisions`` never replaces a decision already stored under its request
   id (ids can come from clients, so a later request cannot take over an earlier one's rating).
@@ -22,13 +22,10 @@ same SQLite file, in tables of its own, or the same Redis. Contracts every backe
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal, Protocol
 
-from app.budget.budgets import ledger_settings
-from app.budget.ledger import LedgerSettings
-from app.config import LedgerConfig
 
 REQUEST_ID_CHARS = 64  # the longest request id the router keeps (longer ones are cut to this)
 
@@ -133,26 +130,6 @@ class FeedbackStore(Protocol):
 
     async def close(self) -> None:
         ...
-
-
-def build_store(settings: LedgerSettings) -> FeedbackStore:
-    """The store beside the ledger that ``settings`` names (no I/O until first use)."""
-    if settings.backend == "sqlite":
-        from app.feedback.store_sqlite import SQLiteFeedbackStore
-
-        return SQLiteFeedbackStore(settings.path, retention_s=settings.retention_s)
-    if settings.backend == "redis":
-        if not settings.redis_url:
-            raise ValueError("the redis feedback store needs redis_url")
-        from app.feedback.store_redis import RedisFeedbackStore
-
-        return RedisFeedbackStore(settings.redis_url, settings.key_prefix, retention_s=settings.retention_s)
-    raise ValueError(f"unknown feedback store backend {settings.backend!r}")
-
-
-def store_for(config: LedgerConfig, env: Mapping[str, str] | None = None) -> FeedbackStore:
-    """The store where the config's ledger lives (``ledger_for``'s rules: state dir, Redis URL)."""
-    return build_store(ledger_settings(config, env))
 
 
 def owns(owner: str | None, client: str | None) -> bool:

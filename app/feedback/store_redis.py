@@ -25,7 +25,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from app.budget.ledger import DEFAULT_RETENTION_S
+from app.budget.money import DEFAULT_RETENTION_S
 from app.feedback.store import Added, Decision, Rating, TrainingRow
 
 # Each value is "<the owner's JSON>\n<the record's JSON>" (JSON never holds a raw newline), so the

@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
-from app.budget.ledger import DEFAULT_RETENTION_S
+from app.budget.money import DEFAULT_RETENTION_S
 from app.feedback.store import Added, Decision, Rating, TrainingRow, owns
 from app.sqlite_file import SQLiteFile, transaction
 

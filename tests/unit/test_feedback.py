@@ -21,7 +21,8 @@ from app.config import RouterConfig
 from app.errors import UpstreamBadRequestError
 from app.feedback import export
 from app.feedback.service import FeedbackService
-from app.feedback.store import Decision, store_for
+from app.feedback.backends import store_for
+from app.feedback.store import Decision
 from app.service import RouterService
 from tests.conformance import assert_conforms
 from tests.unit.budget_support import MISTRAL, FakeNow, make_config, make_service, scripted_backends

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from app.budget.ledger import LedgerSettings
-from app.feedback.store import Decision, FeedbackStore, Rating, build_store, is_request_id
+from app.feedback.backends import build_store
+from app.feedback.store import Decision, FeedbackStore, Rating, is_request_id
 from app.feedback.store_redis import RedisFeedbackStore
 from app.feedback.store_sqlite import SQLiteFeedbackStore
 from tests.unit.redis_fixture import redis_url, unique_prefix  # noqa: F401 - the fixture

@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
-from app.budget.ledger import KeySpend, Ledger, LedgerSettings, build_ledger, day_of, from_nanos, to_nanos
+from app.budget.ledger import KeySpend, Ledger, LedgerSettings, build_ledger, day_of
+from app.budget.money import from_nanos, to_nanos
 from app.budget.ledger_redis import RedisLedger
 from app.budget.ledger_sqlite import SQLiteLedger
 from tests.unit.redis_fixture import redis_url  # noqa: F401 - the fixture
