@@ -31,14 +31,16 @@ decides whether to fail open or closed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from app.budget.money import DEFAULT_RETENTION_S, KeySpend
+
+T = TypeVar("T")
 
 
 
@@ -105,17 +107,25 @@ class LedgerSettings:
     key_prefix: str = "hybrid-router"
     retention_s: int = DEFAULT_RETENTION_S
 
+    def open(self, what: str, sqlite: Callable[[str, int], T], redis: Callable[[str, str, int], T]) -> T:
+        """``sqlite(path, retention_s)`` or ``redis(url, key_prefix, retention_s)``, whichever the
+        backend is: the one dispatch for every store that lives where the ledger does."""
+        if self.backend == "sqlite":
+            return sqlite(self.path, self.retention_s)
+        if self.backend == "redis":
+            if not self.redis_url:
+                raise ValueError(f"the redis {what} needs redis_url")
+            return redis(self.redis_url, self.key_prefix, self.retention_s)
+        raise ValueError(f"unknown {what} backend {self.backend!r}")
+
 
 def build_ledger(settings: LedgerSettings) -> Ledger:
     """The ledger backend that ``settings`` names (no I/O until first use)."""
-    if settings.backend == "sqlite":
-        from app.budget.ledger_sqlite import SQLiteLedger
+    from app.budget.ledger_redis import RedisLedger
+    from app.budget.ledger_sqlite import SQLiteLedger
 
-        return SQLiteLedger(settings.path, retention_s=settings.retention_s)
-    if settings.backend == "redis":
-        if not settings.redis_url:
-            raise ValueError("the redis ledger backend needs redis_url")
-        from app.budget.ledger_redis import RedisLedger
-
-        return RedisLedger(settings.redis_url, settings.key_prefix, retention_s=settings.retention_s)
-    raise ValueError(f"unknown ledger backend {settings.backend!r}")
+    return settings.open(
+        "ledger backend",
+        lambda path, retention: SQLiteLedger(path, retention_s=retention),
+        lambda url, prefix, retention: RedisLedger(url, prefix, retention_s=retention),
+    )

@@ -12,17 +12,14 @@ from app.feedback.store import FeedbackStore
 
 def build_store(settings: LedgerSettings) -> FeedbackStore:
     """The store beside the ledger that ``settings`` names (no I/O until first use)."""
-    if settings.backend == "sqlite":
-        from app.feedback.store_sqlite import SQLiteFeedbackStore
+    from app.feedback.store_redis import RedisFeedbackStore
+    from app.feedback.store_sqlite import SQLiteFeedbackStore
 
-        return SQLiteFeedbackStore(settings.path, retention_s=settings.retention_s)
-    if settings.backend == "redis":
-        if not settings.redis_url:
-            raise ValueError("the redis feedback store needs redis_url")
-        from app.feedback.store_redis import RedisFeedbackStore
-
-        return RedisFeedbackStore(settings.redis_url, settings.key_prefix, retention_s=settings.retention_s)
-    raise ValueError(f"unknown feedback store backend {settings.backend!r}")
+    return settings.open(
+        "feedback store",
+        lambda path, retention: SQLiteFeedbackStore(path, retention_s=retention),
+        lambda url, prefix, retention: RedisFeedbackStore(url, prefix, retention_s=retention),
+    )
 
 
 def store_for(config: LedgerConfig, env: Mapping[str, str] | None = None) -> FeedbackStore:
