@@ -24,7 +24,8 @@ from decimal import Decimal
 from typing import Any
 
 from app.budget.alerts import AlertSender
-from app.budget.ledger import KeySpend, Ledger, LedgerSettings, build_ledger, day_of
+from app.budget.ledger import Ledger, LedgerSettings, build_ledger, day_of
+from app.budget.money import KeySpend
 from app.budget.pricing import Pricer
 from app.config import LedgerConfig, RouterConfig
 from app.errors import BudgetExhaustedError

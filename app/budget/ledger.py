@@ -124,8 +124,10 @@ def build_ledger(settings: LedgerSettings) -> Ledger:
     from app.budget.ledger_redis import RedisLedger
     from app.budget.ledger_sqlite import SQLiteLedger
 
-    return settings.open(
-        "ledger backend",
-        lambda path, retention: SQLiteLedger(path, retention_s=retention),
-        lambda url, prefix, retention: RedisLedger(url, prefix, retention_s=retention),
-    )
+    def sqlite(path: str, retention: int) -> Ledger:
+        return SQLiteLedger(path, retention_s=retention)
+
+    def redis(url: str, prefix: str, retention: int) -> Ledger:
+        return RedisLedger(url, prefix, retention_s=retention)
+
+    return settings.open("ledger backend", sqlite, redis)

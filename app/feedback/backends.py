@@ -15,11 +15,13 @@ def build_store(settings: LedgerSettings) -> FeedbackStore:
     from app.feedback.store_redis import RedisFeedbackStore
     from app.feedback.store_sqlite import SQLiteFeedbackStore
 
-    return settings.open(
-        "feedback store",
-        lambda path, retention: SQLiteFeedbackStore(path, retention_s=retention),
-        lambda url, prefix, retention: RedisFeedbackStore(url, prefix, retention_s=retention),
-    )
+    def sqlite(path: str, retention: int) -> FeedbackStore:
+        return SQLiteFeedbackStore(path, retention_s=retention)
+
+    def redis(url: str, prefix: str, retention: int) -> FeedbackStore:
+        return RedisFeedbackStore(url, prefix, retention_s=retention)
+
+    return settings.open("feedback store", sqlite, redis)
 
 
 def store_for(config: LedgerConfig, env: Mapping[str, str] | None = None) -> FeedbackStore:

@@ -156,9 +156,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(default_config), help="router config (quality.roles, catalog roles)")
     parser.add_argument("--data", nargs="*", default=[str(p) for p in DEFAULT_DATA], help="training JSONL files")
-    feedback = parser.add_mutually_exclusive_group()
-    feedback.add_argument("--feedback", help="JSONL exported by `python -m app.feedback.export`")
-    feedback.add_argument("--feedback-store", action="store_true",
+    ratings = parser.add_mutually_exclusive_group()
+    ratings.add_argument("--feedback", help="JSONL exported by `python -m app.feedback.export`")
+    ratings.add_argument("--feedback-store", action="store_true",
                           help="read the ratings from the config's ledger store (SQLite file or $REDIS_URL)")
     parser.add_argument("--out", default=str(DEFAULT_MODEL_PATH), help="where to write the trained model (JSON)")
     args = parser.parse_args(argv)
