@@ -14,9 +14,12 @@ EXAMPLE_5 = """Analyze the following code for security vulnerabilities,
             suggest fixes, and explain the potential impact of each vulnerability
             in detail. [large code snippet...]"""
 
-# Complexity signals by the seed's weight: high +0.3, medium +0.2, low +0.1.
+# Complexity signals by the seed's weight: high +0.3, medium +0.2, low +0.1. "deep_analysis" is ours,
+# not the seed's: a second independent multi-step cue (two of the seed's high keywords, or one and
+# three action verbs) is a high signal, so an explicit in-depth analysis reaches the 0.7 threshold.
 SIGNAL_WEIGHTS = {
     "multi_step_reasoning": 0.3,
+    "deep_analysis": 0.3,
     "code": 0.3,
     "long_context": 0.3,
     "multimodal": 0.3,
@@ -129,6 +132,7 @@ SCORED = [
     user("Hello there"),
     {**user("What is the weather in Paris?"), "tools": [WEATHER_TOOL]},
     image_request(),
+    user("Analyze in depth, step by step, the failure modes of Raft and Paxos."),
 ]
 
 
@@ -308,3 +312,248 @@ def test_urgency_words_inside_a_pasted_document_are_not_a_latency_need():
     document = "Intro. " * 200 + "The quick fix shipped in real-time to every region. " + "More text. " * 200
     assert analyzer.analyze(user("Please summarize this report:\n" + document)).latency_ms is None
     assert analyzer.analyze(user(document + "\nGive me a quick summary.")).latency_ms == 300
+
+
+# --- misroutes: code needs code evidence ------------------------------------------------------------
+
+CODE_TASKS = ("code_generation", "code_analysis")
+
+NOT_CODE = [
+    # "class", "function", "method", "program"... alone are school, maths or business
+    "A class of 30 students took a test; 40% scored above 80. How many students scored above 80?",
+    "A class of 30 students took a test; 40% scored above 80. Find how many students scored above 80.",
+    "Write a lesson plan for my 5th grade class about fractions",
+    "Explain the function of the liver",
+    "Find the depreciation for the first two years using the straight-line method.",
+    "Find a linear cost function to represent their daily costs.",
+    "Use Newton's method to find the root of the function f(x) = x^2 - 2",
+    "Review the program for our school concert and fix the typos",
+    "Check which module of the course covers fractions",
+    "Write a script for a short video about our bakery",
+    "My class went to the library; find me books about dinosaurs",
+    "Explain the dress code for the wedding",
+    "Write an invitation to my birthday bash",
+    "Review the class that takes place on Monday and fix the schedule",
+    # a language named like an everyday word, out of context
+    "Go to the store and buy milk, then write me a shopping list",
+    "let's go! Write a poem about the sea",
+    "Write a letter to Ruby about her birthday",
+    "Write a song in C major",
+    "Write a poem about a swift river",
+]
+
+
+@pytest.mark.parametrize("text", NOT_CODE, ids=[t[:40] for t in NOT_CODE])
+def test_generic_nouns_and_everyday_words_are_not_code(analyzer, text):
+    features = analyzer.analyze(user(text))
+    assert features.task not in CODE_TASKS
+    assert "code" not in features.complexity_signals
+
+
+CODE = [
+    ("Write a Python function that checks whether a string is a palindrome", "code_generation"),
+    ("Write a function that reverses a linked list", "code_generation"),
+    ("Write a function that returns the nth Fibonacci number", "code_generation"),
+    ("Please write an algorithm to implement 16-bit division using 8-bit division", "code_generation"),
+    ("Write a SQL query that returns the ten biggest customers", "code_generation"),
+    ("Write a unit test for the login endpoint", "code_generation"),
+    ("Code a basic snake game in python", "code_generation"),
+    ("Review this function for bugs", "code_analysis"),
+    ("The app crashes when I click save. Fix it.", "code_analysis"),
+    ("Review this code and suggest fixes", "code_analysis"),
+]
+
+
+@pytest.mark.parametrize("text, task", CODE, ids=[t[:40] for t, _ in CODE])
+def test_code_evidence_with_a_code_action_is_code(analyzer, text, task):
+    features = analyzer.analyze(user(text))
+    assert features.task == task
+    assert "code" in features.complexity_signals
+
+
+LANGUAGES_IN_CONTEXT = [
+    "Implement a binary search tree in Go with insert and delete methods",
+    "Write a Go program that prints the first 100 primes",
+    "Write a function to compute the median in Rust",
+    "Port this Python script to Kotlin",
+    "Using Elixir, write a GenServer that counts requests",
+    "Write a C program that reverses a string",
+    "Write a Haskell function that merges two sorted lists",
+    "Write a Swift class for a bank account",
+    "Implement an LRU cache in Scala",
+    "Create a Ruby gem that wraps the GitHub API",
+    "Write an HTTP server in Zig",
+]
+
+
+@pytest.mark.parametrize("text", LANGUAGES_IN_CONTEXT, ids=[t[:40] for t in LANGUAGES_IN_CONTEXT])
+def test_languages_named_like_words_are_code_in_context(analyzer, text):
+    assert analyzer.analyze(user(text)).task == "code_generation"
+
+
+def test_prose_mentioning_an_api_or_a_bug_is_translated_not_coded(analyzer):
+    """The benchmark's misroute: "translate this" went to codellama because the text named an API."""
+    text = (
+        "The backend team will freeze the public API on Thursday so that partners can test in staging. "
+        "A bug that logged some users out after a password change has been fixed. " * 3
+    )
+    features = analyzer.analyze(user("Translate this text to Spanish:\n" + text))
+    assert features.task == "translation"
+    assert "code" not in features.complexity_signals
+
+
+@pytest.mark.parametrize(
+    "text, task",
+    [
+        ("Write a Python function that translates text into Spanish", "code_generation"),
+        ("Translate the comments in this Python code into English", "translation"),
+    ],
+)
+def test_translation_to_a_natural_language_versus_code_that_translates(analyzer, text, task):
+    assert analyzer.analyze(user(text)).task == task
+
+
+# --- misroutes: signals come from the instruction, not from options or quoted material ---------------
+
+AUDIT_QUESTION = """Which of the following is the auditor's responsibility?
+A. First compare the ledger with the bank statements
+B. Next, review the tax filings
+C. Then issue an opinion on the financial statements
+D. Finally prepare the company's tax return"""
+
+POEM_QUESTION = (
+    'What is the meter of this poem? "Whose woods these are I think I know. First the village, then the '
+    'snow; next the horse, and finally the night."'
+)
+
+
+def test_answer_options_give_no_signals(analyzer):
+    features = analyzer.analyze(user(AUDIT_QUESTION))
+    assert features.task == "simple_qa"
+    for signal in ("multi_step_reasoning", "domain_knowledge", "medium_keyword", "code"):
+        assert signal not in features.complexity_signals
+
+
+@pytest.mark.parametrize("labels", [("A.", "B.", "C."), ("A)", "B)", "C)"), ("(A)", "(B)", "(C)")])
+def test_every_option_label_style_is_an_option(analyzer, labels):
+    options = ["First compare the figures", "Then explain the tax rules", "Next, list the legal risks"]
+    body = "Which step comes last in an audit?\n" + "\n".join(f"{a} {o}" for a, o in zip(labels, options))
+    signals = set(analyzer.analyze(user(body)).complexity_signals)
+    assert not {"multi_step_reasoning", "domain_knowledge", "medium_keyword"} & signals
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        POEM_QUESTION,
+        POEM_QUESTION.replace('"', "“", 1).replace('"', "”"),
+        "What is the meter of this poem?\n> Whose woods these are I think I know.\n> First the village,"
+        "\n> then the snow; next the horse, and finally the night.",
+    ],
+    ids=["straight quotes", "curly quotes", "blockquote"],
+)
+def test_quoted_material_gives_no_signals(analyzer, text):
+    features = analyzer.analyze(user(text))
+    assert "multi_step_reasoning" not in features.complexity_signals
+    assert features.task == "simple_qa"
+
+
+def test_lettered_sub_tasks_are_instructions_not_options(analyzer):
+    text = "Answer the following:\na) Describe the water cycle.\nb) Explain evaporation."
+    features = analyzer.analyze(user(text))
+    assert "medium_keyword" in features.complexity_signals
+    assert "multi_part_question" in features.complexity_signals
+
+
+def test_a_pasted_email_gives_no_signals(analyzer):
+    """The benchmark's misroute: "plan", "design", "next" in a pasted email scored as multi-step."""
+    email = (
+        "During the planning meeting the team agreed to move the mobile release by one sprint. Design will "
+        "deliver the revised screens on Tuesday; first we plan, then we estimate. The backend team will "
+        "freeze the public API next week, after a bug in the login flow is fixed. " * 2
+    )
+    features = analyzer.analyze(user("Summarize this email for me:\n" + email))
+    assert features.task == "summarization"
+    assert features.complexity_signals == ("medium_keyword", "simple_task")
+
+
+def test_a_question_after_pasted_material_still_counts(analyzer):
+    document = "Either party may end this agreement with ninety days of written notice. " * 5
+    text = f"Here is the contract:\n{document}\nExplain in detail the notice clauses."
+    features = analyzer.analyze(user(text))
+    assert "detailed_explanation" in features.complexity_signals
+    assert "medium_keyword" in features.complexity_signals
+
+
+# --- misroutes: urgency comes from the request's own words ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What does 'immediately' mean in contract law?",
+        "What does “immediately” mean in contract law?",
+        "What does immediately mean in contract law?",
+        "Define the term real-time",
+        "What is not an advantage of a hierarchy?\nA. Quick response to change\nB. Clear roles\nC. Stability",
+        "Alice sold the land to Charlene, who immediately filed the deed. Who owns the land?",
+        "Explain real-time operating systems",
+        "What is the quick ratio?",
+        "Write a legal brief about this case",
+    ],
+    ids=["quoted", "curly quoted", "mentioned", "term", "option", "story", "topic", "ratio", "noun"],
+)
+def test_urgency_words_that_are_not_about_the_answer_are_no_latency_need(analyzer, text):
+    assert analyzer.analyze(user(text)).latency_ms is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Quick question: what's the capital of France?",
+        "I need this asap",
+        "Keep it brief: what is DNS?",
+        "Explain DNS. Please answer quickly.",
+        "Briefly, what is a mutex?",
+    ],
+)
+def test_urgency_about_the_answer_is_a_latency_need(analyzer, text):
+    assert analyzer.analyze(user(text)).latency_ms == 300
+
+
+# --- misroutes: explicit deep analysis is high complexity ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Analyze in depth, step by step, the consensus protocols Raft and Paxos, and give a comprehensive "
+        "analysis of their failure modes.",
+        "Step by step, give a comprehensive analysis of the failure modes of Raft.",
+        "Provide a comprehensive analysis of the incident: identify the root cause, assess the impact and "
+        "propose a remediation plan.",
+    ],
+)
+def test_explicit_deep_analysis_reaches_the_high_threshold(analyzer, config, text):
+    features = analyzer.analyze(user(text))
+    assert features.complexity >= config.routing.thresholds.high_complexity
+    assert {"multi_step_reasoning", "deep_analysis"} <= set(features.complexity_signals)
+
+
+def test_one_high_keyword_is_not_deep_analysis(analyzer, config):
+    features = analyzer.analyze(user("Explain step by step how TLS works"))
+    assert "multi_step_reasoning" in features.complexity_signals
+    assert "deep_analysis" not in features.complexity_signals
+    assert features.complexity < config.routing.thresholds.high_complexity
+
+
+def test_everyday_nouns_are_not_action_verbs(analyzer):
+    text = "What is the plan for the next design review, and who gave the estimate?"
+    features = analyzer.analyze(user(text))
+    assert "multi_step_reasoning" not in features.complexity_signals
+
+
+def test_action_verbs_that_open_clauses_are_multi_step(analyzer):
+    text = "Plan a 3-day trip to Rome, then design an itinerary and estimate the costs"
+    features = analyzer.analyze(user(text))
+    assert "multi_step_reasoning" in features.complexity_signals
