@@ -1,17 +1,20 @@
 """The router config: one YAML file, validated strictly at start-up.
 
-Unknown keys, wrong types and dangling references (a fallback naming a model that does not
-exist) stop start-up with a ``ConfigError`` naming the file, the field's path and what was
-expected. The file's sections: ``providers``, ``models`` (the catalog), ``routing`` (strategy
+Unknown keys, wrong types, values out of range and dangling references (a fallback naming a
+model that does not exist) stop start-up with a ``ConfigError`` naming the file, each field's
+path and what was expected: every problem in one pass, each once (the cross-checks run on what
+is still readable around the schema's errors). ``python -m app.check_config`` runs the same
+check offline. The file's sections: ``providers``, ``models`` (the catalog), ``routing`` (strategy
 defaults, the ``auto`` tree's thresholds and targets, fallback chains), ``strategies`` (custom
 decision trees), ``serving`` (how this profile runs the self-hosted engines) and ``logging``.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -30,6 +33,10 @@ BUILTIN_STRATEGIES = (
 
 Capability = Literal["code", "vision", "tools", "json_mode"]
 ProviderKind = Literal["self_hosted", "openai", "anthropic", "vertex_ai", "openai_compatible"]
+
+
+# Money limits: more than zero and finite. "No limit" is a key left out, never 0 or a negative.
+PositiveMoney = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class StrictModel(BaseModel):
@@ -83,8 +90,12 @@ class Pricing(StrictModel):
     source: Literal["genai_prices", "fixed"] = "genai_prices"
     provider_id: str | None = Field(default=None, description="genai-prices provider id, e.g. google.")
     model_ref: str | None = Field(default=None, description="genai-prices model id (default: model_id).")
-    input_per_million: float | None = Field(default=None, ge=0, description="USD per 1M input tokens.")
-    output_per_million: float | None = Field(default=None, ge=0, description="USD per 1M output tokens.")
+    input_per_million: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="USD per 1M input tokens (0: free)."
+    )
+    output_per_million: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="USD per 1M output tokens (0: free)."
+    )
 
     @model_validator(mode="after")
     def _fixed_has_prices(self) -> Pricing:
@@ -150,7 +161,7 @@ class RoutingConfig(StrictModel):
     fallbacks: dict[str, list[str]] = Field(
         default_factory=dict, description="Per model, the models to try next, in order."
     )
-    max_fallbacks: int = Field(default=3, ge=0, description="Most fallbacks a plan carries.")
+    max_fallbacks: int = Field(default=3, ge=0, description="Most fallbacks a plan carries; 0: none.")
     default_max_tokens: int = Field(
         default=1024, gt=0, description="Completion size assumed for planning when a request sets none."
     )
@@ -221,9 +232,9 @@ class CircuitBreakerConfig(StrictModel):
 
 class RetryConfig(StrictModel):
     attempts: int = Field(default=2, ge=1, description="Tries per target, the first included.")
-    base_delay_s: float = Field(default=0.25, ge=0, description="First backoff; doubles each retry.")
+    base_delay_s: float = Field(default=0.25, ge=0, description="First backoff; doubles each retry. 0: none.")
     max_delay_s: float = Field(
-        default=4.0, ge=0, description="Longest wait for one target (a longer Retry-After moves on)."
+        default=4.0, ge=0, description="Longest wait for one target (a longer Retry-After moves on); 0: retry at once."
     )
     jitter: float = Field(default=0.25, ge=0, le=1, description="Backoff spread, as a fraction.")
 
@@ -247,7 +258,7 @@ class WebhookConfig(StrictModel):
     url_env: str | None = Field(
         default="BUDGET_ALERT_WEBHOOK_URL", description="Environment variable holding the webhook URL."
     )
-    retries: int = Field(default=3, ge=0)
+    retries: int = Field(default=3, ge=0, description="Retries after the first try; 0: none.")
     timeout_s: float = Field(default=5, gt=0)
 
 
@@ -262,8 +273,10 @@ class CostRules(StrictModel):
     """The seed's ``cost_rules``: daily budgets per provider (by budget key) and in total."""
 
     timezone: str = Field(default="UTC", description="Budgets reset at midnight here (an IANA zone).")
-    daily_budgets: dict[str, float] = Field(
-        default_factory=dict, description="USD per day, keyed by provider budget key or 'total'."
+    daily_budgets: dict[str, PositiveMoney] = Field(
+        default_factory=dict,
+        description="USD per day (> 0), keyed by provider budget key or 'total'. A key left out has no "
+        "limit; a provider that must not spend is one whose key is not set, not a budget of 0.",
     )
     alerts: list[AlertRule] = Field(default_factory=_seed_alerts)
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)
@@ -358,7 +371,7 @@ class VLLMSettings(StrictModel):
 
 class DeploymentSettings(StrictModel):
     num_replicas: int = Field(default=1, ge=1)
-    num_cpus: float = Field(default=1.0, ge=0)
+    num_cpus: float = Field(default=1.0, ge=0, description="CPUs Ray reserves per replica (0: none).")
     max_ongoing_requests: int = Field(default=64, ge=1)
 
 
@@ -392,7 +405,7 @@ class RequestLimits(StrictModel):
 class ClientLimits(StrictModel):
     """Per client key, shared by every replica through the budget ledger. None: no limit."""
 
-    daily_budget_usd: float | None = Field(default=None, gt=0)
+    daily_budget_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     requests_per_minute: int | None = Field(default=None, gt=0)
     tokens_per_minute: int | None = Field(default=None, gt=0, description="Prompt plus max_tokens, per minute.")
 
@@ -445,13 +458,17 @@ class RouterConfig(StrictModel):
 
 
 class ConfigError(Exception):
-    """Start-up stops here: ``str()`` names the file, each field's path and what was expected."""
+    """Start-up stops here: ``str()`` names the file, and each problem's field path and what was
+    expected, one line each, every problem once."""
 
-    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+    def __init__(
+        self, source: str, problems: list[tuple[str, str]], *, title: str = "invalid router config"
+    ) -> None:
         self.source = source
-        self.problems = problems
-        lines = [f"{source}: {path or '<root>'}: {what}" for path, what in problems]
-        super().__init__("invalid router config\n  " + "\n  ".join(lines))
+        self.problems = list(dict.fromkeys(problems))
+        lines = [f"{source}: {path or '<root>'}: {what}" for path, what in self.problems]
+        count = f"{len(lines)} problems" if len(lines) != 1 else "1 problem"
+        super().__init__(f"{title} ({count})\n  " + "\n  ".join(lines))
 
 
 def name_table(models: dict[str, Any]) -> dict[str, str]:
@@ -471,6 +488,17 @@ def name_table(models: dict[str, Any]) -> dict[str, str]:
             names[str(alias).lower()] = name
         names[name.lower()] = name
     return names
+
+
+def shared_ids(models: dict[str, Any]) -> dict[str, list[str]]:
+    """Lowercased provider model id -> the logical models (sorted) that share it, for the ids more
+    than one logical model uses (which therefore resolve to none). Aliases and logical names win."""
+    owners: dict[str, set[str]] = {}
+    for name, spec in models.items():
+        model_id = spec.get("model_id", "") if isinstance(spec, dict) else getattr(spec, "model_id", "")
+        owners.setdefault(str(model_id).lower(), set()).add(name)
+    names = name_table(models)
+    return {mid: sorted(o) for mid, o in owners.items() if len(o) > 1 and mid and mid not in names}
 
 
 def resolve_name(name: str, names: dict[str, str]) -> str | None:
@@ -520,6 +548,19 @@ def _canonical_strategy(strategy: Any, canon_list: Any) -> Any:
     return {**strategy, "decision_tree": rules}
 
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = "deployments/configs/router.yaml"
+
+
+def resolve_config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """The router config file: ``path``, else ``$ROUTER_CONFIG``, else the default file; a relative
+    path is tried from the working directory, then from the project root."""
+    candidate = Path(path or os.environ.get("ROUTER_CONFIG") or DEFAULT_CONFIG).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    return PROJECT_ROOT / candidate
+
+
 def load_config(path: str | os.PathLike[str]) -> RouterConfig:
     """Read, validate and cross-check the YAML file at ``path``."""
     source = str(path)
@@ -533,16 +574,88 @@ def load_config(path: str | os.PathLike[str]) -> RouterConfig:
 
 
 def parse_config(raw: Any, *, source: str = "<config>") -> RouterConfig:
+    """The config, or a ``ConfigError`` with every problem at once: the schema's (types, ranges,
+    unknown keys) and, for what is still readable around them, the cross-checks' (names that do
+    not exist, rules between fields)."""
     if not isinstance(raw, dict):
         raise ConfigError(source, [("", "expected a mapping at the top level")])
+    canonical = _canonical_references(raw)
     try:
-        config = RouterConfig.model_validate(_canonical_references(raw))
+        config = RouterConfig.model_validate(canonical)
     except ValidationError as exc:
-        raise ConfigError(source, [_describe(err) for err in exc.errors()]) from None
+        problems = [_describe(err) for err in exc.errors()]
+        partial, pruned = _salvage(canonical, exc)
+        if partial is not None:
+            problems += [
+                (path, what)
+                for path, what in check_references(partial, declared=_declared(raw), pruned=pruned)
+                if not _overlaps(path, pruned)
+            ]
+        raise ConfigError(source, problems) from None
     problems = check_references(config)
     if problems:
         raise ConfigError(source, problems)
     return config
+
+
+def _salvage(raw: dict[str, Any], exc: ValidationError) -> tuple[RouterConfig | None, list[str]]:
+    """The config with every invalid value left out (a default takes its place; an entry of a
+    mapping that cannot stand without it goes too), so that the cross-checks can still run on
+    the rest; and the dotted paths left out. None when too little is left (no models)."""
+    data = copy.deepcopy(raw)
+    pruned: list[str] = []
+    errors = exc.errors()
+    for _ in range(64):
+        targets = {t for t in (_prune_target(data, err["loc"]) for err in errors)}
+        if None in targets or not targets:
+            return None, pruned
+        for target in sorted(targets, key=len, reverse=True):
+            parent = data
+            for part in target[:-1]:
+                parent = parent[part]
+            if isinstance(parent, dict) and target[-1] in parent:
+                del parent[target[-1]]
+                pruned.append(".".join(str(p) for p in target))
+        try:
+            return RouterConfig.model_validate(data), pruned
+        except ValidationError as again:
+            errors = again.errors()
+    return None, pruned
+
+
+def _prune_target(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The deepest mapping key on an error's location: the value to leave out (for a missing
+    field, the entry that needs it). Union branch names and list indexes are not keys."""
+    node, path, target = data, [], None
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            path.append(part)
+            target = tuple(path)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            path.append(part)
+            node = node[part]
+        else:
+            break
+    return target
+
+
+def _overlaps(path: str, pruned: list[str]) -> bool:
+    return any(path == p or path.startswith(p + ".") or p.startswith(path + ".") for p in pruned)
+
+
+def _declared(raw: dict[str, Any]) -> dict[str, set[str]]:
+    """Every name the file declares, valid entry or not: a reference to an invalid one is not
+    reported again as unknown."""
+
+    def keys(section: str) -> set[str]:
+        value = raw.get(section)
+        return {str(k) for k in value} if isinstance(value, dict) else set()
+
+    providers = raw.get("providers") if isinstance(raw.get("providers"), dict) else {}
+    budget_keys = {str(p["budget_key"]) for p in providers.values() if isinstance(p, dict) and p.get("budget_key")}
+    return {"models": keys("models"), "providers": keys("providers"), "strategies": keys("strategies"),
+            "budget_keys": budget_keys}
 
 
 def _describe(err: Any) -> tuple[str, str]:
@@ -555,13 +668,27 @@ def _describe(err: Any) -> tuple[str, str]:
     return path, what
 
 
-def check_references(config: RouterConfig) -> list[tuple[str, str]]:
-    """Every name a config mentions must exist; returns (path, problem) pairs."""
+def check_references(
+    config: RouterConfig, *, declared: dict[str, set[str]] | None = None, pruned: list[str] | None = None
+) -> list[tuple[str, str]]:
+    """Every name a config mentions must exist; returns (path, problem) pairs.
+
+    ``declared`` and ``pruned`` come from a file with schema errors, checked without its invalid
+    values (``pruned``): a name the file declares counts as existing, and a rule that needs a
+    value left out is not checked."""
     from app.routing.conditions import check_condition  # local: routing depends on config
 
+    declared = declared or {}
+    pruned = pruned or []
+
+    def intact(*sections: str) -> bool:
+        return not any(_overlaps(section, pruned) for section in sections)
+
     problems: list[tuple[str, str]] = []
-    models, providers = set(config.models), set(config.providers)
-    strategies = set(BUILTIN_STRATEGIES) | set(config.strategies)
+    models = set(config.models) | declared.get("models", set())
+    providers = set(config.providers) | declared.get("providers", set())
+    builtin = {s.lower() for s in BUILTIN_STRATEGIES}
+    strategies = set(BUILTIN_STRATEGIES) | set(config.strategies) | declared.get("strategies", set())
 
     def need_models(path: str, names: list[str]) -> None:
         for i, name in enumerate(names):
@@ -575,24 +702,29 @@ def check_references(config: RouterConfig) -> list[tuple[str, str]]:
             problems.append((f"providers.{name}.self_hosted", "only openai_compatible providers take this flag"))
     for name, spec in config.models.items():
         if spec.provider not in providers:
-            problems.append((f"models.{name}.provider", f"unknown provider {spec.provider!r}"))
-        elif config.providers[spec.provider].is_self_hosted and spec.pricing.source != "fixed":
+            problems.append(
+                (f"models.{name}.provider", f"unknown provider {spec.provider!r}; expected one of {sorted(providers)}")
+            )
+        elif spec.provider in config.providers and config.providers[spec.provider].is_self_hosted \
+                and spec.pricing.source != "fixed":
             problems.append((f"models.{name}.pricing", "self-hosted models need a fixed price"))
-        if spec.quality_role is not None and spec.quality_role not in config.quality.roles:
+        if spec.quality_role is not None and spec.quality_role not in config.quality.roles and intact("quality"):
             problems.append((f"models.{name}.quality_role",
                              f"unknown role {spec.quality_role!r}; expected one of {sorted(config.quality.roles)}"))
     for branch, names in config.routing.auto.model_dump().items():
         need_models(f"routing.auto.{branch}", names)
     for name, chain in config.routing.fallbacks.items():
         if name not in models:
-            problems.append((f"routing.fallbacks.{name}", f"unknown model {name!r}"))
+            problems.append(
+                (f"routing.fallbacks.{name}", f"unknown model {name!r}; expected one of {sorted(models)}")
+            )
         need_models(f"routing.fallbacks.{name}", chain)
     if config.routing.default_strategy not in strategies:
         problems.append(("routing.default_strategy", f"unknown strategy {config.routing.default_strategy!r}"))
     for sname, strategy in config.strategies.items():
         base = f"strategies.{sname}"
-        if sname in BUILTIN_STRATEGIES:
-            problems.append((base, "a custom strategy cannot reuse a built-in strategy's name"))
+        if sname.lower() in builtin:
+            problems.append((base, "a custom strategy cannot reuse a built-in strategy's name (names ignore case)"))
         if strategy.otherwise not in strategies:
             problems.append((f"{base}.otherwise", f"unknown strategy {strategy.otherwise!r}"))
         for i, rule in enumerate(strategy.decision_tree):
@@ -605,16 +737,16 @@ def check_references(config: RouterConfig) -> list[tuple[str, str]]:
                 problems.append((f"{rpath}.action.strategy", f"unknown strategy {rule.action.strategy!r}"))
     problems += _alias_clashes(config)
     budget_keys = {p.budget_key or n for n, p in config.providers.items()} | {"total"}
+    budget_keys |= declared.get("providers", set()) | declared.get("budget_keys", set())
     for key in config.cost_rules.daily_budgets:
         if key not in budget_keys:
             problems.append((f"cost_rules.daily_budgets.{key}", f"unknown budget key; expected one of {sorted(budget_keys)}"))
     problems += _delegation_cycles(config)
-    in_app = [m for m in config.models if config.providers[config.models[m].provider].runs_in_this_app] if not [
-        p for p in problems if p[0].startswith("models.")
-    ] else []
-    if config.serving.engine == "cpu" and config.serving.cpu is None and in_app:
+    models_ok = intact("models", "providers") and not [p for p in problems if p[0].startswith("models.")]
+    in_app = [m for m in config.models if config.provider_of(m).runs_in_this_app] if models_ok else []
+    if config.serving.engine == "cpu" and config.serving.cpu is None and in_app and intact("serving"):
         problems.append(("serving.cpu", "the cpu engine needs its settings (model, demo_fallback)"))
-    if config.serving.engine == "vllm":
+    if config.serving.engine == "vllm" and models_ok and intact("serving"):
         served = set(config.serving.vllm.models) if config.serving.vllm else set()
         for name in sorted(set(in_app) - served):
             problems.append((f"serving.vllm.models.{name}", "a self-hosted model needs its vLLM settings"))
@@ -654,7 +786,11 @@ def _alias_clashes(config: RouterConfig) -> list[tuple[str, str]]:
             owner = seen.setdefault(alias.lower(), name)
             if owner != name:
                 problems.append((f"models.{name}.aliases.{i}", f"{alias!r} already names {owner!r}"))
+    strategies: dict[str, str] = {}
     for strategy in config.strategies:
         if strategy.lower() in seen:
             problems.append((f"strategies.{strategy}", f"{strategy!r} is also a model name"))
+        other = strategies.setdefault(strategy.lower(), strategy)
+        if other != strategy:
+            problems.append((f"strategies.{strategy}", f"{strategy!r} and {other!r} differ only in case"))
     return problems

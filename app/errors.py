@@ -28,6 +28,12 @@ backend, is at fault, and a larger-window model may still take it.
 
 Vendor and transport errors are mapped onto these at one boundary per backend; retries,
 fallbacks and breakers branch only on ``retryable`` and the class.
+
+``retryable`` is the router's own question (try this target again, or the next one?);
+``retry_helps`` is the client's: False when the same request would fail the same way a moment
+later (a bad field, a missing provider key, no model with the window or capability it needs, a
+daily budget spent). Such answers carry ``x-should-retry: false``, which the OpenAI and
+Anthropic SDKs obey instead of retrying by status (they retry 409, 429 and 5xx otherwise).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class RouterError(Exception):
     error_type = "api_error"
     code: str | None = None
     retryable = False
+    retry_helps = True  # may the client's retry of the same request succeed? (x-should-retry)
 
     def __init__(
         self,
@@ -48,6 +55,7 @@ class RouterError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        retry_helps: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -55,11 +63,22 @@ class RouterError(Exception):
         if code is not None:
             self.code = code
         self.retry_after = retry_after
+        if retry_helps is not None:
+            self.retry_helps = retry_helps
+
+
+class LastingReason(str):
+    """Why a model cannot serve, when that holds until the router is reconfigured or restarted
+    (its provider's key is missing, no backend is built for it), unlike a replica that is down or
+    an open circuit breaker: a request that only such models could serve gets no retry hint."""
+
+    __slots__ = ()
 
 
 class InvalidRequestError(RouterError):
     status_code = 400
     error_type = "invalid_request_error"
+    retry_helps = False
 
 
 class ContextWindowExceededError(InvalidRequestError):
@@ -73,17 +92,20 @@ class UnsupportedFeatureError(InvalidRequestError):
 class AuthenticationError(RouterError):
     status_code = 401
     error_type = "authentication_error"
+    retry_helps = False
     code = "invalid_api_key"
 
 
 class PermissionDeniedError(RouterError):
     status_code = 403
     error_type = "permission_error"
+    retry_helps = False
 
 
 class NotFoundError(RouterError):
     status_code = 404
     error_type = "not_found_error"
+    retry_helps = False
 
 
 class ModelNotFoundError(NotFoundError):
@@ -92,11 +114,13 @@ class ModelNotFoundError(NotFoundError):
 
 class RequestNotFoundError(NotFoundError):
     code = "request_not_found"
+    retry_helps = True  # another replica may not have written the answer's record yet
 
 
 class ConflictError(RouterError):
     status_code = 409
     error_type = "invalid_request_error"
+    retry_helps = False
 
 
 class FeedbackExistsError(ConflictError):
@@ -106,6 +130,7 @@ class FeedbackExistsError(ConflictError):
 class PayloadTooLargeError(RouterError):
     status_code = 413
     error_type = "invalid_request_error"
+    retry_helps = False
     code = "payload_too_large"
 
 
@@ -118,6 +143,7 @@ class RateLimitError(RouterError):
 class BudgetExhaustedError(RateLimitError):
     error_type = "insufficient_quota"
     code = "budget_exhausted"
+    retry_helps = False  # daily budgets reset at midnight, not within a client's retries
 
 
 class NoHealthyBackendError(RouterError):
@@ -150,17 +176,20 @@ class UpstreamUnavailableError(UpstreamError):
 
 class UpstreamNotFoundError(UpstreamError):
     code = "upstream_model_not_found"
+    retry_helps = False
 
 
 class UpstreamAuthError(UpstreamError):
     code = "upstream_authentication_failed"
     retryable = False
+    retry_helps = False
 
 
 class UpstreamBadRequestError(UpstreamError):
     status_code = 400
     error_type = "invalid_request_error"
     retryable = False
+    retry_helps = False
 
 
 class ContentFilterError(UpstreamBadRequestError):
@@ -190,3 +219,15 @@ def error_body(exc: BaseException) -> dict:
 
 def status_of(exc: BaseException) -> int:
     return exc.status_code if isinstance(exc, RouterError) else 500
+
+
+def error_headers(exc: BaseException) -> dict[str, str]:
+    """The headers an error answer carries: ``retry-after`` when the error knows when to come
+    back, and ``x-should-retry: false`` when retrying the same request cannot help."""
+    headers: dict[str, str] = {}
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after:
+        headers["retry-after"] = str(max(1, round(retry_after)))
+    if isinstance(exc, RouterError) and not exc.retry_helps:
+        headers["x-should-retry"] = "false"
+    return headers

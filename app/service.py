@@ -23,7 +23,7 @@ from app.budget.pricing import Pricer
 from app.cache.service import ResponseCache, store_for
 from app.cache.store import chunks_to_completion, completion_to_chunks
 from app.config import BUILTIN_STRATEGIES, RouterConfig
-from app.errors import InvalidRequestError, ModelNotFoundError, RouterError, UpstreamTimeoutError
+from app.errors import InvalidRequestError, LastingReason, ModelNotFoundError, RouterError, UpstreamTimeoutError
 from app.feedback.service import FeedbackService
 from app.feedback.backends import store_for as feedback_store_for
 from app.observability.logs import log_event, now
@@ -118,7 +118,7 @@ class RouterService:
     def availability(self, model: str) -> str | None:
         backend = self.backends.get(model)
         if backend is None:
-            return "no backend is configured for it"
+            return LastingReason("no backend is configured for it")
         return (
             backend.unavailable_reason()
             or self.breakers.unavailable_reason(model)
@@ -136,33 +136,47 @@ class RouterService:
 
     # --- planning -----------------------------------------------------------------------
     def selection(self, body: Mapping[str, Any]) -> tuple[str, str]:
-        """('model', name) for an explicit model, ('strategy', name) for routing."""
+        """('model', name) for an explicit model, ('strategy', name) for routing. ``auto`` and
+        strategy names are case-insensitive, as model names are."""
         requested = str(body.get("model", "")).strip()
         field_strategy = body.get("routing_strategy")
         if requested.lower() == "auto" or requested.lower().startswith("auto:"):
-            named = requested.partition(":")[2] or None
+            named = requested.partition(":")[2].strip() or None
             if named is not None and _as_margin(named) is not None:
                 named = None  # ``auto:<margin>``: the default strategy with this margin
-            if named and field_strategy and named != field_strategy:
+            named = self._strategy(named, "model") if named else None
+            field = self._strategy(str(field_strategy), "routing_strategy") if field_strategy else None
+            if named and field and named != field:
                 raise InvalidRequestError(
                     f"model {requested!r} and routing_strategy {field_strategy!r} disagree.", param="routing_strategy"
                 )
-            strategy = named or field_strategy or self.config.routing.default_strategy
-            if strategy not in self.strategies:
-                raise ModelNotFoundError(
-                    f"Unknown routing strategy {strategy!r}; expected one of {self.strategies.names()}.",
-                    param="routing_strategy" if field_strategy else "model",
-                    code="strategy_not_found",
-                )
-            return "strategy", strategy
+            return "strategy", named or field or self.config.routing.default_strategy
         model = self.catalog.resolve(requested)
         if model is None:
+            shared = self.catalog.sharing(requested)
+            if shared:
+                raise ModelNotFoundError(
+                    f"The model {requested!r} is ambiguous: it is the provider model id of the logical models "
+                    f"{', '.join(shared)}; name one of them (GET /v1/models lists them).",
+                    param="model",
+                    code="model_ambiguous",
+                )
             raise ModelNotFoundError(
                 f"The model {requested!r} does not exist; GET /v1/models lists the models, "
                 f"or use 'auto' or 'auto:<strategy>' ({', '.join(BUILTIN_STRATEGIES)}).",
                 param="model",
             )
         return "model", model
+
+    def _strategy(self, name: str, param: str) -> str:
+        found = self.strategies.resolve(name)
+        if found is None:
+            raise ModelNotFoundError(
+                f"Unknown routing strategy {name!r}; expected one of {self.strategies.names()}.",
+                param=param,
+                code="strategy_not_found",
+            )
+        return found
 
     async def features(self, body: Mapping[str, Any]) -> Features:
         features = self.analyzer.analyze(body)

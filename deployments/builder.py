@@ -8,31 +8,26 @@ RayService alike. Args:
   then from the project root.
 - ``config``: the router config itself, inline (what the GKE serve config and the RayService
   carry, generated from the same router config; see ``deployments/configs/generate.py``).
+
+A config with problems raises a ``RayServeException`` whose message lists every problem with
+its field path: Serve reports it as is (``serve status``, the controller's log) instead of a
+traceback, and does not retry the build. ``serve run`` keeps running after a failed deploy, so
+``make run`` (and CI) check the config first: ``python -m app.check_config``.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from ray.serve import Application
+from ray.serve.exceptions import RayServeException
 
-from app.config import RouterConfig, load_config, parse_config
+from app.config import ConfigError, RouterConfig, load_config, parse_config, resolve_config_path
+from app.security.auth import check_client_keys
 from deployments.cloud_adapter import CloudAdapter
 from deployments.cpu_engine import CPUEngine
 from deployments.ingress import RouterIngress
 from deployments.llm_options import CPU_ENGINE_DEPLOYMENT
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = "deployments/configs/router.yaml"
-
-
-def resolve_config_path(path: str | None) -> Path:
-    candidate = Path(path or os.environ.get("ROUTER_CONFIG") or DEFAULT_CONFIG).expanduser()
-    if candidate.is_absolute() or candidate.exists():
-        return candidate
-    return PROJECT_ROOT / candidate
 
 
 def _options(settings: Any) -> dict[str, Any]:
@@ -82,13 +77,23 @@ def adapter_apps(config: RouterConfig, config_dict: dict[str, Any]) -> dict[str,
     }
 
 
+def load_router_config(inline: Any, path: str | None) -> RouterConfig:
+    """The config ``build_app`` was given; its problems as a ``RayServeException`` (see above)."""
+    try:
+        config = parse_config(inline, source="serve args: config") if inline is not None else load_config(resolve_config_path(path))
+        check_client_keys(config.auth)
+        return config
+    except ConfigError as exc:
+        raise RayServeException(f"{exc}\n(python -m app.check_config lists these without starting Ray)") from None
+
+
 def build_app(args: dict[str, Any] | None = None) -> Application:
     args = dict(args or {})
     inline = args.pop("config", None)
     path = args.pop("config_path", None)
     if args:
         raise ValueError(f"unknown build_app args: {sorted(args)}; expected config_path or config")
-    config = parse_config(inline, source="serve args: config") if inline is not None else load_config(resolve_config_path(path))
+    config = load_router_config(inline, path)
     config_dict = config.model_dump(mode="json")
     ingress = RouterIngress.options(**_options(config.serving.ingress))
     return ingress.bind(config_dict, engine_apps(config), adapter_apps(config, config_dict))

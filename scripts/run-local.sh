@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 METRICS_PORT=${METRICS_PORT:-8080}
 
+# --- config check: before Ray starts, a bad router config stops here, every problem listed ---
+"$BIN/python" -m app.check_config deployments/configs/local.yaml || exit 1
+# --- end of config check ---
+
 "$BIN/ray" stop --force >/dev/null 2>&1 || true
 # Serve's ingress mode (deployments/configs/serve.env: HAProxy, throughput-optimized, or Ray's
 # Python proxy where no HAProxy binary exists): every Ray process inherits it from here.

@@ -15,16 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import InvalidRequestError, NotFoundError, RouterError, error_body, status_of
+from app.errors import InvalidRequestError, NotFoundError, RouterError, error_body, error_headers, status_of
 from app.observability.logs import log_event
 
 
 def error_response(exc: BaseException, headers: dict[str, str] | None = None) -> JSONResponse:
-    headers = dict(headers or {})
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after:
-        headers["retry-after"] = str(max(1, round(retry_after)))
-    return JSONResponse(error_body(exc), status_code=status_of(exc), headers=headers)
+    """The one error answer: OpenAI's body, its status, ``retry-after`` and ``x-should-retry``."""
+    return JSONResponse(error_body(exc), status_code=status_of(exc), headers={**(headers or {}), **error_headers(exc)})
 
 
 def error_event(exc: BaseException) -> bytes:
@@ -48,10 +45,18 @@ def _is_union_tag(part: Any) -> bool:
     return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool", "function-after"))
 
 
-def validation_error(exc: RequestValidationError) -> InvalidRequestError:
+def validation_error(exc: RequestValidationError, sent_content_type: str | None = None) -> InvalidRequestError:
+    """The first problem of a request body, naming its ``param``. ``sent_content_type``: the
+    client's content-type when it was not JSON's (``""``: none), for a body that is not JSON."""
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     if first.get("type") == "json_invalid":
-        return InvalidRequestError("The request body is not valid JSON.", code="invalid_json")
+        sent = ""
+        if sent_content_type is not None:
+            sent = f" (it was sent {f'as {sent_content_type}' if sent_content_type else 'without a content-type'})"
+        return InvalidRequestError(
+            f"The request body is not valid JSON{sent}; send a JSON object (content-type: application/json).",
+            code="invalid_json",
+        )
     param = param_of(tuple(first.get("loc", ())))
     message = first.get("msg", "invalid value")
     if first.get("type") == "missing":
@@ -68,7 +73,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(exc))
+        return error_response(validation_error(exc, getattr(request.state, "sent_content_type", None)))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -78,6 +83,7 @@ def install_error_handlers(app: FastAPI) -> None:
             error = RouterError(str(exc.detail))
             error.status_code = exc.status_code
             error.error_type = "invalid_request_error" if exc.status_code < 500 else "api_error"
+            error.retry_helps = exc.status_code >= 500
         return error_response(error)
 
     @app.exception_handler(Exception)

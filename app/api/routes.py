@@ -23,7 +23,7 @@ from app.feedback.store import REQUEST_ID_CHARS
 from app.security.auth import AuthMiddleware, KeyStore
 from app.security.quota import client_key
 from app.security.limits import BodySizeLimit, check_request
-from app.service import RouterService
+from app.service import RouterService, request_margin
 
 HealthExtra = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -62,6 +62,31 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+class JsonBodyMiddleware:
+    """Reads every request body as JSON, whatever its content-type (``curl -d`` sends
+    ``application/x-www-form-urlencoded``), as other OpenAI-compatible servers do. The content-type
+    the client sent, when not JSON's, stays in ``scope.state`` for the 400 of a body that is not JSON."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") in ("POST", "PUT", "PATCH"):
+            headers = list(scope.get("headers") or ())
+            sent = next((v.decode("latin-1") for k, v in headers if k == b"content-type"), "")
+            if not _is_json(sent):
+                headers = [(k, v) for k, v in headers if k != b"content-type"]
+                headers.append((b"content-type", b"application/json"))
+                scope = {**scope, "headers": headers}
+                scope.setdefault("state", {})["sent_content_type"] = sent.split(";")[0].strip()
+        await self.app(scope, receive, send)
+
+
+def _is_json(content_type: str) -> bool:
+    kind = content_type.split(";")[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
 def create_app(
     service: RouterService, health_extra: HealthExtra | None = None, *, echo_request_id: bool = True
 ) -> FastAPI:
@@ -75,7 +100,8 @@ def create_app(
     app.state.service = service
     install_error_handlers(app)
     # NOTE: the last added runs first: request id, then auth (cheap refusals before reading a
-    # body), then the body-size limit, then the routes.
+    # body), then the body-size limit, then the JSON content-type, then the routes.
+    app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodySizeLimit, max_bytes=service.config.limits.max_body_bytes)
     app.add_middleware(AuthMiddleware, keys=KeyStore.from_env(service.config.auth), enabled=service.config.auth.enabled)
     app.add_middleware(RequestIdMiddleware, echo=echo_request_id)
@@ -150,6 +176,19 @@ def create_app(
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": model_list(service)}
 
+    @app.get("/v1/models/{model:path}")
+    async def retrieve_model(model: str) -> dict[str, Any]:
+        """One model, as the SDK's ``models.retrieve``: a name, an alias or ``auto[:strategy]``,
+        resolved as a chat request's ``model`` is (an unknown or ambiguous name is a 404)."""
+        kind, name = service.selection({"model": model})
+        if kind == "model":
+            return model_entry(service, name)
+        entry = auto_entry(service)
+        if model.strip().lower() != "auto":
+            margin = request_margin({"model": model})
+            entry["id"] = f"auto:{margin:g}" if margin is not None else f"auto:{name}"
+        return entry
+
     @app.get("/health")
     async def health() -> JSONResponse:
         body = health_report(service)
@@ -181,33 +220,35 @@ def _float(value: Any) -> float | None:
 
 
 def model_list(service: RouterService) -> list[dict[str, Any]]:
-    catalog = service.catalog
-    data: list[dict[str, Any]] = [
-        {
-            "id": "auto",
-            "object": "model",
-            "created": 0,
-            "owned_by": "hybrid-router",
-            "strategies": service.strategies.names(),
-        }
-    ]
-    for name, spec in catalog.models.items():
-        reason = service.availability(name)
-        data.append(
-            {
-                "id": name,
-                "object": "model",
-                "created": 0,
-                "owned_by": spec.provider,
-                "provider_model": spec.model_id,
-                "context_window": spec.context_window,
-                "capabilities": list(spec.capabilities),
-                "aliases": list(spec.aliases),
-                "available": reason is None,
-                "unavailable_reason": reason,
-            }
-        )
-    return data
+    return [auto_entry(service), *(model_entry(service, name) for name in service.catalog.models)]
+
+
+def auto_entry(service: RouterService) -> dict[str, Any]:
+    return {
+        "id": "auto",
+        "object": "model",
+        "created": 0,
+        "owned_by": "hybrid-router",
+        "strategies": service.strategies.names(),
+    }
+
+
+def model_entry(service: RouterService, name: str) -> dict[str, Any]:
+    """A logical model as an OpenAI Model object, plus what the router knows of it."""
+    spec = service.catalog.models[name]
+    reason = service.availability(name)
+    return {
+        "id": name,
+        "object": "model",
+        "created": 0,
+        "owned_by": spec.provider,
+        "provider_model": spec.model_id,
+        "context_window": spec.context_window,
+        "capabilities": list(spec.capabilities),
+        "aliases": list(spec.aliases),
+        "available": reason is None,
+        "unavailable_reason": reason,
+    }
 
 
 def health_report(service: RouterService) -> dict[str, Any]:

@@ -32,13 +32,16 @@ class Backend(Protocol):
 
 
 class UnavailableBackend:
-    """Stands in for a backend that cannot be built here (a missing key, say); never called."""
+    """Stands in for a backend that cannot be built here (a missing key, say); never called. Its
+    reason lasts until the router restarts with what was missing, so clients get no retry hint."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
     def unavailable_reason(self) -> str | None:
-        return self.reason
+        from app.errors import LastingReason
+
+        return LastingReason(self.reason)
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
         from app.errors import UpstreamUnavailableError

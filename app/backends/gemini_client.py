@@ -39,6 +39,7 @@ from app.backends.gemini_translate import (
 from app.config import ModelSpec, ProviderSpec, RouterConfig
 from app.errors import (
     InvalidRequestError,
+    LastingReason,
     RouterError,
     UpstreamAuthError,
     UpstreamError,
@@ -198,7 +199,7 @@ class GeminiBackend:
             return credentials
         except GoogleAuthError as exc:
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            self._auth_problem = f"no Google Application Default Credentials: {first_line[:200]}"
+            self._auth_problem = LastingReason(f"no Google Application Default Credentials: {first_line[:200]}")
             log.warning("%s: %s", self.name, self._auth_problem)
             return None
 

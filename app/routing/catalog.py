@@ -1,7 +1,8 @@
 """The catalog: logical models, how names resolve to them, and how they rank.
 
 Names resolve from the logical name, an alias, the provider's own model id (when only one
-logical model uses it), or any of those behind a ``provider/`` prefix (the seed writes
+logical model uses it; one that several use is ambiguous, and ``sharing`` names them), or any of
+those behind a ``provider/`` prefix (the seed writes
 ``self_hosted/mistral-7b-instruct`` and ``vertex_ai/gemini-1.5-pro``).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from app.budget.pricing import Pricer
-from app.config import ModelSpec, RouterConfig, StrategyWeights, name_table, resolve_name
+from app.config import ModelSpec, RouterConfig, StrategyWeights, name_table, resolve_name, shared_ids
 from app.routing.quality.model import QualityModel, QualityPredictor
 
 
@@ -20,11 +21,18 @@ class Catalog:
         self.models: dict[str, ModelSpec] = dict(config.models)
         self.pricer = pricer or Pricer(self.models)
         self._names = name_table(self.models)
+        self._shared = shared_ids(self.models)
         roles = {m: spec.quality_role for m, spec in self.models.items() if spec.quality_role}
         self.quality = QualityPredictor(QualityModel.load(config.quality.model_path), roles)
 
     def resolve(self, name: str) -> str | None:
         return resolve_name(name, self._names)
+
+    def sharing(self, name: str) -> list[str]:
+        """The logical models that share ``name`` as their provider model id (so that it names none
+        of them), also behind a ``provider/`` prefix; empty when it is not such an id."""
+        key = name.strip().lower()
+        return self._shared.get(key) or (self._shared.get(key.split("/", 1)[1], []) if "/" in key else [])
 
     def is_self_hosted(self, model: str) -> bool:
         return self.config.is_self_hosted(model)

@@ -13,7 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from app.errors import BudgetExhaustedError, ContextWindowExceededError, NoHealthyBackendError, UnsupportedFeatureError
+from app.errors import (
+    BudgetExhaustedError,
+    ContextWindowExceededError,
+    LastingReason,
+    NoHealthyBackendError,
+    UnsupportedFeatureError,
+)
 from app.routing.analysis import Features
 from app.routing.catalog import Catalog
 from app.routing.strategies import Preference, StrategyRegistry, margin_of
@@ -124,29 +130,57 @@ class Planner:
             elif len(targets) < limit:
                 targets.append(Target(model, self.catalog.provider_name(model), reason))
         if not targets:
-            raise self._no_target_error(features, candidates, dropped)
+            raise self._no_target_error(features, candidates, dropped, availability)
         return RoutePlan(strategy, targets, features, dropped)
 
     def _no_target_error(
-        self, features: Features, candidates: list[tuple[str, str]], dropped: list[tuple[str, str]]
+        self,
+        features: Features,
+        candidates: list[tuple[str, str]],
+        dropped: list[tuple[str, str]],
+        availability: Availability,
     ) -> Exception:
+        """Why no candidate can serve, as the error a client can act on.
+
+        The request is judged against the models that could ever serve it here: those not out for
+        a lasting reason (a missing provider key). When none of them has the window or the
+        capability it needs, the client must change the request: a 400, whatever the content that
+        made the prompt long. Only a cause that may clear (a replica down, a breaker open) makes a
+        retryable 503; one that will not is a 503 with ``x-should-retry: false``.
+        """
         names = [m for m, _ in candidates] or list(self.catalog.models)
-        fitting = [m for m in names if "context window" not in (self.unfit_reason(m, features) or "")]
+        unfit = {m: self.unfit_reason(m, features) for m in names}
+        off = {m: why for m in names if isinstance(why := availability(m), LastingReason)}
+        usable = [m for m in names if m not in off] or names
+
+        def fits_window(model: str) -> bool:
+            return not (unfit[model] or "").startswith("context window")
+
+        def unavailable(models: list[str], what: str) -> str:
+            out = [f"{m} ({off[m]})" for m in models if m in off and m not in usable]
+            return f" {what} unavailable here: {', '.join(out[:6])}." if out else ""
+
+        fitting = [m for m in usable if fits_window(m)]
         if not fitting:
-            largest = max(self.catalog.models[m].context_window for m in names)
+            largest = max(self.catalog.models[m].context_window for m in usable)
+            larger = [m for m in names if fits_window(m)]
             return ContextWindowExceededError(
                 f"The request needs about {features.tokens:,} prompt tokens plus its completion, more than "
-                f"the largest context window it may use ({largest:,} tokens).",
+                f"the largest context window it may use ({largest:,} tokens).{unavailable(larger, 'Larger windows are')}",
                 param="messages",
             )
-        capable = [m for m in fitting if self.unfit_reason(m, features) is None]
+        capable = [m for m in fitting if unfit[m] is None]
         if not capable:
             need = "image input" if features.has_images else "tool calling"
+            able = [m for m in names if fits_window(m) and unfit[m] is None]
             return UnsupportedFeatureError(
-                f"No model this request may use supports {need}.",
+                f"No model this request may use supports {need}.{unavailable(able, 'The models that do are')}",
                 param="messages" if features.has_images else "tools",
             )
         detail = "; ".join(f"{m}: {why}" for m, why in dropped[:6])
         if any(why.startswith(BUDGET_REASON) for _, why in dropped):
             return BudgetExhaustedError(f"Daily budgets leave no model that can serve this request ({detail}).")
-        return NoHealthyBackendError(f"No model can serve this request now ({detail}).")
+        return NoHealthyBackendError(
+            f"No model can serve this request now ({detail}).",
+            retry_helps=any(m not in off for m in capable),
+        )

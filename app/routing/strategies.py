@@ -202,6 +202,12 @@ class StrategyRegistry:
     def __contains__(self, name: str) -> bool:
         return name in BUILTIN or name in self.custom
 
+    def resolve(self, name: str) -> str | None:
+        """The strategy ``name`` means, compared case-insensitively (``AUTO``, ``Cost``), or None."""
+        if name in self:
+            return name
+        return next((n for n in self.names() if n.lower() == name.strip().lower()), None)
+
     def prefer(self, name: str, features: Features) -> Preference:
         """NOTE: custom strategies may hand over to each other; the config rejects loops at load."""
         if name in BUILTIN:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.config import AuthConfig
-from app.errors import AuthenticationError, error_body
+from app.config import AuthConfig, ConfigError
+from app.errors import AuthenticationError, error_body, error_headers
 
 OPEN_PATHS = frozenset({"/health"})
 
@@ -38,7 +38,11 @@ class KeyStore:
 
     @classmethod
     def from_env(cls, config: AuthConfig, env: Mapping[str, str] | None = None) -> KeyStore:
+        """The keys of ``config.keys_env`` and ``config.admin_keys_env``; a ``ConfigError`` when a
+        name is given twice (one key would silently replace the other), two names share a key, or
+        a key is empty."""
         env = os.environ if env is None else env
+        check_client_keys(config, env)
         return cls(parse_keys(env.get(config.keys_env, "")), parse_keys(env.get(config.admin_keys_env, "")))
 
     def __len__(self) -> int:
@@ -57,12 +61,47 @@ class KeyStore:
 
 def parse_keys(text: str) -> dict[str, str]:
     """``name:key,name2:key2`` (a bare key is named after its position)."""
-    keys = {}
+    return dict(key_pairs(text))
+
+
+def key_pairs(text: str) -> list[tuple[str, str]]:
+    """(name, key) in the order given, repeats included."""
+    pairs = []
     for i, item in enumerate(part.strip() for part in text.split(",")):
         if item:
             name, sep, key = item.partition(":")
-            keys[name if sep else f"key{i + 1}"] = key if sep else name
-    return keys
+            pairs.append((name, key) if sep else (f"key{i + 1}", name))
+    return pairs
+
+
+def key_problems(config: AuthConfig, env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """(variable, problem) for the client keys in the environment: a name given twice (in one
+    variable, where the second key would silently replace the first, or in both), two names
+    with the same key, an empty key. A problem never shows a key."""
+    env = os.environ if env is None else env
+    problems: list[tuple[str, str]] = []
+    names: dict[str, str] = {}
+    owners: dict[bytes, str] = {}
+    for variable in (config.keys_env, config.admin_keys_env):
+        for name, key in key_pairs(env.get(variable, "")):
+            if name in names:
+                where = "twice" if names[name] == variable else f"in {names[name]} too"
+                problems.append((variable, f"the key name {name!r} is given {where}; each name must be unique"))
+            names.setdefault(name, variable)
+            if not key:
+                problems.append((variable, f"the key named {name!r} is empty"))
+                continue
+            first = owners.setdefault(digest(key), name)
+            if first != name:
+                problems.append((variable, f"{name!r} has the same key as {first!r}"))
+    return problems
+
+
+def check_client_keys(config: AuthConfig, env: Mapping[str, str] | None = None) -> None:
+    """Raises a ``ConfigError`` (source ``environment``) listing every problem of ``key_problems``."""
+    problems = key_problems(config, env)
+    if problems:
+        raise ConfigError("environment", problems, title="invalid client keys")
 
 
 def presented_key(headers: Mapping[bytes, bytes]) -> str | None:
@@ -89,9 +128,11 @@ class AuthMiddleware:
         client = self.keys.identify(key) if key else None
         if client is None:
             message = "Incorrect API key provided." if key else "You didn't provide an API key (Authorization: Bearer ...)."
-            body = json.dumps(error_body(AuthenticationError(message))).encode()
+            error = AuthenticationError(message)
+            body = json.dumps(error_body(error)).encode()
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                        (b"www-authenticate", b"Bearer")]
+            headers += [(k.encode(), v.encode()) for k, v in error_headers(error).items()]
             await send({"type": "http.response.start", "status": 401, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return

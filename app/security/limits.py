@@ -10,7 +10,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import RequestLimits
-from app.errors import InvalidRequestError, PayloadTooLargeError, error_body
+from app.errors import InvalidRequestError, PayloadTooLargeError, error_body, error_headers
 
 
 class BodySizeLimit:
@@ -56,32 +56,46 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     def _message(self) -> str:
-        return f"The request body is larger than the router accepts ({self.max_bytes:,} bytes)."
+        return (f"The request body is larger than the router accepts ({self.max_bytes:,} bytes; "
+                "the router config's limits.max_body_bytes).")
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(error_body(PayloadTooLargeError(self._message()))).encode()
+        error = PayloadTooLargeError(self._message())
+        body = json.dumps(error_body(error)).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers += [(k.encode(), v.encode()) for k, v in error_headers(error).items()]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
 def check_request(body: Mapping[str, Any], limits: RequestLimits) -> None:
-    """Raises ``InvalidRequestError`` (400, with ``param``) for a request over the limits."""
+    """Raises ``InvalidRequestError`` (400, with ``param``) for a request over the limits; the
+    message names the config setting (``limits.<name>``) that sets each one."""
     messages = body.get("messages") or []
     if len(messages) > limits.max_messages:
-        raise InvalidRequestError(f"At most {limits.max_messages} messages are accepted.", param="messages")
+        raise InvalidRequestError(
+            f"At most {limits.max_messages} messages are accepted ({_setting('max_messages')}).", param="messages"
+        )
     for i, message in enumerate(messages):
         if _text_size(message.get("content")) > limits.max_message_chars:
             raise InvalidRequestError(
-                f"Message {i} is longer than {limits.max_message_chars:,} characters.", param=f"messages[{i}].content"
+                f"Message {i} is longer than {limits.max_message_chars:,} characters ({_setting('max_message_chars')}).",
+                param=f"messages[{i}].content",
             )
     for field in ("max_tokens", "max_completion_tokens"):
         value = body.get(field)
         if value is not None and value > limits.max_tokens_ceiling:
-            raise InvalidRequestError(f"{field} may be at most {limits.max_tokens_ceiling}.", param=field)
+            raise InvalidRequestError(
+                f"{field} may be at most {limits.max_tokens_ceiling} ({_setting('max_tokens_ceiling')}).", param=field
+            )
     n = body.get("n")
     if n is not None and n > limits.n_ceiling:
-        raise InvalidRequestError(f"n may be at most {limits.n_ceiling}.", param="n")
+        why = " (the self-hosted engines answer one choice per request)" if limits.n_ceiling == 1 else ""
+        raise InvalidRequestError(f"n may be at most {limits.n_ceiling}{why}; {_setting('n_ceiling')}.", param="n")
+
+
+def _setting(name: str) -> str:
+    return f"the router config's limits.{name} sets this"
 
 
 def _text_size(content: Any) -> int:
