@@ -7,15 +7,26 @@ documents (>100K) and complex analyses. Each request is sent, in arrival order, 
 ``deployments/configs/router.yaml`` and scripted backends, in process over ASGI, lifespan run),
 which returns the router's decision and its token count. Scenarios:
 
-* hybrid: ``model: auto`` (the router's ``auto`` tree), budgets lifted;
-* hybrid, configured budgets: the same with the config's daily budgets (scaled down for a replay
+* hybrid: ``model: auto``, the router's default: among the models that fit, the cheapest whose
+  predicted quality is within ``quality.margin`` of the best; prompts over 50K / 100K tokens and
+  tight latency needs keep the keyword tree's context and latency branches. Budgets lifted;
+* hybrid, rules: ``routing_strategy: rules``, the seed's keyword decision tree (what ``auto`` was
+  before the quality predictor), budgets lifted;
+* cloud-only: the router's ``cloud_only`` strategy, ``auto``'s rule among cloud models only (the
+  seed's failover "self-hosted unavailable -> Gemini Flash"), budgets lifted;
+* self-hosted-only: the router's ``self_hosted_only`` strategy, ``auto``'s rule among self-hosted
+  models, budgets lifted; a prompt that no self-hosted window takes is refused (400), as the
+  router does;
+* hybrid, configured budgets: ``auto`` with the config's daily budgets (scaled down for a replay
   shorter than 100K requests); each decision is then spent as the executor spends it (the worst
   case reserved on the primary, or on each fallback in turn while the budgets refuse, then the real
-  cost settled) in the router's own ledger in a temporary folder, which the router re-reads;
-* cloud-only: the router's ``cloud_only`` strategy, the same tree with self-hosted models excluded
-  (the seed's failover "self-hosted unavailable -> Gemini Flash"), budgets lifted;
-* self-hosted-only: the router's ``self_hosted_only`` strategy, budgets lifted; a prompt that no
-  self-hosted window takes is refused (400), as the router does.
+  cost settled) in the router's own ledger in a temporary folder, which the router re-reads.
+
+Where ``auto`` sends each class, and why, is derived from what ``/v1/route`` answers: the branch
+(its reason) and the predicted quality of every model that fits. From those predictions the report
+also works out the self-hosted share ``auto`` would reach at other margins (exact while every model
+is up: self-hosted models are the cheapest, so a request stays self-hosted exactly when one of them
+is within the margin of the best).
 
 Each served request is priced with the model's catalog price (``genai-prices`` for cloud models,
 the catalog's fixed per-token price for self-hosted ones): input = the router's token count,
@@ -34,9 +45,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
+import math
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -57,8 +71,8 @@ from app.budget.budgets import STATE_DIR_ENV, Budgets, ledger_for
 from app.budget.pricing import Pricer, TokenUsage
 from app.config import RouterConfig, load_config
 from app.errors import BudgetExhaustedError
-from app.feedback.service import FeedbackService
 from app.feedback.backends import store_for as feedback_store_for
+from app.feedback.service import FeedbackService
 from app.observability.logs import configure_logging
 from app.observability.metrics import metrics as new_metrics
 from app.service import RouterService
@@ -110,12 +124,17 @@ class Scenario:
     budgets: bool  # the config's daily budgets, with the day's spend recorded
 
 
-SCENARIOS = (
-    Scenario("hybrid", None, False),
-    Scenario("cloud-only", "cloud_only", False),
-    Scenario("self-hosted-only", "self_hosted_only", False),
-    Scenario("hybrid, configured budgets", None, True),
+HYBRID, RULES, CLOUD, SELF, BUDGETED = (
+    "hybrid", "hybrid, rules", "cloud-only", "self-hosted-only", "hybrid, configured budgets",
 )
+SCENARIOS = (
+    Scenario(HYBRID, None, False),
+    Scenario(RULES, "rules", False),
+    Scenario(CLOUD, "cloud_only", False),
+    Scenario(SELF, "self_hosted_only", False),
+    Scenario(BUDGETED, None, True),
+)
+COMPARED = (HYBRID, RULES)  # the two routings of the hybrid, side by side in the report
 
 
 @dataclass(frozen=True)
@@ -127,6 +146,15 @@ class Decision:
     fallbacks: tuple[str, ...] = ()
     dropped: tuple[tuple[str, str], ...] = ()
     max_tokens: int | None = None
+    reason: str = ""  # the primary's reason: the branch taken
+    quality: tuple[tuple[str, float], ...] = ()  # predicted quality of each model that fits
+    margin: float | None = None  # the quality margin used (quality-ranked strategies only)
+    task: str | None = None
+
+    @property
+    def ranked(self) -> bool:
+        """Decided by predicted quality (not by a context or latency branch)."""
+        return "cheapest with predicted quality" in self.reason
 
 
 def decision_of(response: httpx.Response) -> Decision:
@@ -136,7 +164,8 @@ def decision_of(response: httpx.Response) -> Decision:
     f = data["features"]
     return Decision(
         200, data["model"], f["tokens"], None, tuple(t["model"] for t in data["fallbacks"]),
-        tuple((d["model"], d["reason"]) for d in data["dropped"]), f["max_tokens"],
+        tuple((d["model"], d["reason"]) for d in data["dropped"]), f["max_tokens"], data["reason"],
+        tuple(sorted((data.get("quality") or {}).items())), data.get("quality_margin"), f.get("task"),
     )
 
 
@@ -351,24 +380,42 @@ def by_model_cost(o: Outcome, scale: float) -> Counter:
     return out
 
 
-def by_kind(o: Outcome, workload: Workload, config: RouterConfig) -> list[list[object]]:
-    """Per workload class: how the router routed it and what it cost (one scenario)."""
+def class_indexes(workload: Workload) -> dict[str, list[int]]:
+    """Request indexes per workload class, in ``KINDS`` order (empty classes left out)."""
+    out: dict[str, list[int]] = {k.name: [] for k in KINDS}
+    for i, r in enumerate(workload.requests):
+        out[workload.shapes[r.shape].kind].append(i)
+    return {k: v for k, v in out.items() if v}
+
+
+def by_kind(outcomes: list[Outcome], workload: Workload) -> list[list[object]]:
+    """Per workload class: where each scenario routed it and what it cost there."""
     scale = DAY_REQUESTS / len(workload.requests)
     rows = []
-    for kind in KINDS:
-        idx = [i for i, r in enumerate(workload.requests) if workload.shapes[r.shape].kind == kind.name]
-        if not idx:
-            continue
-        models = Counter(o.decisions[i].model or f"refused ({o.decisions[i].error})" for i in idx)
-        top = ", ".join(f"{m} {c / len(idx):.0%}" for m, c in models.most_common(3))
-        tokens = [o.decisions[i].tokens for i in idx if o.decisions[i].tokens is not None]
+    for kind, idx in class_indexes(workload).items():
+        tokens = [t for o in outcomes for t in [o.decisions[i].tokens for i in idx] if t is not None]
         answers = [workload.requests[i].answer_tokens for i in idx]
-        rows.append([
-            kind.name, f"{len(idx) / len(workload.requests):.0%}",
+        row: list[object] = [
+            kind, f"{len(idx) / len(workload.requests):.0%}",
             f"{statistics.median(tokens):,.0f}" if tokens else "-", f"{statistics.median(answers):,.0f}",
-            top, f"${sum(o.costs[i] for i in idx) * scale:,.2f}",
-        ])
+        ]
+        for o in outcomes:
+            models = Counter(o.decisions[i].model or f"refused ({o.decisions[i].error})" for i in idx)
+            row += [", ".join(f"{m} {c / len(idx):.0%}" for m, c in models.most_common(3)),
+                    usd(sum(o.costs[i] for i in idx) * scale)]
+        rows.append(row)
     return rows
+
+
+def kind_table(outcomes: list[Outcome], workload: Workload) -> str:
+    headers = ["class", "share", "median prompt tokens", "median answer tokens"]
+    for o in outcomes:
+        label = ROUTING_LABEL.get(o.scenario.name, o.scenario.name)
+        headers += [f"{label}: routed to", f"{label}: cost/day"]
+    return table(headers, by_kind(outcomes, workload))
+
+
+ROUTING_LABEL = {HYBRID: "`auto`", RULES: "`rules`"}
 
 
 def usd(x: float) -> str:
@@ -392,59 +439,92 @@ def scenario_table(results: list[tuple[Outcome, dict]]) -> str:
 
 
 def share_table(results: list[tuple[Outcome, dict]], config: RouterConfig) -> str:
+    by_name = {o.scenario.name: s for o, s in results}
     models = [m for m in config.models if any(s["models"][m] for _, s in results)]
     rows = []
     for m in models:
         row: list[object] = [m, tier(config, m)]
         for o, s in results:
             row.append(f"{s['models'][m] / s['requests']:.1%}" if s["models"][m] else "-")
-        hybrid = results[0][1]
-        row.append(usd(hybrid["cost_by_model"][m]) if hybrid["models"][m] else "-")
+        for name in COMPARED:
+            s = by_name[name]
+            row.append(usd(s["cost_by_model"][m]) if s["models"][m] else "-")
         rows.append(row)
-    return table(["model", "tier"] + [o.scenario.name for o, _ in results] + ["hybrid cost/day"], rows)
+    return table(["model", "tier"] + [o.scenario.name for o, _ in results] + [f"{n} cost/day" for n in COMPARED], rows)
 
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "not met"
 
 
-def comparison(res: dict[str, dict], workload: Workload, hybrid: Outcome, config: RouterConfig) -> str:
-    h, c = res["hybrid"], res["cloud-only"]
+SELF_HOSTED_TARGET = SEED["self_hosted_share"]
+SWEEP_MARGINS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # margins at which the report works out auto's self-hosted share
+
+
+def claims(h: dict, c: dict) -> list[tuple[str, str, str, bool, str | None]]:
+    """The seed's claims for one hybrid scenario ``h`` against cloud-only ``c``:
+    (claim, seed's figure, replay's figure, met, key into ``to_close``)."""
     savings = 1 - h["cost"] / c["cost"]
     savings_gpu = 1 - h["cost_gpu"] / c["cost_gpu"]
     faster_catalog = 1 - h["catalog_ms"] / c["catalog_ms"]
     faster_model = 1 - h["mean_s"] / c["mean_s"]
-    why = reasons(res, workload, hybrid, config)
-    rows = [
-        ["self-hosted share (hybrid)", "70%", f"{h['self_hosted']:.1%}",
-         verdict(abs(h["self_hosted"] - SEED["self_hosted_share"]) <= SHARE_TOLERANCE), why["share"]],
-        ["cheap cloud (Flash tier) share", "20%", f"{h['cheap_cloud']:.1%}",
-         verdict(abs(h["cheap_cloud"] - SEED["cheap_cloud_share"]) <= SHARE_TOLERANCE), ""],
-        ["premium cloud share", "10%", f"{h['premium']:.1%}",
-         verdict(abs(h["premium"] - SEED["premium_share"]) <= SHARE_TOLERANCE), ""],
-        ["hybrid cost/day", "~$10", usd(h["cost"]),
-         verdict(h["cost"] <= SEED["hybrid_usd_day"] * (1 + COST_TOLERANCE)), why["hybrid_cost"]],
-        ["cloud-only cost/day", "$35", usd(c["cost"]),
-         verdict(abs(c["cost"] / SEED["cloud_only_usd_day"] - 1) <= COST_TOLERANCE), why["cloud_cost"]],
-        ["savings vs cloud-only", "71%", f"{savings:.1%} ({savings_gpu:.1%} with GPU nodes)",
-         verdict(savings >= SEED["savings"] - SHARE_TOLERANCE), why["savings"]],
-        ["mean latency, hybrid vs cloud-only (catalog latency, the seed's basis)", "600 vs 1,200 ms (50% faster)",
+    return [
+        ("self-hosted share", "70%", f"{h['self_hosted']:.1%}",
+         abs(h["self_hosted"] - SEED["self_hosted_share"]) <= SHARE_TOLERANCE, "share"),
+        ("cheap cloud (Flash tier) share", "20%", f"{h['cheap_cloud']:.1%}",
+         abs(h["cheap_cloud"] - SEED["cheap_cloud_share"]) <= SHARE_TOLERANCE, None),
+        ("premium cloud share", "10%", f"{h['premium']:.1%}",
+         abs(h["premium"] - SEED["premium_share"]) <= SHARE_TOLERANCE, None),
+        ("hybrid cost/day", "~$10", usd(h["cost"]), h["cost"] <= SEED["hybrid_usd_day"] * (1 + COST_TOLERANCE), "cost"),
+        ("cloud-only cost/day", "$35", usd(c["cost"]),
+         abs(c["cost"] / SEED["cloud_only_usd_day"] - 1) <= COST_TOLERANCE, "cost"),
+        ("savings vs cloud-only", "71%", f"{savings:.1%} ({savings_gpu:.1%} with GPU nodes)",
+         savings >= SEED["savings"] - SHARE_TOLERANCE, "cost"),
+        ("mean latency vs cloud-only (catalog latency, the seed's basis)", "600 vs 1,200 ms (50% faster)",
          f"{h['catalog_ms']:.0f} vs {c['catalog_ms']:.0f} ms ({relative(faster_catalog)})",
-         verdict(faster_catalog >= 0.5 - SHARE_TOLERANCE), why["latency_catalog"]],
-        ["mean latency, hybrid vs cloud-only (modelled end to end)", "50% faster",
+         faster_catalog >= 0.5 - SHARE_TOLERANCE, "latency_catalog"),
+        ("mean latency vs cloud-only (modelled end to end)", "50% faster",
          f"{h['mean_s']:.2f} vs {c['mean_s']:.2f} s ({relative(faster_model)})",
-         verdict(faster_model >= 0.5 - SHARE_TOLERANCE), why["latency_model"]],
+         faster_model >= 0.5 - SHARE_TOLERANCE, "latency_model"),
     ]
-    keys = [None, None, None, "cost", "cost", "cost", "latency_catalog", "latency_model"]
-    for row, key in zip(rows, keys):
-        missed = row[3] == "not met"
-        row[4] = row[4] if missed or key is None else ""
-        row.append(TO_CLOSE[key] if missed and key else "")
-    return table(["seed's claim", "seed", "replay", "verdict", "why", "what would close it"], rows)
 
 
-# What would close each missed claim: not a routing change, since the router already sends every
-# class where the seed says; these change the workload's economics or the self-hosted hardware.
+def comparison(res: dict[str, dict], workload: Workload, out: dict[str, Outcome], config: RouterConfig,
+               sweep: Sweep) -> str:
+    """The seed's claims against both hybrids (``auto`` and ``rules``); why and what would close a
+    miss are given for ``auto``, the router's default."""
+    why = reasons(res, workload, out, config)
+    auto_rows, rules_rows = claims(res[HYBRID], res[CLOUD]), claims(res[RULES], res[CLOUD])
+    rows = []
+    for (claim, seed, value, met, key), (_, _, rules_value, rules_met, _) in zip(auto_rows, rules_rows):
+        shares = key in (None, "share")  # the share rows always say why; the others only when missed
+        rows.append([
+            claim, seed, value, verdict(met), rules_value, verdict(rules_met),
+            why.get(claim, "") if shares or not met else "",
+            to_close(key, sweep, res) if key and not met else "",
+        ])
+    return table(["seed's claim", "seed", "hybrid (`auto`)", "verdict", "hybrid, rules (`rules`)", "verdict",
+                  "why (`auto`)", "what would close it (`auto`)"], rows)
+
+
+def to_close(key: str, sweep: Sweep, res: dict[str, dict]) -> str:
+    """What would close a claim ``auto`` misses."""
+    if key == "share":
+        needed = sweep.needed(SELF_HOSTED_TARGET)
+        reach = (
+            f"on this day's predictions a margin of {needed:.2f} or more keeps {SELF_HOSTED_TARGET:.0%} of requests "
+            "on self-hosted models" if needed is not None else
+            f"no margin reaches {SELF_HOSTED_TARGET:.0%} on this day (at most {sweep.share_at(1.0):.1%})"
+        )
+        return (
+            f"A larger `quality.margin` ({reach}), a predictor trained on everyday prompts as well as hard ones, "
+            f"or `routing_strategy: rules` ({res[RULES]['self_hosted']:.1%} self-hosted)."
+        )
+    return TO_CLOSE[key]
+
+
+# What would close each missed cost or latency claim: these change the workload's economics or the
+# self-hosted hardware; routing short prompts differently moves little of a bill the documents dominate.
 TO_CLOSE = {
     "cost": (
         "Self-hosted capacity for long prompts (a long-context model on GPUs with the memory for "
@@ -452,8 +532,8 @@ TO_CLOSE = {
         "documents, retrieval instead of whole documents); or the seed's short prompts."
     ),
     "latency_catalog": (
-        "A larger share on self-hosted models: only prompts over the self-hosted windows stay on the "
-        "cloud, so longer self-hosted windows."
+        "A larger share on self-hosted models: prompts over the self-hosted windows stay on the "
+        "cloud, so longer self-hosted windows (and, for `auto`, a larger margin)."
     ),
     "latency_model": (
         "Faster self-hosted decoding (FP8 or AWQ weights, speculative decoding, a faster GPU than the "
@@ -470,19 +550,32 @@ def relative(gain: float) -> str:
 SEED_SELF_HOSTED_KINDS = ("simple query", "code generation", "fast response")  # the seed's 70% group
 
 
-def reasons(res: dict[str, dict], workload: Workload, hybrid: Outcome, config: RouterConfig) -> dict[str, str]:
-    """One sentence per claim, from the replay's own numbers."""
-    h, c = res["hybrid"], res["cloud-only"]
+def on_self_hosted(o: Outcome, config: RouterConfig) -> list[bool]:
+    return [bool(d.model and config.is_self_hosted(d.model)) for d in o.decisions]
+
+
+def reasons(res: dict[str, dict], workload: Workload, out: dict[str, Outcome], config: RouterConfig) -> dict[str, str]:
+    """One sentence per claim, from the replay's own numbers (for ``auto``)."""
+    h, c = res[HYBRID], res[CLOUD]
+    hybrid = out[HYBRID]
     n = len(workload.requests)
     scale = DAY_REQUESTS / n
     decisions = hybrid.decisions
-    on_self = [bool(d.model and config.is_self_hosted(d.model)) for d in decisions]
     group = [workload.shapes[r.shape].kind in SEED_SELF_HOSTED_KINDS for r in workload.requests]
-    kept = sum(a and b for a, b in zip(on_self, group)) / max(1, sum(group))
-    moved = sum(a and not b for a, b in zip(on_self, group)) / max(1, n - sum(group))
+
+    def kept_moved(o: Outcome) -> tuple[float, float]:
+        on_self = on_self_hosted(o, config)
+        kept = sum(a and b for a, b in zip(on_self, group)) / max(1, sum(group))
+        moved = sum(a and not b for a, b in zip(on_self, group)) / max(1, n - sum(group))
+        return kept, moved
+
+    (kept, moved), (rules_kept, _) = kept_moved(hybrid), kept_moved(out[RULES])
     window = max(config.models[m].context_window for m in config.models if config.is_self_hosted(m))
     big = [i for i, d in enumerate(decisions) if d.tokens and d.tokens >= window]
     doc_cost = sum(hybrid.costs[i] for i in big) * scale
+    short_cloud = [i for i, d in enumerate(decisions)
+                   if d.model and not config.is_self_hosted(d.model) and (d.tokens or 0) < window]
+    short_cloud_cost = sum(hybrid.costs[i] for i in short_cloud) * scale
     # The Flash tier: what it costs, and the prompt size the seed's $2.00/day for it implies.
     cheap = [i for i, d in enumerate(decisions) if d.model and tier(config, d.model) == "cheap cloud"]
     cheap_cost = sum(hybrid.costs[i] for i in cheap) * scale
@@ -490,34 +583,155 @@ def reasons(res: dict[str, dict], workload: Workload, hybrid: Outcome, config: R
     implied = SEED["flash_usd_day"] / (SEED["cheap_cloud_share"] * DAY_REQUESTS) / SEED["flash_usd_per_million"] * 1e6
     decode_self, decode_flash = speeds("mistral-7b-instruct")[0], speeds("gemini-flash")[0]
     return {
-        "share": (
+        "self-hosted share": (
             f"By construction {sum(group) / n:.0%} of requests are in the seed's self-hosted classes (simple, code, "
-            f"fast); the router kept {kept:.0%} of those on self-hosted models and sent {moved:.0%} of the rest "
-            f"there; {len(big) / n:.0%} of requests exceed every self-hosted window ({window:,} tokens)."
+            f"fast); `auto` kept {kept:.0%} of those on self-hosted models (`rules` {rules_kept:.0%}) and sent "
+            f"{moved:.0%} of the rest there; {len(big) / n:.0%} of requests exceed every self-hosted window "
+            f"({window:,} tokens). Why `auto` sends the others to the cloud: \"How each class was routed\" below."
         ),
-        "hybrid_cost": (
-            f"Prompts over {window:,} tokens cost {usd(doc_cost)}/day of it; the Flash tier averages "
-            f"{cheap_tokens:,.0f} prompt tokens ({usd(cheap_cost)}/day), where the seed's $2.00/day at its own "
-            f"$0.10/1M implies ~{implied:,.0f}-token prompts."
+        "hybrid cost/day": (
+            f"Prompts over {window:,} tokens cost {usd(doc_cost)}/day of it, the {len(short_cloud) / n:.0%} of "
+            f"requests under that size that `auto` sends to the cloud {usd(short_cloud_cost)}/day; the Flash tier "
+            f"averages {cheap_tokens:,.0f} prompt tokens ({usd(cheap_cost)}/day), where the seed's $2.00/day at its "
+            f"own $0.10/1M implies ~{implied:,.0f}-token prompts."
         ),
-        "cloud_cost": (
+        "cloud-only cost/day": (
             f"Cloud-only pays for the same long prompts ({usd(doc_cost)}/day in the hybrid) plus the short requests "
             f"at cloud prices; $35 would need prompts far shorter than the seed's own 50K+ token documents."
         ),
-        "savings": (
+        "savings vs cloud-only": (
             f"Prompts too long for self-hosted go to the same cloud models in both scenarios and make up "
             f"{doc_cost / c['cost']:.0%} of cloud-only's cost, so moving short requests to self-hosted saves little."
         ),
-        "latency_catalog": (
-            f"The {1 - h['self_hosted']:.0%} of requests that go to cloud in both scenarios have the same latency in "
-            f"both, which caps the gain."
+        "mean latency vs cloud-only (catalog latency, the seed's basis)": (
+            f"`auto` sends {1 - h['self_hosted']:.0%} of requests to cloud models ({len(big) / n:.0%} of the day "
+            f"are prompts over every self-hosted window), where they are no faster than in cloud-only, which caps "
+            "the gain."
         ),
-        "latency_model": (
+        "mean latency vs cloud-only (modelled end to end)": (
             f"Self-hosted decode on L4s in fp16 is bandwidth-bound at ~{decode_self:.0f} tokens/s against "
             f"~{decode_flash:.0f} for Gemini Flash, so any answer over a few dozen tokens is slower self-hosted; "
             f"the seed's figures are times to a short answer."
         ),
     }
+
+
+# --- where auto sends each class, and why ----------------------------------------------------
+def self_hosted_gap(d: Decision, config: RouterConfig) -> float:
+    """For a decision ``auto`` made by predicted quality: how far the best self-hosted model's
+    predicted quality lies below the best of the models it ranked (as ``rank_by_quality`` ranks:
+    code-capable models only for code generation). ``inf`` when no self-hosted model fits."""
+    quality = dict(d.quality)
+    pool = list(quality)
+    if d.task == "code_generation":
+        pool = [m for m in pool if "code" in config.models[m].capabilities] or pool
+    own = [quality[m] for m in pool if config.is_self_hosted(m)]
+    return max(quality[m] for m in pool) - max(own) if own else float("inf")
+
+
+@dataclass
+class Sweep:
+    """``auto``'s self-hosted share at other margins, from the replay's own predictions: a request
+    decided by predicted quality stays self-hosted exactly when its ``self_hosted_gap`` is within
+    the margin (self-hosted models are the cheapest), the others keep their branch's model."""
+
+    n: int
+    fixed_self: int  # requests on self-hosted models by a context or latency branch
+    gaps: list[float]  # sorted, one per request decided by predicted quality
+    margin: float  # the margin the replay used
+    disagreements: int  # requests where the gap rule and the replay's decision disagree (expected 0)
+
+    @classmethod
+    def of(cls, o: Outcome, config: RouterConfig) -> Sweep:
+        fixed, gaps, margins, disagreements = 0, [], set(), 0
+        for d, own in zip(o.decisions, on_self_hosted(o, config)):
+            if d.ranked:
+                gap = self_hosted_gap(d, config)
+                gaps.append(gap)
+                margins.add(d.margin)
+                disagreements += own != (gap <= d.margin + 1e-12)
+            else:
+                fixed += own
+        margin = margins.pop() if len(margins) == 1 else float("nan")
+        return cls(len(o.decisions), fixed, sorted(gaps), margin, disagreements)
+
+    def share_at(self, margin: float) -> float:
+        return (self.fixed_self + bisect.bisect_right(self.gaps, margin + 1e-12)) / self.n
+
+    def needed(self, share: float) -> float | None:
+        """The smallest margin at which ``share`` of the requests are on self-hosted models."""
+        k = math.ceil(share * self.n - 1e-9) - self.fixed_self
+        if k <= 0:
+            return 0.0
+        return self.gaps[k - 1] if k <= len(self.gaps) and math.isfinite(self.gaps[k - 1]) else None
+
+
+def class_notes(out: dict[str, Outcome], workload: Workload, config: RouterConfig, sweep: Sweep) -> str:
+    """Where ``auto`` sends each class and why, from the branches and predictions ``/v1/route`` answered."""
+    auto, rules = out[HYBRID], out[RULES]
+    n = len(workload.requests)
+    t = config.routing.thresholds
+    classes = class_indexes(workload)
+    own_auto, own_rules = on_self_hosted(auto, config), on_self_hosted(rules, config)
+    context = [i for i, d in enumerate(auto.decisions) if d.model and not d.ranked and "tokens" in d.reason]
+    latency_branch = [i for i, d in enumerate(auto.decisions) if d.model and "latency need" in d.reason]
+    ranked = [i for i, d in enumerate(auto.decisions) if d.ranked]
+    same = sum(auto.decisions[i].model == rules.decisions[i].model for i in context)
+    latency_models = Counter(auto.decisions[i].model for i in latency_branch)
+    latency_kinds = Counter(workload.shapes[workload.requests[i].shape].kind for i in latency_branch)
+    parts = [
+        f"`auto` decided {len(context) / n:.0%} of the day by the context branches it keeps from the keyword tree "
+        f"(prompts of {t.medium_context_tokens:,} tokens or more), exactly as `rules` does for "
+        f"{same / max(1, len(context)):.0%} of them; {len(latency_branch) / n:.0%} by the kept latency branch "
+        f"(a latency need under {t.low_latency_ms:,} ms: "
+        + ", ".join(f"{c / len(latency_branch):.0%} {k}" for k, c in latency_kinds.most_common()) + "; to "
+        + ", ".join(f"{m} {c / len(latency_branch):.0%}" for m, c in latency_models.most_common()) + ")"
+        if latency_branch else
+        f"`auto` decided {len(context) / n:.0%} of the day by the context branches it keeps from the keyword tree "
+        f"(prompts of {t.medium_context_tokens:,} tokens or more), exactly as `rules` does for "
+        f"{same / max(1, len(context)):.0%} of them"
+    ]
+    parts[0] += (
+        f"; and the other {len(ranked) / n:.0%} by predicted quality, taking the cheapest model within "
+        f"{sweep.margin:g} of the best. Per class, of the requests decided by predicted quality:"
+    )
+    lines = []
+    for kind, idx in classes.items():
+        mine = [i for i in idx if auto.decisions[i].ranked]
+        if not mine:
+            continue
+        gaps = [self_hosted_gap(auto.decisions[i], config) for i in mine]
+        best = [max(q for _, q in auto.decisions[i].quality) for i in mine]
+        small = [max((q for m, q in auto.decisions[i].quality if config.is_self_hosted(m)), default=float("nan"))
+                 for i in mine]
+        to = Counter(auto.decisions[i].model for i in mine)
+        lines.append(
+            f"- **{kind}** ({len(mine) / len(idx):.0%} of the class): "
+            + ", ".join(f"{m} {c / len(mine):.0%}" for m, c in to.most_common(3))
+            + f"; median predicted quality {statistics.median(small):.2f} for the best self-hosted model against "
+            f"{statistics.median(best):.2f} for the best that fits, a gap over the margin for "
+            f"{sum(g > sweep.margin for g in gaps) / len(mine):.0%}. The whole class: "
+            f"{sum(own_auto[i] for i in idx) / len(idx):.0%} self-hosted under `auto`, "
+            f"{sum(own_rules[i] for i in idx) / len(idx):.0%} under `rules`."
+        )
+    sweep_text = ", ".join(f"{sweep.share_at(m):.1%} at {m:g}" for m in SWEEP_MARGINS)
+    needed = sweep.needed(SELF_HOSTED_TARGET)
+    why = (
+        "Why: the predictor learned from hard prompts (MMLU-Pro questions and hard chat prompts, `data/routing/`), "
+        "on which the 7B model is often wrong, so it rates short everyday prompts (a definition, a translation, a "
+        "summary of an email) as hard for the 7B model too, and the cheap cloud model is the cheapest within the "
+        f"margin. The margin trades this: on this day's predictions `auto` would keep {sweep_text} of requests on "
+        "self-hosted models (all models up; a request decided by predicted quality stays self-hosted exactly when "
+        "a self-hosted model is within the margin of the best"
+        + (f"; the rule reproduces the replay's decisions but for {sweep.disagreements:,}" if sweep.disagreements
+           else "; the rule reproduces every decision of the replay")
+        + "). "
+        + (f"The seed's {SELF_HOSTED_TARGET:.0%} needs a margin of {needed:.2f}; " if needed is not None else
+           f"No margin reaches the seed's {SELF_HOSTED_TARGET:.0%}; ")
+        + f"`rules` keeps {sum(own_rules) / n:.1%} there. Set the margin per deployment (`quality.margin`), per "
+        "request (`auto:<margin>`), or fit it to your traffic with `python -m app.routing.quality.calibrate`."
+    )
+    return parts[0] + "\n\n" + "\n".join(lines) + "\n\n" + why
 
 
 def budget_notes(budgeted: Outcome, hybrid: Outcome, config: RouterConfig) -> str:
@@ -548,8 +762,8 @@ def budget_notes(budgeted: Outcome, hybrid: Outcome, config: RouterConfig) -> st
 
 # --- plots -----------------------------------------------------------------------------------
 def plots(results: list[tuple[Outcome, dict]], config: RouterConfig) -> list[str]:
-    names = [o.scenario.name for o, _ in results]
-    fig, ax = figure(9, 4.5)
+    names = [textwrap.fill(o.scenario.name, 16) for o, _ in results]
+    fig, ax = figure(10, 4.5)
     catalog = [s["cost"] for _, s in results]
     gpu = [s["cost_gpu"] - s["cost"] for _, s in results]
     ax.bar(names, catalog, label="catalog prices (genai-prices, fixed self-hosted)")
@@ -565,7 +779,7 @@ def plots(results: list[tuple[Outcome, dict]], config: RouterConfig) -> list[str
     ax.legend(fontsize=8)
     cost_png = save_plot(fig, "hybrid_replay_cost", "Cost per day by scenario, against the seed's claims")
 
-    fig, ax = figure(9, 4.5)
+    fig, ax = figure(10, 4.5)
     models = [m for m in config.models if any(s["models"][m] for _, s in results)]
     left = [0.0] * len(results)
     for m in models:
@@ -602,23 +816,14 @@ async def main(requests: int, seed: int) -> None:
     for o, s in results:
         print(f"{o.scenario.name}: {usd(s['cost'])}/day, self-hosted {s['self_hosted']:.1%}, "
               f"mean latency {s['mean_s']:.2f} s, refused {dict(s['refused'])}", flush=True)
-    body = report(results, by_name, workload, outcomes[0], outcomes[-1], config, requests, seed, started)
+    body = report(results, by_name, workload, {o.scenario.name: o for o in outcomes}, config, requests, seed, started)
     write_section("hybrid_replay", "Hybrid cost and latency", body)
     print(f"total {time.perf_counter() - started:.0f} s", flush=True)
 
 
-QUIRKS = (
-    "\n\nWhere a class goes elsewhere than the seed intends, the cause is the prompt's analysis: pasted prose that "
-    "mentions an API or a bug counts as code (so translating it is code generation, for codellama-13b); ordinary "
-    "words such as \"plan\", \"design\", \"estimate\" and \"next\" count as multi-step signals (so a summary of "
-    "an email or a quick look at a ticket can score 0.7 and go to claude-opus, the complexity check coming before "
-    "the latency one); and a complex analysis with one high signal but no code or domain words scores under 0.7 "
-    "and stays on mistral-7b-instruct."
-)
-
-
-def report(results, by_name, workload, hybrid, budgeted, config, requests, seed, started) -> str:
+def report(results, by_name, workload, out, config, requests, seed, started) -> str:
     images = plots(results, config)
+    sweep = Sweep.of(out[HYBRID], config)
     calls = sum(o.router.calls for o, _ in results)
     checked = sum(o.router.checked for o, _ in results)
     mismatches = sum(o.router.mismatches for o, _ in results)
@@ -626,15 +831,18 @@ def report(results, by_name, workload, hybrid, budgeted, config, requests, seed,
         f" Costs are scaled from {requests:,} requests to a 100K-request day, and budgets by {requests / DAY_REQUESTS:g}."
     )
     parts = [
-        "### Against the seed's claims\n\n" + comparison(by_name, workload, hybrid, config),
+        "### Against the seed's claims\n\n" + comparison(by_name, workload, out, config, sweep),
         "### Method\n\n"
         f"A day of {requests:,} requests (seed {seed}) in the seed's mix (`benchmarks/workload.py`), each decided by "
         "`POST /v1/route` of the real app with the default config (scripted backends, in process). Scenarios: "
-        "**hybrid** = `auto`; **cloud-only** = the router's `cloud_only` strategy, the same tree without "
-        "self-hosted models (the seed's failover to Gemini Flash and its own `cloud_only` strategy; sending "
-        "everything to a premium model would cost more still); **self-hosted-only** = `self_hosted_only`, where a "
-        "prompt no self-hosted window takes is refused (400). These three run with budgets lifted, so that their "
-        "costs are the workload's. **hybrid, configured budgets** replays the same day with the config's "
+        f"**hybrid** = `auto`, the router's default (predicted quality, margin {sweep.margin:g}; the keyword tree's "
+        "context and latency branches kept); **hybrid, rules** = `routing_strategy: rules`, the seed's keyword "
+        "tree alone (what `auto` was before the quality predictor); **cloud-only** = the router's `cloud_only` "
+        "strategy, `auto`'s rule among cloud models only (the seed's failover to Gemini Flash and its own "
+        "`cloud_only` strategy; sending everything to a premium model would cost more still); "
+        "**self-hosted-only** = `self_hosted_only`, `auto`'s rule among self-hosted models, where a prompt no "
+        "self-hosted window takes is refused (400). These four run with budgets lifted, so that their costs are "
+        "the workload's. **hybrid, configured budgets** replays the same day on `auto` with the config's "
         "`cost_rules.daily_budgets`, spending each decision in the router's ledger as the executor does (the worst "
         "case reserved on the primary, or on its fallbacks while budgets refuse; the real cost settled)." + scaled,
         scenario_table(results),
@@ -648,11 +856,9 @@ def report(results, by_name, workload, hybrid, budgeted, config, requests, seed,
         f"{usd(GPU_NODES_USD_PER_DAY)}/day for the GKE profile's minimum self-hosted replicas "
         "(3 g2-standard-8 + 1 g2-standard-24, on-demand list prices).",
         "### Share per model\n\n" + share_table(results, config),
-        "### How the hybrid routed each class\n\n" + table(
-            ["class", "share", "median prompt tokens", "median answer tokens", "routed to", "cost/day"],
-            by_kind(hybrid, workload, config),
-        ) + QUIRKS,
-        "### Budgets\n\n" + budget_notes(budgeted, hybrid, config),
+        "### How each class was routed\n\n" + kind_table([out[name] for name in COMPARED], workload)
+        + "\n\n" + class_notes(out, workload, config, sweep),
+        "### Budgets\n\n" + budget_notes(out[BUDGETED], out[HYBRID], config),
         "\n\n".join(images),
         (f"The replay sent {calls:,} requests to the endpoint for {len(results) * requests:,} decisions "
         f"({len(workload.shapes):,} distinct bodies; a repeated body reuses its decision while every model's "
