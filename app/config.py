@@ -31,7 +31,10 @@ BUILTIN_STRATEGIES = (
     "rules",
 )
 
-Capability = Literal["code", "vision", "tools", "json_mode"]
+# What a model can be asked for; routing sends a request only to models with what it needs:
+# vision (image input), tools (`tools`), json_mode (`response_format` json_object / json_schema),
+# logprobs (`logprobs` / `top_logprobs`). `code` marks code models for code-generation routing.
+Capability = Literal["code", "vision", "tools", "json_mode", "logprobs"]
 ProviderKind = Literal["self_hosted", "openai", "anthropic", "vertex_ai", "openai_compatible"]
 
 
@@ -111,7 +114,13 @@ class ModelSpec(StrictModel):
     model_id: str = Field(description="The provider's own model id.")
     context_window: int = Field(gt=0, description="Prompt plus completion tokens the model accepts.")
     max_output_tokens: int = Field(default=8192, gt=0)
-    capabilities: list[Capability] = Field(default_factory=list)
+    capabilities: list[Capability] = Field(
+        default_factory=list,
+        description="What the model can be asked for: code, vision (image input), tools (tool calling), "
+        "json_mode (response_format json_object / json_schema), logprobs (logprobs / top_logprobs). A "
+        "request needing one goes only to models that have it; none that may take it is a 400 naming "
+        "the parameter.",
+    )
     weights: ModelWeights
     pricing: Pricing = Field(default_factory=Pricing)
     typical_latency_ms: int = Field(gt=0, description="Typical time to a short answer, for planning.")

@@ -582,7 +582,20 @@ def reasons(res: dict[str, dict], workload: Workload, out: dict[str, Outcome], c
     cheap_tokens = statistics.fmean(decisions[i].tokens for i in cheap) if cheap else 0
     implied = SEED["flash_usd_day"] / (SEED["cheap_cloud_share"] * DAY_REQUESTS) / SEED["flash_usd_per_million"] * 1e6
     decode_self, decode_flash = speeds("mistral-7b-instruct")[0], speeds("gemini-flash")[0]
+
+    def tier_why(name: str) -> str:
+        """A tier's share of the day, split by the branch that sent requests there."""
+        mine = [d for d in decisions if d.model and tier(config, d.model) == name]
+        by_branch = Counter(
+            "by predicted quality" if d.ranked else
+            "by the context branches" if "tokens" in d.reason else "by the latency branch" if "latency" in d.reason
+            else "otherwise" for d in mine
+        )
+        return f"`auto`'s {len(mine) / n:.1%}: " + ", ".join(f"{c / n:.1%} {b}" for b, c in by_branch.most_common()) + "."
+
     return {
+        "cheap cloud (Flash tier) share": tier_why("cheap cloud"),
+        "premium cloud share": tier_why("premium cloud"),
         "self-hosted share": (
             f"By construction {sum(group) / n:.0%} of requests are in the seed's self-hosted classes (simple, code, "
             f"fast); `auto` kept {kept:.0%} of those on self-hosted models (`rules` {rules_kept:.0%}) and sent "
@@ -658,6 +671,18 @@ class Sweep:
     def share_at(self, margin: float) -> float:
         return (self.fixed_self + bisect.bisect_right(self.gaps, margin + 1e-12)) / self.n
 
+    @staticmethod
+    def by_class(o: Outcome, config: RouterConfig, margin: float) -> dict[str, float]:
+        """Per class, the share of its requests decided by predicted quality that would be
+        self-hosted at ``margin``, as a share of the whole class."""
+        kinds: Counter = Counter()
+        kept: Counter = Counter()
+        for d, r in zip(o.decisions, o.router.workload.requests):
+            kind = o.router.workload.shapes[r.shape].kind
+            kinds[kind] += 1
+            kept[kind] += d.ranked and self_hosted_gap(d, config) <= margin + 1e-12
+        return {k: kept[k] / kinds[k] for k in kinds}
+
     def needed(self, share: float) -> float | None:
         """The smallest margin at which ``share`` of the requests are on self-hosted models."""
         k = math.ceil(share * self.n - 1e-9) - self.fixed_self
@@ -677,61 +702,105 @@ def class_notes(out: dict[str, Outcome], workload: Workload, config: RouterConfi
     latency_branch = [i for i, d in enumerate(auto.decisions) if d.model and "latency need" in d.reason]
     ranked = [i for i, d in enumerate(auto.decisions) if d.ranked]
     same = sum(auto.decisions[i].model == rules.decisions[i].model for i in context)
-    latency_models = Counter(auto.decisions[i].model for i in latency_branch)
-    latency_kinds = Counter(workload.shapes[workload.requests[i].shape].kind for i in latency_branch)
-    parts = [
+    opening = (
         f"`auto` decided {len(context) / n:.0%} of the day by the context branches it keeps from the keyword tree "
-        f"(prompts of {t.medium_context_tokens:,} tokens or more), exactly as `rules` does for "
-        f"{same / max(1, len(context)):.0%} of them; {len(latency_branch) / n:.0%} by the kept latency branch "
-        f"(a latency need under {t.low_latency_ms:,} ms: "
-        + ", ".join(f"{c / len(latency_branch):.0%} {k}" for k, c in latency_kinds.most_common()) + "; to "
-        + ", ".join(f"{m} {c / len(latency_branch):.0%}" for m, c in latency_models.most_common()) + ")"
-        if latency_branch else
-        f"`auto` decided {len(context) / n:.0%} of the day by the context branches it keeps from the keyword tree "
-        f"(prompts of {t.medium_context_tokens:,} tokens or more), exactly as `rules` does for "
+        f"(prompts of {t.medium_context_tokens:,} tokens or more), choosing the same model as `rules` for "
         f"{same / max(1, len(context)):.0%} of them"
-    ]
-    parts[0] += (
-        f"; and the other {len(ranked) / n:.0%} by predicted quality, taking the cheapest model within "
-        f"{sweep.margin:g} of the best. Per class, of the requests decided by predicted quality:"
     )
-    lines = []
+    if latency_branch:
+        models = Counter(auto.decisions[i].model for i in latency_branch)
+        kinds = Counter(workload.shapes[workload.requests[i].shape].kind for i in latency_branch)
+        opening += (
+            f"; {len(latency_branch) / n:.0%} by the kept latency branch (a latency need under {t.low_latency_ms:,} ms: "
+            + ", ".join(f"{c / len(latency_branch):.0%} {k}" for k, c in kinds.most_common())
+            + "; to " + ", ".join(f"{m} {c / len(latency_branch):.0%}" for m, c in models.most_common()) + ")"
+        )
+    opening += (
+        f"; and the other {len(ranked) / n:.0%} by predicted quality, taking the cheapest model within "
+        f"{sweep.margin:g} of the best. Per class, the requests decided by predicted quality:"
+    )
+    lines, gaps_by_class, kept_more, kept_less = [], [], [], []
     for kind, idx in classes.items():
         mine = [i for i in idx if auto.decisions[i].ranked]
         if not mine:
             continue
         gaps = [self_hosted_gap(auto.decisions[i], config) for i in mine]
-        best = [max(q for _, q in auto.decisions[i].quality) for i in mine]
-        small = [max((q for m, q in auto.decisions[i].quality if config.is_self_hosted(m)), default=float("nan"))
-                 for i in mine]
-        to = Counter(auto.decisions[i].model for i in mine)
-        lines.append(
-            f"- **{kind}** ({len(mine) / len(idx):.0%} of the class): "
-            + ", ".join(f"{m} {c / len(mine):.0%}" for m, c in to.most_common(3))
-            + f"; median predicted quality {statistics.median(small):.2f} for the best self-hosted model against "
-            f"{statistics.median(best):.2f} for the best that fits, a gap over the margin for "
-            f"{sum(g > sweep.margin for g in gaps) / len(mine):.0%}. The whole class: "
-            f"{sum(own_auto[i] for i in idx) / len(idx):.0%} self-hosted under `auto`, "
-            f"{sum(own_rules[i] for i in idx) / len(idx):.0%} under `rules`."
-        )
-    sweep_text = ", ".join(f"{sweep.share_at(m):.1%} at {m:g}" for m in SWEEP_MARGINS)
+        best = statistics.median(max(q for _, q in auto.decisions[i].quality) for i in mine)
+        small = [max(q for m, q in auto.decisions[i].quality if config.is_self_hosted(m))
+                 for i, g in zip(mine, gaps) if math.isfinite(g)]
+        to = ", ".join(f"{m} {c / len(mine):.0%}" for m, c in Counter(auto.decisions[i].model for i in mine).most_common(3))
+        if small:
+            gap = statistics.median(gaps)
+            gaps_by_class.append(f"{gap:.2f} for {kind}")
+            why = (f"median predicted quality {statistics.median(small):.2f} for the best self-hosted model against "
+                   f"{best:.2f} for the best that fits (median gap {gap:.2f}), a gap over the margin for "
+                   f"{sum(g > sweep.margin for g in gaps) / len(mine):.0%}")
+        else:
+            why = (f"no self-hosted model fits them (under {t.medium_context_tokens:,} prompt tokens, but over every "
+                   f"self-hosted context window with the answer), so the ranking is among cloud models (best "
+                   f"predicted {best:.2f})")
+        a_share = sum(own_auto[i] for i in idx) / len(idx)
+        r_share = sum(own_rules[i] for i in idx) / len(idx)
+        lines.append(f"- **{kind}** ({len(mine) / len(idx):.0%} of the class): to {to}; {why}. The whole class: "
+                     f"{a_share:.0%} self-hosted under `auto`, {r_share:.0%} under `rules`.")
+        if small and a_share > r_share:
+            top, count = Counter(rules.decisions[i].model for i in idx).most_common(1)[0]
+            kept_more.append(f"keeps {a_share:.0%} of the {kind} class on self-hosted models (`rules` sends "
+                             f"{count / len(idx):.0%} of them to {top})")
+        elif small and a_share < r_share:
+            kept_less.append(f"sends {1 - a_share:.0%} of the {kind} class to the cloud (`rules` keeps {r_share:.0%} self-hosted)")
+    roles = {config.models[m].quality_role for m in config.models if config.is_self_hosted(m)}
+    shared = (f" (every self-hosted model, the code model included, has the `{roles.pop()}` quality role, so all get "
+              "the same prediction)" if len(roles) == 1 else "")
     needed = sweep.needed(SELF_HOSTED_TARGET)
     why = (
         "Why: the predictor learned from hard prompts (MMLU-Pro questions and hard chat prompts, `data/routing/`), "
         "on which the 7B model is often wrong, so it rates short everyday prompts (a definition, a translation, a "
-        "summary of an email) as hard for the 7B model too, and the cheap cloud model is the cheapest within the "
-        f"margin. The margin trades this: on this day's predictions `auto` would keep {sweep_text} of requests on "
-        "self-hosted models (all models up; a request decided by predicted quality stays self-hosted exactly when "
-        "a self-hosted model is within the margin of the best"
-        + (f"; the rule reproduces the replay's decisions but for {sweep.disagreements:,}" if sweep.disagreements
-           else "; the rule reproduces every decision of the replay")
+        f"summary of an email, a small function) as hard for the self-hosted models too{shared}, and the cheap "
+        "cloud model is then the cheapest within the margin. The median gap between the best self-hosted model "
+        "and the best is " + ", ".join(gaps_by_class) + f", against a margin of {sweep.margin:g}"
+        + (": `auto` " + "; it ".join(kept_more + kept_less) if kept_more or kept_less else "")
+        + ". The margin trades this. On this day's predictions `auto` would keep "
+        + ", ".join(f"{sweep.share_at(m):.1%} at {m:g}" for m in SWEEP_MARGINS)
+        + " of requests on self-hosted models (all models up; a request decided by predicted quality stays "
+        "self-hosted exactly when a self-hosted model is within the margin of the best, a rule that reproduces "
+        + ("every decision of the replay" if not sweep.disagreements else
+           f"the replay's decisions but for {sweep.disagreements:,}")
         + "). "
-        + (f"The seed's {SELF_HOSTED_TARGET:.0%} needs a margin of {needed:.2f}; " if needed is not None else
-           f"No margin reaches the seed's {SELF_HOSTED_TARGET:.0%}; ")
-        + f"`rules` keeps {sum(own_rules) / n:.1%} there. Set the margin per deployment (`quality.margin`), per "
+    )
+    if needed is not None:
+        moved = [(k, idx) for k, idx in classes.items() if k not in SEED_SELF_HOSTED_KINDS
+                 and any(auto.decisions[i].ranked for i in idx)]
+        at = sweep.by_class(auto, config, needed)
+        extra = ", ".join(f"{at[k]:.0%} of the {k} class" for k, _ in moved if at.get(k))
+        why += (f"The seed's {SELF_HOSTED_TARGET:.0%} needs a margin of {needed:.2f}"
+                + (f", which also puts {extra} on self-hosted models" if extra else "") + "; ")
+    else:
+        why += f"No margin reaches the seed's {SELF_HOSTED_TARGET:.0%}; "
+    why += (
+        f"`rules` keeps {sum(own_rules) / n:.1%} there. Set the margin per deployment (`quality.margin`), per "
         "request (`auto:<margin>`), or fit it to your traffic with `python -m app.routing.quality.calibrate`."
     )
-    return parts[0] + "\n\n" + "\n".join(lines) + "\n\n" + why
+    return opening + "\n\n" + "\n".join(lines) + "\n\n" + why
+
+
+def rules_note(res: dict[str, dict], out: dict[str, Outcome], workload: Workload) -> str:
+    """Why `rules` compares with cloud-only as it does: the class where their costs differ most."""
+    rules, cloud = out[RULES], out[CLOUD]
+    scale = DAY_REQUESTS / len(workload.requests)
+    diffs = {k: (sum(rules.costs[i] for i in idx) * scale, sum(cloud.costs[i] for i in idx) * scale, idx)
+             for k, idx in class_indexes(workload).items()}
+    kind, (r, c, idx) = max(diffs.items(), key=lambda kv: kv[1][0] - kv[1][1])
+    if r <= c:
+        return ""
+    top = Counter(rules.decisions[i].model for i in idx).most_common(1)[0]
+    cloud_top = Counter(cloud.decisions[i].model for i in idx).most_common(2)
+    return (
+        f"`rules` against cloud-only: cloud-only is the router's `cloud_only` strategy, which ranks cloud models "
+        f"by predicted quality; the largest difference between them is {kind}, which `rules` sends to {top[0]} "
+        f"({top[1] / len(idx):.0%}; {usd(r)}/day) and `cloud_only` to "
+        + ", ".join(f"{m} ({n / len(idx):.0%})" for m, n in cloud_top) + f" ({usd(c)}/day)."
+    )
 
 
 def budget_notes(budgeted: Outcome, hybrid: Outcome, config: RouterConfig) -> str:
@@ -831,7 +900,8 @@ def report(results, by_name, workload, out, config, requests, seed, started) -> 
         f" Costs are scaled from {requests:,} requests to a 100K-request day, and budgets by {requests / DAY_REQUESTS:g}."
     )
     parts = [
-        "### Against the seed's claims\n\n" + comparison(by_name, workload, out, config, sweep),
+        "### Against the seed's claims\n\n" + comparison(by_name, workload, out, config, sweep)
+        + ("\n\n" + rules_note(by_name, out, workload) if rules_note(by_name, out, workload) else ""),
         "### Method\n\n"
         f"A day of {requests:,} requests (seed {seed}) in the seed's mix (`benchmarks/workload.py`), each decided by "
         "`POST /v1/route` of the real app with the default config (scripted backends, in process). Scenarios: "

@@ -12,9 +12,9 @@ Decisions, each a NOTE where it is made:
   ``temperature``/``top_p``/``top_k`` and answers 400 to them, so they are dropped unless
   ``sampling=True`` (for the ``2023-06-01`` API and older models).
 - ``response_format``: ``json_schema`` becomes ``output_config.format`` (structured outputs);
-  ``json_object`` has no Anthropic counterpart and is dropped (OpenAI's JSON mode requires the
-  prompt itself to ask for JSON, so the instruction still reaches the model); ``text`` is the
-  default anyway.
+  ``json_object`` has no Anthropic counterpart and is a 400 naming it (never dropped: the client
+  would get text it takes for JSON); ``text`` is the default anyway. The catalog leaves Claude
+  models without ``json_mode``, so routing sends JSON requests elsewhere.
 """
 
 from __future__ import annotations
@@ -69,7 +69,11 @@ def to_anthropic(request: Json, *, max_output_tokens: int, sampling: bool = Fals
     if request.get("user"):
         kwargs["metadata"] = {"user_id": str(request["user"])}
     fmt = request.get("response_format") or {}
-    if fmt.get("type") == "json_schema":  # NOTE: json_object is dropped, see the module notes
+    if fmt.get("type") == "json_object":  # NOTE: a 400, see the module notes
+        raise UnsupportedFeatureError(
+            "Anthropic models have no JSON mode; send response_format json_schema", param="response_format"
+        )
+    if fmt.get("type") == "json_schema":
         schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
         kwargs["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     return kwargs

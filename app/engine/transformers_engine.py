@@ -4,24 +4,48 @@
 running in a background thread, and returns ``chat.completion`` dicts or yields
 ``chat.completion.chunk`` dicts. torch/transformers are imported in ``start()``.
 Prompt and output text are never logged.
+
+What each request field does here is ``app.engine.request_fields``: every field is honoured or
+refused with a 400 naming it. ``logprobs`` come from the model's own distribution;
+``response_format`` and forced tool calls use JSON-constrained decoding
+(``app.engine.constrained``), which always ends in a complete JSON value within ``max_tokens``:
+as the budget runs out it steers to the shortest valid completion.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
+import json
 import logging
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
+from app.engine.constrained import JsonConstraint, LogprobCapture, Penalties, TokenTexts, closing_tokens
 from app.engine.demo_model import build_demo_model, default_demo_model_dir
+from app.engine.json_grammar import Grammar, compile_schema
+from app.engine.request_fields import (
+    TOOL_TOKENS,
+    Fields,
+    ToolCallSniffer,
+    forced_calls,
+    parse_tool_calls,
+    read_fields,
+    template_messages,
+    with_tools_prompt,
+)
+from app.errors import InvalidRequestError, UnsupportedFeatureError
 
 log = logging.getLogger(__name__)
 
+GRAMMAR_CACHE = 64  # compiled JSON grammars (with their token masks) kept per engine
 FALLBACK_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant: {% endif %}"
@@ -37,35 +61,54 @@ class _Job:
     sampling: dict[str, Any]
     seed: int | None
     stops: list[str]
+    fields: Fields = dataclasses.field(default_factory=Fields)
 
 
 class _Tracker:
     """Called by ``generate`` after every token (as a stopping criterion).
 
     Decodes incrementally, truncates at the first stop string, emits text that can no
-    longer turn into a stop string, and asks ``generate`` to stop on a stop string or
-    when ``cancel`` is set.
+    longer turn into a stop string (with the log-probabilities of the tokens behind it, when
+    asked), and asks ``generate`` to stop on a stop string, when a constrained JSON value is
+    complete, or when ``cancel`` is set.
     """
 
-    def __init__(self, tokenizer, job: _Job, emit: Callable[[str], None], cancel: threading.Event):
+    def __init__(self, tokenizer, job: _Job, emit: Callable[[str, list], None], cancel: threading.Event,
+                 decode: Callable[[list[int]], str] | None = None, constraint: JsonConstraint | None = None,
+                 capture: LogprobCapture | None = None, texts: TokenTexts | None = None,
+                 skip: frozenset[int] = frozenset()):
         self.tok, self.job, self.emit, self.cancel = tokenizer, job, emit, cancel
+        self.decode = decode or (lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+        self.constraint, self.capture, self.texts, self.skip = constraint, capture, texts, skip
         self.ids: list[int] = []
         self.text, self.sent, self.prefix, self.read = "", 0, 0, 0
         self.stop_hit = False
+        self.logprobs: list[list] = []  # [text offset or None, entry] per generated token, in order
 
     def __call__(self, input_ids, scores=None, **kwargs):
         import torch
 
-        self.ids.extend(input_ids[0, len(self.job.prompt_ids) + len(self.ids):].tolist())
+        new = input_ids[0, len(self.job.prompt_ids) + len(self.ids):].tolist()
+        if self.capture is not None and self.capture.last is not None:
+            for token in new[-1:]:
+                if token not in self.skip:
+                    entry = self.capture.entry(token, self.job.fields.top_logprobs, self.texts)
+                    self.logprobs.append([None, entry])
+        self.ids.extend(new)
+        if self.constraint is not None:
+            self.constraint.sync(self.ids)
         if not self.stop_hit:
             self._decode(final=False)
-        done = self.stop_hit or self.cancel.is_set()
+        done = self.stop_hit or self.cancel.is_set() or (self.constraint is not None and self.constraint.closed)
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
     def _decode(self, final: bool) -> None:
-        prev = self.tok.decode(self.ids[self.prefix:self.read], skip_special_tokens=True)
-        new = self.tok.decode(self.ids[self.prefix:], skip_special_tokens=True)
+        prev = self.decode(self.ids[self.prefix:self.read])
+        new = self.decode(self.ids[self.prefix:])
         if len(new) > len(prev) and (final or not new.endswith("\ufffd")):
+            for item in self.logprobs:
+                if item[0] is None:
+                    item[0] = len(self.text)
             self.text += new[len(prev):]
             self.prefix, self.read = self.read, len(self.ids)
         self._release(final)
@@ -77,8 +120,16 @@ class _Tracker:
             self.stop_hit, end = True, min(hits)
             self.text = self.text[:end]
         if end > self.sent:
-            self.emit(self.text[self.sent:end])
+            self.emit(self.text[self.sent:end], self._entries_before(end))
             self.sent = end
+
+    def _entries_before(self, end: int) -> list:
+        """Log-probability entries of the tokens whose text starts before ``end``, once each."""
+        out, keep = [], []
+        for item in self.logprobs:
+            (out if item[0] is not None and item[0] < end else keep).append(item)
+        self.logprobs = keep
+        return [entry for _, entry in out]
 
     def _holdback(self) -> int:
         """Length of the longest text suffix that is a proper prefix of a stop string."""
@@ -95,6 +146,8 @@ class _Tracker:
         if not self.stop_hit:
             self._decode(final=True)
         if self.stop_hit or (self.ids and self.ids[-1] in eos_ids):
+            return "stop"
+        if self.constraint is not None and self.constraint.closed:
             return "stop"
         return "length"
 
@@ -115,6 +168,9 @@ class TransformersChatEngine:
         self._loaded: str | None = None
         self._demo, self._reason, self._ready = False, None, False
         self._gen_lock, self._count_lock, self._active = threading.Lock(), threading.Lock(), 0
+        self._grammars: collections.OrderedDict[tuple[str, bool], Grammar] = collections.OrderedDict()
+        self._grammar_lock = threading.Lock()
+        self._texts: TokenTexts | None = None
 
     def start(self) -> None:
         """Load tokenizer and model (slow); fall back to the demo model if allowed."""
@@ -151,9 +207,15 @@ class TransformersChatEngine:
 
     def _load_pair(self, source: str, local_only: bool) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteriaList
+        from transformers import (
+            AutoModelForCausalLM,
+            AutoTokenizer,
+            LogitsProcessorList,
+            StoppingCriteriaList,
+        )
 
-        self._criteria = StoppingCriteriaList  # resolved here: transformers' lazy imports aren't thread-safe
+        # Resolved here: transformers' lazy imports aren't thread-safe.
+        self._criteria, self._processors = StoppingCriteriaList, LogitsProcessorList
         tok = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, dtype=torch.float32)
         eos = model.generation_config.eos_token_id
@@ -161,6 +223,9 @@ class TransformersChatEngine:
         self._eos = sorted(i for i in eos if i is not None)
         self._pad = tok.pad_token_id if tok.pad_token_id is not None else (self._eos or [0])[0]
         self.tokenizer, self.model = tok, model.eval()
+        self._texts = TokenTexts(tok)
+        self._tool_tokens = frozenset(
+            i for i, added in getattr(tok, "added_tokens_decoder", {}).items() if getattr(added, "content", str(added)) in TOOL_TOKENS)
 
     def status(self) -> dict:
         """Configured model, what was actually loaded, demo flag/reason and readiness."""
@@ -178,38 +243,72 @@ class TransformersChatEngine:
         return self.max_context or getattr(self.model.config, "max_position_embeddings", None) or 2048
 
     def _prepare(self, request: dict) -> _Job:
-        """Validate ``request`` and tokenize its templated prompt; raises ``ValueError``."""
+        """Validate ``request`` and tokenize its templated prompt; raises ``ValueError`` or a
+        ``RouterError`` naming the field (``app.engine.request_fields``)."""
         if not self._ready:
             raise RuntimeError("engine not started: call start() first")
         if request.get("n") not in (None, 1):
-            raise ValueError("only n=1 is supported")
-        ids, context = self.prompt_ids(request), self.context_length
+            raise UnsupportedFeatureError("The self-hosted engine returns one choice: n must be 1.", param="n")
+        fields = read_fields(request, len(self.tokenizer), self.grammar)
+        ids, context = self.prompt_ids(request, fields), self.context_length
         if len(ids) >= context:
             raise ValueError(f"prompt is {len(ids)} tokens; the model's context is {context} tokens")
         max_tokens = _first(request.get("max_completion_tokens"), request.get("max_tokens"),
                             self.default_max_tokens)
         if not _is_int(max_tokens) or max_tokens < 1:
-            raise ValueError("max_tokens must be a positive integer")
+            raise InvalidRequestError("max_tokens must be a positive integer", param="max_tokens")
         seed = request.get("seed")
         if seed is not None and not _is_int(seed):
-            raise ValueError("seed must be an integer")
+            raise InvalidRequestError("seed must be an integer", param="seed")
         stop = request.get("stop")
         stops = [s for s in ([stop] if isinstance(stop, str) else stop or []) if isinstance(s, str) and s]
-        return _Job(ids, min(max_tokens, context - len(ids)), _sampling(request), seed, stops)
+        budget = min(max_tokens, context - len(ids))
+        if fields.grammar is not None:
+            shortest = len(closing_tokens(fields.grammar, fields.grammar.initial(), self._texts))
+            if shortest > budget:
+                what = "the forced tool call" if fields.tool_mode in ("required", "named") else "response_format"
+                raise InvalidRequestError(
+                    f"{budget} completion tokens cannot hold the shortest JSON that {what} allows "
+                    f"({shortest} tokens); raise max_tokens.", param="max_tokens")
+        return _Job(ids, budget, _sampling(request), seed, stops, fields)
 
-    def prompt_ids(self, request: dict) -> list[int]:
-        """Token ids of the chat-templated prompt (with the assistant generation prompt)."""
+    def grammar(self, schema: dict, strict: bool) -> Grammar:
+        """The compiled grammar for ``schema`` (cached with its token masks); ``SchemaError`` if
+        the schema asks for what cannot be enforced."""
+        key = (json.dumps(schema, sort_keys=True), strict)
+        with self._grammar_lock:
+            if key in self._grammars:
+                self._grammars.move_to_end(key)
+                return self._grammars[key]
+        grammar = compile_schema(schema, strict=strict)
+        with self._grammar_lock:
+            self._grammars[key] = grammar
+            while len(self._grammars) > GRAMMAR_CACHE:
+                self._grammars.popitem(last=False)
+        return grammar
+
+    def prompt_ids(self, request: dict, fields: Fields | None = None) -> list[int]:
+        """Token ids of the chat-templated prompt (with the assistant generation prompt). Tools go
+        through the model's own chat template; a template with no place for them gets them in the
+        system message (``request_fields.TOOLS_PROMPT``)."""
         messages = request.get("messages")
         if not isinstance(messages, list) or not messages:
             raise ValueError("messages must be a non-empty list")
+        tools = [{"type": "function", "function": f} for f in fields.tools] if fields and fields.tools else None
+        text = self._render(template_messages(messages, text_calls=False), tools)
+        if tools and text == self._render(template_messages(messages, text_calls=False), None):
+            # The template ignores tools: describe them, and past calls, in plain text.
+            plain = with_tools_prompt(template_messages(messages, text_calls=True), fields.tools)
+            text = self._render(plain, None)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _render(self, messages: list[dict], tools: list[dict] | None) -> str:
         template = None if self.tokenizer.chat_template else FALLBACK_TEMPLATE
         try:
-            text = self.tokenizer.apply_chat_template(
-                [_flatten(m) for m in messages], tools=request.get("tools"), chat_template=template,
-                tokenize=False, add_generation_prompt=True)
+            return self.tokenizer.apply_chat_template(
+                messages, tools=tools, chat_template=template, tokenize=False, add_generation_prompt=True)
         except Exception as exc:  # noqa: BLE001 - templates raise arbitrary errors on bad conversations
             raise ValueError(f"the model's chat template rejected the messages: {_summary(exc)}") from exc
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _generate(self, job: _Job, tracker: _Tracker) -> None:
         import torch
@@ -217,10 +316,36 @@ class TransformersChatEngine:
         input_ids = torch.tensor([job.prompt_ids], dtype=torch.long)
         if job.seed is not None:
             torch.manual_seed(job.seed)
+        processors = [p for p in (tracker.capture, self._penalties(job), tracker.constraint) if p is not None]
         self.model.generate(
             input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=job.max_new_tokens,
             eos_token_id=self._eos or None, pad_token_id=self._pad, stopping_criteria=self._criteria([tracker]),
-            **job.sampling)
+            logits_processor=self._processors(processors), repetition_penalty=1.0, **job.sampling)
+
+    def _penalties(self, job: _Job) -> Penalties | None:
+        f = job.fields
+        if not (f.presence or f.frequency or f.logit_bias):
+            return None
+        return Penalties(len(job.prompt_ids), f.presence, f.frequency, f.logit_bias)
+
+    def _tracker(self, job: _Job, emit: Callable[[str, list], None], cancel: threading.Event) -> _Tracker:
+        """The stopping criterion for ``job``, with its constraint, log-probabilities and decoding."""
+        fields, texts = job.fields, self._texts
+        constraint = decode = None
+        skip = frozenset(self.tokenizer.all_special_ids)
+        if fields.grammar is not None:
+            constraint = JsonConstraint(fields.grammar, texts, len(job.prompt_ids), job.max_new_tokens, self._eos)
+
+            def decode(ids: list[int]) -> str:  # exactly the text the constraint checked
+                return "".join(texts.text(i) for i in ids)
+        elif fields.tool_mode == "auto" and self._tool_tokens:
+            drop = skip - self._tool_tokens  # keep the model's tool-call markers ([TOOL_CALLS]...)
+            skip = drop
+
+            def decode(ids: list[int]) -> str:
+                return self.tokenizer.decode([i for i in ids if i not in drop], skip_special_tokens=False)
+        capture = LogprobCapture() if fields.logprobs else None
+        return _Tracker(self.tokenizer, job, emit, cancel, decode, constraint, capture, texts, skip)
 
     def _worker(self, job: _Job, tracker: _Tracker, post: Callable[[tuple], None]) -> None:
         try:
@@ -235,9 +360,8 @@ class TransformersChatEngine:
                 self._active -= 1
 
     async def _events(self, job: _Job) -> AsyncIterator[tuple]:
-        """Run ``job`` in a thread; yield ("delta", text) then ("end", finish_reason, n_tokens).
-
-        Closing this generator (or cancelling its consumer) stops generation at the next token.
+        """Run ``job`` in a thread; yield ("delta", text, logprob entries) then ("end", finish_reason,
+        n_tokens). Closing this generator (or cancelling its consumer) stops generation at the next token.
         """
         loop, queue, cancel = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
 
@@ -247,7 +371,7 @@ class TransformersChatEngine:
             except RuntimeError:  # event loop closed: nobody is listening any more
                 cancel.set()
 
-        tracker = _Tracker(self.tokenizer, job, lambda text: post(("delta", text)), cancel)
+        tracker = self._tracker(job, lambda text, entries: post(("delta", text, entries)), cancel)
         with self._count_lock:
             self._active += 1
         worker = threading.Thread(target=self._worker, args=(job, tracker, post), name="hr-gen", daemon=True)
@@ -264,48 +388,86 @@ class TransformersChatEngine:
             cancel.set()
 
     async def complete(self, request: dict) -> dict:
-        """Return an OpenAI ``chat.completion`` dict for ``request`` (raises ``ValueError`` on bad input)."""
+        """Return an OpenAI ``chat.completion`` dict for ``request`` (raises ``ValueError`` or a
+        ``RouterError`` naming the field on bad input)."""
         job = await asyncio.to_thread(self._prepare, request)
-        parts, finish, n_out = [], "length", 0
+        parts, entries, finish, n_out = [], [], "length", 0
         async with contextlib.aclosing(self._events(job)) as events:
             async for item in events:
                 if item[0] == "delta":
                     parts.append(item[1])
+                    entries.extend(item[2])
                 else:
                     finish, n_out = item[1], item[2]
-        message = {"role": "assistant", "content": "".join(parts)}
+        content, calls = _answer("".join(parts), finish, job.fields)
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if calls:
+            message["tool_calls"], finish = calls, "tool_calls"
+        logprobs = {"content": entries, "refusal": None} if job.fields.logprobs else None
         return {"id": _new_id(), "object": "chat.completion", "created": int(time.time()),
                 "model": self.served_name, "usage": _usage(len(job.prompt_ids), n_out),
-                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}]}
+                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": logprobs}]}
 
     async def stream(self, request: dict) -> AsyncIterator[dict]:
-        """Yield ``chat.completion.chunk`` dicts: role, content deltas, finish, then a usage-only chunk."""
-        job = await asyncio.to_thread(self._prepare, request)
-        rid, created = _new_id(), int(time.time())
+        """Yield ``chat.completion.chunk`` dicts: role, content deltas, finish, then a usage-only chunk.
 
-        def chunk(delta: dict, finish: str | None = None) -> dict:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        A forced tool call (``required`` or a named function) comes whole in one chunk at the end;
+        with ``tool_choice: auto`` content streams until it may be a call, which is held back and
+        sent as ``tool_calls`` at the end when it parses as one.
+        """
+        job = await asyncio.to_thread(self._prepare, request)
+        rid, created, fields = _new_id(), int(time.time()), job.fields
+        wants_logprobs = fields.logprobs
+
+        def chunk(delta: dict, finish: str | None = None, entries: list | None = None) -> dict:
+            logprobs = {"content": entries, "refusal": None} if wants_logprobs and entries else None
+            choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
             return {"id": rid, "object": "chat.completion.chunk", "created": created,
                     "model": self.served_name, "choices": [choice]}
 
+        forced = fields.tool_mode in ("required", "named")
+        sniffer = ToolCallSniffer() if fields.tool_mode == "auto" else None
+        held_text, held_entries = [], []
         yield chunk({"role": "assistant", "content": ""})
         async with contextlib.aclosing(self._events(job)) as events:
             async for item in events:
                 if item[0] == "delta":
-                    yield chunk({"content": item[1]})
-                else:
-                    yield chunk({}, item[1])
-                    usage = _usage(len(job.prompt_ids), item[2])
-                    yield {**chunk({}), "choices": [], "usage": usage}
+                    if forced:
+                        held_text.append(item[1])
+                        held_entries.extend(item[2])
+                        continue
+                    text = sniffer.feed(item[1]) if sniffer is not None else item[1]
+                    held_entries.extend(item[2])
+                    if text or (held_entries and sniffer is None):
+                        yield chunk({"content": text}, entries=held_entries)
+                        held_entries = []
+                    continue
+                finish = item[1]
+                calls: list[dict] = []
+                if forced:
+                    _, calls = _answer("".join(held_text), finish, fields)
+                elif sniffer is not None:
+                    rest, calls = sniffer.finish(fields.tool_names)
+                    if rest or (held_entries and not calls):
+                        yield chunk({"content": rest}, entries=held_entries)
+                        held_entries = []
+                for index, call in enumerate(calls):
+                    yield chunk({"tool_calls": [{"index": index, **call}]}, entries=held_entries)
+                    held_entries = []
+                yield chunk({}, "tool_calls" if calls else finish)
+                usage = _usage(len(job.prompt_ids), item[2])
+                yield {**chunk({}), "choices": [], "usage": usage}
 
 
-def _flatten(message: dict) -> dict:
-    """Copy of ``message`` whose list-of-parts content is joined into one string."""
-    content = message.get("content")
-    if isinstance(content, list):
-        text = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-        return {**message, "content": text}
-    return dict(message)
+def _answer(text: str, finish: str, fields: Fields) -> tuple[str | None, list[dict]]:
+    """(content, tool calls) of a whole answer."""
+    if fields.tool_mode in ("required", "named"):
+        if finish == "length":  # cannot happen with a budget check, but never invent a call
+            return text, []
+        return None, forced_calls(text, fields)
+    if fields.tool_mode == "auto":
+        return parse_tool_calls(text, fields.tool_names)
+    return text, []
 
 
 def _sampling(request: dict) -> dict[str, Any]:

@@ -53,6 +53,8 @@ class Features:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     quality_inputs: tuple[float, ...] = ()  # the quality predictor's features (app.routing.quality)
     quality_margin: float | None = None  # the request's own cost-quality knob, if it set one
+    needs_json: bool = False  # response_format json_object / json_schema: the json_mode capability
+    needs_logprobs: bool = False  # logprobs / top_logprobs: the logprobs capability
 
     @property
     def multimodal(self) -> bool:
@@ -285,6 +287,12 @@ def urgent(text: sig.Text) -> bool:
     return False
 
 
+def needs_json_mode(request: Mapping[str, Any]) -> bool:
+    """``response_format`` asks for JSON (``json_object`` or ``json_schema``)."""
+    fmt = request.get("response_format")
+    return isinstance(fmt, Mapping) and fmt.get("type") in ("json_object", "json_schema")
+
+
 class Analyzer:
     """Turns a chat request (a plain dict in OpenAI's shape) into ``Features``."""
 
@@ -329,6 +337,8 @@ class Analyzer:
             stream=bool(request.get("stream")),
             metadata=metadata or {},
             quality_inputs=tuple(vectorize(raw, length=len(latest))),
+            needs_json=needs_json_mode(request),
+            needs_logprobs=bool(request.get("logprobs")) or bool(request.get("top_logprobs")),
         )
 
     def count_exactly(self, request: Mapping[str, Any]) -> int:

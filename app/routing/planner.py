@@ -5,7 +5,8 @@ Candidates come in this order: the strategy's quality ranking of the models that
 its picks, each pick's configured fallback chain, then the rest of the models the strategy allows.
 Every plan carries the predicted quality of each model that fits the request. A candidate is dropped, with the reason kept
 for debugging, when the request would overflow its context window, when it lacks a capability
-the request needs (images, tools), or when ``availability`` says it cannot serve now.
+the request needs (images, tools, JSON output, log-probabilities), or when ``availability`` says it
+cannot serve now.
 """
 
 from __future__ import annotations
@@ -32,6 +33,28 @@ ESTIMATE_MARGIN = 1.05  # headroom on an estimated (not exact) token count
 
 def always_available(_model: str) -> str | None:
     return None
+
+
+NEED_WORDS = {
+    "vision": "image input",
+    "tools": "tool calling",
+    "json_mode": "JSON output",
+    "logprobs": "log probabilities",
+}
+
+
+def needs(features: Features) -> list[tuple[str, str, str]]:
+    """(capability, request parameter, why a model without it is unfit) for each the request needs."""
+    out = []
+    if features.has_images:
+        out.append(("vision", "messages", "no vision capability for image input"))
+    if features.has_tools:
+        out.append(("tools", "tools", "no tool-calling capability"))
+    if features.needs_json:
+        out.append(("json_mode", "response_format", "no json_mode capability for response_format"))
+    if features.needs_logprobs:
+        out.append(("logprobs", "logprobs", "no logprobs capability"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -111,10 +134,9 @@ class Planner:
         prompt = features.tokens if features.tokens_exact else int(features.tokens * ESTIMATE_MARGIN)
         if prompt + output > spec.context_window:
             return f"context window {spec.context_window:,} < {prompt:,} prompt + {output:,} completion tokens"
-        if features.has_images and "vision" not in spec.capabilities:
-            return "no vision capability for image input"
-        if features.has_tools and "tools" not in spec.capabilities:
-            return "no tool-calling capability"
+        for capability, _param, why in needs(features):
+            if capability not in spec.capabilities:
+                return why
         return None
 
     def _choose(
@@ -171,11 +193,19 @@ class Planner:
             )
         capable = [m for m in fitting if unfit[m] is None]
         if not capable:
-            need = "image input" if features.has_images else "tool calling"
+            wanted = needs(features)
+            have = [set(self.catalog.models[m].capabilities) for m in fitting]
+            missing = [n for n in wanted if not any(n[0] in c for c in have)]
             able = [m for m in names if fits_window(m) and unfit[m] is None]
+            hint = unavailable(able, "The models that do are")
+            if missing:  # no model has this one
+                capability, param, _ = missing[0]
+                return UnsupportedFeatureError(
+                    f"No model this request may use supports {NEED_WORDS[capability]} (`{param}`).{hint}", param=param
+                )
+            words = " and ".join(f"{NEED_WORDS[c]} (`{p}`)" for c, p, _ in wanted)
             return UnsupportedFeatureError(
-                f"No model this request may use supports {need}.{unavailable(able, 'The models that do are')}",
-                param="messages" if features.has_images else "tools",
+                f"No model this request may use supports {words} together.{hint}", param=wanted[0][1]
             )
         detail = "; ".join(f"{m}: {why}" for m, why in dropped[:6])
         if any(why.startswith(BUDGET_REASON) for _, why in dropped):

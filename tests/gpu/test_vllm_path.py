@@ -157,3 +157,32 @@ def test_a_request_vllm_refuses_is_a_400(sdk):
     # The catalog says 32k tokens; this engine takes 1024, so vLLM itself refuses the request.
     with pytest.raises(openai.BadRequestError):
         sdk.chat.completions.create(model=SERVED, messages=HELLO, max_tokens=4000)
+
+
+# Issue #14: vLLM gets tools, response_format and logprobs whole and honours them itself.
+WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"],
+           "additionalProperties": False}
+
+
+def test_response_format_json_schema_is_honoured(sdk):
+    import json
+
+    fmt = {"type": "json_schema", "json_schema": {"name": "weather", "schema": WEATHER, "strict": True}}
+    answer = sdk.chat.completions.create(model=SERVED, messages=HELLO, max_tokens=64, response_format=fmt)
+    assert set(json.loads(answer.choices[0].message.content)) == {"city"}
+
+
+def test_logprobs_are_honoured(sdk):
+    answer = sdk.chat.completions.create(model=SERVED, messages=HELLO, max_tokens=4, logprobs=True, top_logprobs=2)
+    content = answer.choices[0].logprobs.content
+    assert content and all(len(t.top_logprobs) == 2 for t in content)
+
+
+def test_forced_tool_call_is_honoured(sdk):
+    import json
+
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}
+    answer = sdk.chat.completions.create(model=SERVED, messages=HELLO, max_tokens=64, tools=[tool],
+                                         tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    call = answer.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and set(json.loads(call.function.arguments)) == {"city"}

@@ -385,8 +385,10 @@ def test_response_format() -> None:
     assert convert([user("x")], response_format=fmt)["output_config"] == {
         "format": {"type": "json_schema", "schema": schema}
     }
-    assert "output_config" not in convert([user("x JSON")], response_format={"type": "json_object"})
     assert "output_config" not in convert([user("x")], response_format={"type": "text"})
+    with pytest.raises(UnsupportedFeatureError) as exc:  # no JSON mode at Anthropic: never dropped silently
+        convert([user("x JSON")], response_format={"type": "json_object"})
+    assert exc.value.param == "response_format"
 
 
 def test_user_becomes_metadata_and_unknown_roles_are_a_400() -> None:

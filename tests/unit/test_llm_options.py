@@ -81,7 +81,11 @@ def test_every_config_validates_as_ray_serve_llm_config(dicts):
 def test_mistral_runs_on_one_l4(dicts):
     config = LLMConfig(**dicts["mistral-7b-instruct"])
     assert config.model_loading_config.model_source == "mistralai/Mistral-7B-Instruct-v0.3"
-    assert config.engine_kwargs == {"tensor_parallel_size": 1, "max_model_len": 32768, "gpu_memory_utilization": 0.9}
+    assert config.engine_kwargs == {
+        "tensor_parallel_size": 1, "max_model_len": 32768, "gpu_memory_utilization": 0.9,
+        # The catalog says Mistral takes tools: tool_choice "auto" needs vLLM's Mistral tool parser.
+        "enable_auto_tool_choice": True, "tool_call_parser": "mistral",
+    }  # fmt: skip
     assert gpu_bundles(config) == ([{"GPU": 1, "accelerator_type:L4": 0.001}], "PACK")
 
 

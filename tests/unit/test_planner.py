@@ -143,6 +143,54 @@ def test_tools_request_never_falls_back_to_a_model_without_tools(router):
         router.planner.plan(make_features(has_tools=True, task="code_generation"), "rules", down(*with_tools))
 
 
+@pytest.mark.parametrize("strategy", BUILTIN_STRATEGIES)
+@pytest.mark.parametrize(
+    ("need", "capability"), [("needs_json", "json_mode"), ("needs_logprobs", "logprobs")]
+)
+def test_json_and_logprobs_requests_go_only_to_models_that_have_them(router, strategy, need, capability):
+    plan = router.planner.plan(make_features(**{need: True}), strategy)
+    assert plan.targets
+    for target in plan.targets:
+        assert router.catalog.has_capability(target.model, capability), target
+    for model, why in plan.dropped:
+        if not router.catalog.has_capability(model, capability):
+            assert capability in why
+
+
+@pytest.mark.parametrize(
+    ("need", "param", "dropped_reason"),
+    [
+        ("needs_json", "response_format", "no json_mode capability for response_format"),
+        ("needs_logprobs", "logprobs", "no logprobs capability"),
+    ],
+)
+def test_a_model_named_without_the_capability_is_a_400_naming_the_parameter(router, need, param, dropped_reason):
+    features = make_features(**{need: True})
+    assert router.planner.unfit_reason("claude-haiku", features) == dropped_reason
+    with pytest.raises(UnsupportedFeatureError) as info:
+        router.planner.plan_explicit("claude-haiku", features)
+    assert info.value.status_code == 400 and info.value.param == param
+
+
+def test_no_model_with_json_mode_is_a_400_naming_response_format(raw_config, build_router):
+    for spec in raw_config["models"].values():
+        spec["capabilities"] = [c for c in spec.get("capabilities", []) if c != "json_mode"]
+    custom = build_router(raw_config)
+    with pytest.raises(UnsupportedFeatureError) as info:
+        custom.planner.plan(make_features(needs_json=True), "auto")
+    assert info.value.param == "response_format" and "JSON output" in info.value.message
+
+
+def test_needs_no_single_model_has_together_name_the_first_parameter(raw_config, build_router):
+    for name, spec in raw_config["models"].items():  # tools only on Claude, JSON only elsewhere
+        claude = name.startswith("claude")
+        spec["capabilities"] = [c for c in spec.get("capabilities", []) if (c == "tools") == claude]
+    custom = build_router(raw_config)
+    with pytest.raises(UnsupportedFeatureError) as info:
+        custom.planner.plan(make_features(has_tools=True, needs_json=True), "auto")
+    assert info.value.param == "tools" and "together" in info.value.message
+
+
 @pytest.mark.parametrize("strategy", [*BUILTIN_STRATEGIES, "private_first"])
 @pytest.mark.parametrize("features", SHAPES.values(), ids=SHAPES.keys())
 def test_targets_have_reasons_and_no_duplicates(router, strategy, features):

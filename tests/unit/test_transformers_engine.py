@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ import pytest
 
 from app.engine.demo_model import MARKER, build_demo_model
 from app.engine.transformers_engine import TransformersChatEngine
+from app.errors import InvalidRequestError, UnsupportedFeatureError
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -225,10 +227,11 @@ async def test_concurrent_requests(engine):
 async def test_bad_requests(engine):
     with pytest.raises(ValueError):
         await engine.complete({"messages": []})
-    with pytest.raises(ValueError):
+    with pytest.raises(UnsupportedFeatureError) as n:
         await engine.complete(req(n=2))
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidRequestError) as max_tokens:
         await engine.complete(req(max_tokens=0))
+    assert (n.value.param, max_tokens.value.param) == ("n", "max_tokens")
 
 
 def test_not_started_raises():
@@ -253,3 +256,60 @@ def test_no_fallback_raises(demo_path):
     with pytest.raises(Exception, match="no-such-org/no-such-model"):
         eng.start()
     assert eng.status()["ready"] is False
+
+
+# --- fields beyond plain text (app.engine.request_fields) ------------------------------------
+SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "array", "items": {"type": "integer"}}},
+          "required": ["a", "b"], "additionalProperties": False}
+JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "s", "schema": SCHEMA, "strict": True}}
+
+
+@pytest.mark.asyncio
+async def test_json_stream_matches_complete(engine):
+    request = req(max_tokens=40, response_format=JSON_SCHEMA)
+    resp = await engine.complete(request)
+    chunks = await collect(engine, request)
+    assert streamed_text(chunks) == text_of(resp)
+    assert json.loads(text_of(resp)).keys() == {"a", "b"} and chunks[-2]["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.asyncio
+async def test_json_closes_within_any_budget_that_can_hold_it(engine):
+    from app.engine.constrained import closing_tokens
+
+    grammar = engine.grammar(SCHEMA, True)
+    shortest = len(closing_tokens(grammar, grammar.initial(), engine._texts))
+    for budget in (shortest, shortest + 1, shortest + 7, 3 * shortest):
+        resp = await engine.complete(req(max_tokens=budget, temperature=1.0, seed=budget, response_format=JSON_SCHEMA))
+        assert resp["usage"]["completion_tokens"] <= budget
+        assert json.loads(text_of(resp)).keys() == {"a", "b"}, budget
+    with pytest.raises(InvalidRequestError) as info:
+        await engine.complete(req(max_tokens=shortest - 1, response_format=JSON_SCHEMA))
+    assert info.value.param == "max_tokens"
+
+
+@pytest.mark.asyncio
+async def test_logprobs_stop_where_a_stop_string_cuts(engine):
+    full = await engine.complete(req(max_tokens=30, logprobs=True))
+    tokens = [t["token"] for t in full["choices"][0]["logprobs"]["content"]]
+    assert "".join(tokens) == text_of(full) and len(tokens) == 30
+    stop = "".join(tokens[10:12])
+    cut = await engine.complete(req(max_tokens=30, logprobs=True, stop=[stop]))
+    kept = [t["token"] for t in cut["choices"][0]["logprobs"]["content"]]
+    assert text_of(cut) == text_of(full)[: text_of(full).index(stop)]
+    assert kept == tokens[: len(kept)] and "".join(kept).startswith(text_of(cut))
+
+
+def test_a_template_that_takes_tools_gets_them(demo_path):
+    eng = TransformersChatEngine(str(demo_path), torch_threads=1)
+    eng.start()
+    eng.tokenizer.chat_template = (
+        "{% if tools %}TOOLS:{{ tools | tojson }}\n{% endif %}"
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant: ")
+    from app.engine.request_fields import read_fields
+
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    request = {"messages": MESSAGES, "tools": [tool]}
+    prompt = eng.tokenizer.decode(eng.prompt_ids(request, read_fields(request, 1000, eng.grammar)))
+    assert prompt.startswith('TOOLS:[{"type": "function", "function": {"name": "lookup"')
+    assert "<tool_call>" not in prompt  # the model's own format, not the fallback description
