@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from app.backends.base import Backend, backend_request
+from app.openai_wire import requested_max_tokens
 from app.budget.alerts import AlertSender
 from app.budget.budgets import Budgets, Reservation, ledger_for
 from app.budget.pricing import Pricer
@@ -204,11 +205,7 @@ class RouterService:
     def _request_for(self, body: Mapping[str, Any], target: Target) -> dict[str, Any]:
         """The body for ``target``: its own model id, and a completion size it can produce."""
         spec = self.catalog.models[target.model]
-        request = backend_request(dict(body), spec.model_id)
-        for key in ("max_tokens", "max_completion_tokens"):
-            if key in request and request[key] > spec.max_output_tokens:
-                request[key] = spec.max_output_tokens
-        return request
+        return backend_request(dict(body), spec.model_id, spec.max_output_tokens)
 
     async def _planned(self, body: Mapping[str, Any], request_id: str, client: str | None) -> Outcome:
         """The request's outcome with its plan, once the client's rate limits admit it; a request
@@ -304,7 +301,7 @@ class RouterService:
         await self._settle(outcome, outcome.target, None)
 
     async def _reserve(self, target: Target, request: Mapping[str, Any], outcome: Outcome) -> Reservation:
-        limit = request.get("max_completion_tokens") or request.get("max_tokens")
+        limit = requested_max_tokens(request)
         client = (client_key(outcome.client), self.quota.daily_limit(outcome.client)) if outcome.client else None
         outcome.reservation = await self.budgets.reserve(target.model, outcome.plan.features.tokens, limit, client)
         return outcome.reservation

@@ -20,6 +20,7 @@ from app.api.errors import error_event, install_error_handlers
 from app.api.schemas import ChatCompletionRequest, FeedbackRequest
 from app.errors import RouterError
 from app.feedback.store import REQUEST_ID_CHARS
+from app.openai_wire import requested_max_tokens
 from app.security.auth import AuthMiddleware, KeyStore
 from app.security.quota import client_key
 from app.security.limits import BodySizeLimit, check_request
@@ -130,7 +131,7 @@ def create_app(
         check_request(payload, service.config.limits)
         plan = await service.plan(payload, assume_available=assume_available)
         primary = plan.primary
-        max_tokens = payload.get("max_completion_tokens") or payload.get("max_tokens")
+        max_tokens = requested_max_tokens(payload)
         worst = service.catalog.pricer.worst_case(primary.model, plan.features.tokens, max_tokens)
         return {
             "model": primary.model,

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from app.backends.cloud import error_for_status, retry_after_seconds
 from app.errors import InvalidRequestError, RouterError, UnsupportedFeatureError
+from app import openai_wire as wire
+from app.openai_wire import Json
 
 PROVIDER = "anthropic"
 
@@ -43,7 +44,6 @@ ERROR_STATUS = {
 }  # fmt: skip
 TOOL_CHOICES = {"none": "none", "auto": "auto", "required": "any"}
 
-Json = dict[str, Any]
 
 
 # --- request ---------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def _turns(messages: list[Json]) -> tuple[str, list[Json]]:
     for i, message in enumerate(messages):
         role = message.get("role")
         if role in ("system", "developer"):
-            system.append(_text_of(message.get("content")))
+            system.append(wire.text_of(message.get("content"), separator=""))
             continue
         role, blocks = _blocks(message, i)
         if turns and turns[-1]["role"] == role:
@@ -176,7 +176,7 @@ def _blocks(message: Json, i: int) -> tuple[str, list[Json]]:
         uses = [_tool_use(c, f"messages[{i}].tool_calls[{j}]") for j, c in enumerate(calls)]
         return "assistant", blocks + uses
     if role == "tool":
-        content = _text_of(message.get("content"))
+        content = wire.text_of(message.get("content"), separator="")
         return "user", [
             {"type": "tool_result", "tool_use_id": message.get("tool_call_id"), "content": content}
         ]
@@ -242,12 +242,6 @@ def _tool_use(call: Json, param: str) -> Json:
     return {"type": "tool_use", "id": call.get("id"), "name": fn.get("name"), "input": arguments}
 
 
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") for p in content or [] if p.get("type") == "text")
-
-
 # --- responses -------------------------------------------------------------------------
 def from_anthropic(message: Json, *, model: str, created: int | None = None) -> Json:
     """A ``chat.completion`` for a Messages API response; ``model`` names the answering model."""
@@ -258,14 +252,13 @@ def from_anthropic(message: Json, *, model: str, created: int | None = None) -> 
     if calls:
         reply["tool_calls"] = calls
     finish = finish_reason(message.get("stop_reason"))
-    return {
-        "id": message.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()) if created is None else created,
-        "model": model,
-        "choices": [{"index": 0, "message": reply, "logprobs": None, "finish_reason": finish}],
-        "usage": usage_from_anthropic(message.get("usage") or {}),
-    }
+    return wire.completion(
+        message.get("id") or wire.new_id(),
+        model,
+        [wire.choice(0, reply, finish)],
+        created=created,
+        usage=usage_from_anthropic(message.get("usage") or {}),
+    )
 
 
 def _tool_call(block: Json) -> Json:
@@ -324,14 +317,8 @@ class StreamTranslator:
         return handler(event) if handler is not None else []
 
     def _chunk(self, delta: Json, finish: str | None = None) -> Json:
-        self.id = self.id or f"chatcmpl-{uuid.uuid4().hex}"  # one id for the whole stream
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
+        self.id = self.id or wire.new_id()  # one id for the whole stream
+        return wire.chunk(self.id, self.model, self.created, delta, finish_reason=finish)
 
     def _on_message_start(self, event: Json) -> list[Json]:
         message = event.get("message") or {}
@@ -369,7 +356,8 @@ class StreamTranslator:
     def _on_message_stop(self, event: Json) -> list[Json]:
         chunks = [] if self.finished else [self._chunk({}, "stop")]
         self.done = True
-        usage_chunk = {**self._chunk({}), "choices": [], "usage": usage_from_anthropic(self.usage)}
+        self.id = self.id or wire.new_id()
+        usage_chunk = wire.usage_chunk(self.id, self.model, self.created, usage_from_anthropic(self.usage))
         return [*chunks, usage_chunk]
 
     def _on_error(self, event: Json) -> list[Json]:

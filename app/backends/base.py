@@ -19,8 +19,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-# Body fields that steer the router and must not reach a backend.
-ROUTER_FIELDS = frozenset({"routing_strategy", "max_latency_ms", "quality_margin"})
+from app.openai_wire import clamp_max_tokens, without_router_fields
 
 
 class Backend(Protocol):
@@ -55,8 +54,9 @@ class UnavailableBackend:
         yield {}  # pragma: no cover - makes this an async generator
 
 
-def backend_request(body: dict[str, Any], model_id: str) -> dict[str, Any]:
-    """The client's body as a backend sees it: the provider's model id, no router-only fields."""
-    request = {k: v for k, v in body.items() if k not in ROUTER_FIELDS}
+def backend_request(body: dict[str, Any], model_id: str, max_output_tokens: int) -> dict[str, Any]:
+    """The client's body as a backend sees it: the provider's model id, no router-only fields,
+    and a completion limit the model can produce."""
+    request = without_router_fields(body)
     request["model"] = model_id
-    return request
+    return clamp_max_tokens(request, max_output_tokens)

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -36,6 +35,7 @@ from app.backends.gemini_translate import (
     to_gemini_request,
     to_openai_completion,
 )
+from app.openai_wire import new_id
 from app.config import ModelSpec, ProviderSpec, RouterConfig
 from app.errors import (
     InvalidRequestError,
@@ -109,7 +109,7 @@ class GeminiBackend:
         body = to_gemini_request(request)
         client = await self._ensure_client()
         model, contents, config = self._arguments(request, body)
-        translator = StreamTranslator(model, f"chatcmpl-{uuid.uuid4().hex}", provider=self.name)
+        translator = StreamTranslator(model, new_id(), provider=self.name)
         events: asyncio.Queue[Any] = asyncio.Queue()
         pump = asyncio.create_task(self._pump(client.aio.models, model, contents, config, events))
         try:

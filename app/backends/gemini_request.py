@@ -30,8 +30,7 @@ import re
 from typing import Any
 
 from app.errors import InvalidRequestError, UnsupportedFeatureError
-
-Json = dict[str, Any]
+from app.openai_wire import Json
 
 SIGNATURE_SENTINEL = "skip_thought_signature_validator"
 AUDIO_FORMATS = {

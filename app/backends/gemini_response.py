@@ -23,8 +23,9 @@ from typing import Any
 
 from app.backends.cloud import error_for_status, retry_after_seconds
 from app.errors import RouterError, UpstreamUnavailableError
+from app import openai_wire as wire
+from app.openai_wire import Json
 
-Json = dict[str, Any]
 
 FINISH_REASONS = {
     "STOP": "stop",
@@ -50,14 +51,13 @@ def to_openai_completion(
     if not choices:
         blocked = bool((response.get("promptFeedback") or {}).get("blockReason"))
         choices = [empty_choice(0, "content_filter" if blocked else "stop")]
-    return {
-        "id": id or completion_id(response),
-        "object": "chat.completion",
-        "created": created if created is not None else created_at(response),
-        "model": model,
-        "choices": choices,
-        "usage": to_openai_usage(response.get("usageMetadata") or {}),
-    }
+    return wire.completion(
+        id or completion_id(response),
+        model,
+        choices,
+        created=created if created is not None else created_at(response),
+        usage=to_openai_usage(response.get("usageMetadata") or {}),
+    )
 
 
 def completion_choice(candidate: Json, position: int) -> Json:
@@ -150,7 +150,7 @@ def token_logprob(candidate: Json) -> Json:
 
 
 def completion_id(response: Json) -> str:
-    return f"chatcmpl-{response.get('responseId') or uuid.uuid4().hex}"
+    return wire.new_id(response.get("responseId"))
 
 
 def created_at(response: Json) -> int:
@@ -222,19 +222,10 @@ class StreamTranslator:
     def finish(self) -> list[Json]:
         if not self.finished:
             raise UpstreamUnavailableError(f"{self.provider}: the stream ended before the answer finished")
-        return [{**self.base(), "choices": [], "usage": to_openai_usage(self.usage)}]
+        return [wire.usage_chunk(self.id, self.model, self.created, to_openai_usage(self.usage))]
 
     def chunk(self, index: int, delta: Json, reason: str | None = None, logprobs: Json | None = None) -> Json:
-        choice = {"index": index, "delta": delta, "finish_reason": reason, "logprobs": logprobs}
-        return {**self.base(), "choices": [choice]}
-
-    def base(self) -> Json:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-        }
+        return wire.chunk(self.id, self.model, self.created, delta, index=index, finish_reason=reason, logprobs=logprobs)
 
 
 # --- errors ---------------------------------------------------------------------------------

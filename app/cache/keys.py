@@ -32,7 +32,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from app.backends.base import ROUTER_FIELDS
+from app.openai_wire import ROUTER_FIELDS
 
 KEY_VERSION = "v1"  # bump on any change to the key document: old entries then simply miss
 

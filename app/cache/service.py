@@ -8,14 +8,13 @@ a streamed one once it ended cleanly, under the model that actually answered.
 from __future__ import annotations
 
 import os
-import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from app.cache.keys import cache_key, cacheable
 from app.cache.store import CacheStore, MemoryCache, RedisCache
 from app.config import CacheConfig
+from app import openai_wire as wire
 
 
 def store_for(config: CacheConfig, env: Mapping[str, str] | None = None) -> CacheStore | None:
@@ -43,7 +42,7 @@ class ResponseCache:
             return None
         hit = await self.store.get(key)
         if hit is not None:
-            hit.update(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model)
+            hit.update(id=wire.new_id(), created=wire.now(), model=model)
         return hit
 
     async def put(self, body: Mapping[str, Any], model: str, completion: dict[str, Any] | None) -> None:

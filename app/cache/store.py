@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -25,9 +24,10 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from app import openai_wire as wire
 from app.observability.logs import log_event
+from app.openai_wire import Json
 
-Json = dict[str, Any]
 
 _REFUSED_FINISH = frozenset({"content_filter"})
 
@@ -170,19 +170,13 @@ def completion_to_chunks(
     (with the choice's logprobs), a refusal chunk, one chunk per tool call (index, id, type,
     function name and full arguments), the finish chunk; then, when the completion has usage,
     a last ``{"choices": [], "usage": ...}`` chunk (a caller not asked for usage drops it)."""
-    chunk_id = id or f"chatcmpl-{uuid.uuid4().hex}"
-    base: Json = {
-        "id": chunk_id,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()) if created is None else created,
-        "model": completion.get("model", ""),
-    }
-    if completion.get("system_fingerprint"):
-        base["system_fingerprint"] = completion["system_fingerprint"]
+    chunk_id, model = id or wire.new_id(), completion.get("model", "")
+    at = wire.now() if created is None else created
+    extra = {"system_fingerprint": completion["system_fingerprint"]} if completion.get("system_fingerprint") else {}
 
     def chunk(index: int, delta: Json, finish_reason: str | None = None, logprobs: Any = None) -> Json:
-        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
-        return {**base, "choices": [choice]}
+        return {**wire.chunk(chunk_id, model, at, delta, index=index, finish_reason=finish_reason, logprobs=logprobs),
+                **extra}
 
     chunks: list[Json] = []
     for position, choice in enumerate(completion.get("choices") or ()):
@@ -204,7 +198,7 @@ def completion_to_chunks(
             chunks.append(chunk(index, {"tool_calls": [delta_call]}))
         chunks.append(chunk(index, {}, choice.get("finish_reason") or "stop"))
     if completion.get("usage"):
-        chunks.append({**base, "choices": [], "usage": completion["usage"]})
+        chunks.append({**wire.usage_chunk(chunk_id, model, at, completion["usage"]), **extra})
     return chunks
 
 
@@ -288,13 +282,9 @@ def chunks_to_completion(chunks: list[Json]) -> Json | None:
             choices.setdefault(choice.get("index", position), _Choice()).add(choice)
     if not choices or any(c.finish_reason is None for c in choices.values()):
         return None
-    completion: Json = {
-        "id": head.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": head.get("created", int(time.time())),
-        "model": head.get("model", ""),
-        "choices": [choices[i].result(i) for i in sorted(choices)],
-    }
+    choice_list = [choices[i].result(i) for i in sorted(choices)]
+    completion = wire.completion(head.get("id") or wire.new_id(), head.get("model", ""), choice_list,
+                                 created=head.get("created"))
     if "system_fingerprint" in head:
         completion["system_fingerprint"] = head["system_fingerprint"]
     if usage:

@@ -21,8 +21,6 @@ import dataclasses
 import json
 import logging
 import threading
-import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +39,7 @@ from app.engine.request_fields import (
     template_messages,
     with_tools_prompt,
 )
+from app import openai_wire as wire
 from app.errors import InvalidRequestError, UnsupportedFeatureError
 
 log = logging.getLogger(__name__)
@@ -404,9 +403,8 @@ class TransformersChatEngine:
         if calls:
             message["tool_calls"], finish = calls, "tool_calls"
         logprobs = {"content": entries, "refusal": None} if job.fields.logprobs else None
-        return {"id": _new_id(), "object": "chat.completion", "created": int(time.time()),
-                "model": self.served_name, "usage": _usage(len(job.prompt_ids), n_out),
-                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": logprobs}]}
+        return wire.completion(wire.new_id(), self.served_name, [wire.choice(0, message, finish, logprobs)],
+                               usage=wire.usage(len(job.prompt_ids), n_out))
 
     async def stream(self, request: dict) -> AsyncIterator[dict]:
         """Yield ``chat.completion.chunk`` dicts: role, content deltas, finish, then a usage-only chunk.
@@ -416,14 +414,12 @@ class TransformersChatEngine:
         sent as ``tool_calls`` at the end when it parses as one.
         """
         job = await asyncio.to_thread(self._prepare, request)
-        rid, created, fields = _new_id(), int(time.time()), job.fields
+        rid, created, fields = wire.new_id(), wire.now(), job.fields
         wants_logprobs = fields.logprobs
 
         def chunk(delta: dict, finish: str | None = None, entries: list | None = None) -> dict:
             logprobs = {"content": entries, "refusal": None} if wants_logprobs and entries else None
-            choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-            return {"id": rid, "object": "chat.completion.chunk", "created": created,
-                    "model": self.served_name, "choices": [choice]}
+            return wire.chunk(rid, self.served_name, created, delta, finish_reason=finish, logprobs=logprobs)
 
         forced = fields.tool_mode in ("required", "named")
         sniffer = ToolCallSniffer() if fields.tool_mode == "auto" else None
@@ -455,8 +451,7 @@ class TransformersChatEngine:
                     yield chunk({"tool_calls": [{"index": index, **call}]}, entries=held_entries)
                     held_entries = []
                 yield chunk({}, "tool_calls" if calls else finish)
-                usage = _usage(len(job.prompt_ids), item[2])
-                yield {**chunk({}), "choices": [], "usage": usage}
+                yield wire.usage_chunk(rid, self.served_name, created, wire.usage(len(job.prompt_ids), item[2]))
 
 
 def _answer(text: str, finish: str, fields: Fields) -> tuple[str | None, list[dict]]:
@@ -493,11 +488,3 @@ def _summary(exc: BaseException) -> str:
     """One short line describing ``exc``: type and the first line of its message."""
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
-
-
-def _usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
-def _new_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"

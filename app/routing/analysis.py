@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from app.openai_wire import requested_max_tokens, text_of
 from app.routing import signals as sig
 from app.routing.code_cues import code_evidence
 from app.routing.material import own_text
@@ -68,14 +69,6 @@ class Features:
         out["quality_inputs"] = [round(x, 4) for x in self.quality_inputs]
         out["metadata"] = dict(self.metadata)
         return out
-
-
-def text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
 
 
 def latest_user_text(messages: list[dict]) -> str:
@@ -321,12 +314,12 @@ class Analyzer:
             has_code=has_code,
             long_prompt=self.thresholds.long_prompt_signal_tokens,
         )
-        max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
+        max_tokens = requested_max_tokens(request)
         metadata = request.get("metadata") if isinstance(request.get("metadata"), Mapping) else {}
         return Features(
             tokens=count.tokens,
             tokens_exact=count.exact,
-            max_tokens=int(max_tokens) if max_tokens else None,
+            max_tokens=max_tokens,
             complexity=score(signals),
             complexity_signals=signals,
             task=task,

@@ -322,3 +322,18 @@ def test_prompt_logging_is_off_unless_the_operator_turns_it_on(backends, decisio
         client.post("/v1/chat/completions", json={"model": "auto:rules", "messages": [{"role": "user", "content": "tell me about ducks"}]})
     [line] = [d for d in decisions if d["event"] == "route_decision"]
     assert line["prompt"] == "tell me about ducks"
+
+
+
+ROUTER_FIELD_VALUES = {"routing_strategy": "rules", "max_latency_ms": 5000, "quality_margin": 1.0}
+
+
+def test_every_router_field_is_validated_and_never_reaches_a_backend(client, backends):
+    from app.api.schemas import ChatCompletionRequest
+    from app.openai_wire import ROUTER_FIELDS
+
+    assert set(ROUTER_FIELD_VALUES) == ROUTER_FIELDS <= set(ChatCompletionRequest.model_fields)
+    body = {"model": "auto", "messages": SIMPLE, **ROUTER_FIELD_VALUES}
+    assert client.post("/v1/chat/completions", json=body).status_code == 200
+    (sent,) = [call for b in backends.values() for call in b.calls]
+    assert not (ROUTER_FIELDS & set(sent))
