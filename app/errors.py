@@ -75,6 +75,13 @@ class LastingReason(str):
     __slots__ = ()
 
 
+class BudgetReason(str):
+    """Why a model cannot serve when a daily budget is the cause: a request that only such
+    models could serve is refused as over budget (429), not as a backend failure."""
+
+    __slots__ = ()
+
+
 class InvalidRequestError(RouterError):
     status_code = 400
     error_type = "invalid_request_error"

@@ -396,12 +396,12 @@ def by_kind(outcomes: list[Outcome], workload: Workload) -> list[list[object]]:
         tokens = [t for o in outcomes for t in [o.decisions[i].tokens for i in idx] if t is not None]
         answers = [workload.requests[i].answer_tokens for i in idx]
         row: list[object] = [
-            kind, f"{len(idx) / len(workload.requests):.0%}",
+            kind, f"{pct(len(idx) / len(workload.requests))}",
             f"{statistics.median(tokens):,.0f}" if tokens else "-", f"{statistics.median(answers):,.0f}",
         ]
         for o in outcomes:
             models = Counter(o.decisions[i].model or f"refused ({o.decisions[i].error})" for i in idx)
-            row += [", ".join(f"{m} {c / len(idx):.0%}" for m, c in models.most_common(3)),
+            row += [", ".join(f"{m} {pct(c / len(idx))}" for m, c in models.most_common(3)),
                     usd(sum(o.costs[i] for i in idx) * scale)]
         rows.append(row)
     return rows
@@ -420,6 +420,11 @@ ROUTING_LABEL = {HYBRID: "`auto`", RULES: "`rules`"}
 
 def usd(x: float) -> str:
     return f"${x:,.2f}"
+
+
+def pct(x: float) -> str:
+    """A share in whole percent, never rounded to a misleading 0% or 100%."""
+    return "<1%" if 0 < x < 0.005 else ">99%" if 0.995 <= x < 1 else f"{x:.0%}"
 
 
 def scenario_table(results: list[tuple[Outcome, dict]]) -> str:
@@ -703,20 +708,20 @@ def class_notes(out: dict[str, Outcome], workload: Workload, config: RouterConfi
     ranked = [i for i, d in enumerate(auto.decisions) if d.ranked]
     same = sum(auto.decisions[i].model == rules.decisions[i].model for i in context)
     opening = (
-        f"`auto` decided {len(context) / n:.0%} of the day by the context branches it keeps from the keyword tree "
+        f"`auto` decided {pct(len(context) / n)} of the day by the context branches it keeps from the keyword tree "
         f"(prompts of {t.medium_context_tokens:,} tokens or more), choosing the same model as `rules` for "
-        f"{same / max(1, len(context)):.0%} of them"
+        f"{pct(same / max(1, len(context)))} of them"
     )
     if latency_branch:
         models = Counter(auto.decisions[i].model for i in latency_branch)
         kinds = Counter(workload.shapes[workload.requests[i].shape].kind for i in latency_branch)
         opening += (
-            f"; {len(latency_branch) / n:.0%} by the kept latency branch (a latency need under {t.low_latency_ms:,} ms: "
-            + ", ".join(f"{c / len(latency_branch):.0%} {k}" for k, c in kinds.most_common())
-            + "; to " + ", ".join(f"{m} {c / len(latency_branch):.0%}" for m, c in models.most_common()) + ")"
+            f"; {pct(len(latency_branch) / n)} by the kept latency branch (a latency need under {t.low_latency_ms:,} ms: "
+            + ", ".join(f"{pct(c / len(latency_branch))} {k}" for k, c in kinds.most_common())
+            + "; to " + ", ".join(f"{m} {pct(c / len(latency_branch))}" for m, c in models.most_common()) + ")"
         )
     opening += (
-        f"; and the other {len(ranked) / n:.0%} by predicted quality, taking the cheapest model within "
+        f"; and the other {pct(len(ranked) / n)} by predicted quality, taking the cheapest model within "
         f"{sweep.margin:g} of the best. Per class, the requests decided by predicted quality:"
     )
     lines, gaps_by_class, kept_more, kept_less = [], [], [], []
@@ -728,27 +733,27 @@ def class_notes(out: dict[str, Outcome], workload: Workload, config: RouterConfi
         best = statistics.median(max(q for _, q in auto.decisions[i].quality) for i in mine)
         small = [max(q for m, q in auto.decisions[i].quality if config.is_self_hosted(m))
                  for i, g in zip(mine, gaps) if math.isfinite(g)]
-        to = ", ".join(f"{m} {c / len(mine):.0%}" for m, c in Counter(auto.decisions[i].model for i in mine).most_common(3))
+        to = ", ".join(f"{m} {pct(c / len(mine))}" for m, c in Counter(auto.decisions[i].model for i in mine).most_common(3))
         if small:
             gap = statistics.median(gaps)
-            gaps_by_class.append(f"{gap:.2f} for {kind}")
+            gaps_by_class.append(f"{gap:.2f} ({kind})")
             why = (f"median predicted quality {statistics.median(small):.2f} for the best self-hosted model against "
                    f"{best:.2f} for the best that fits (median gap {gap:.2f}), a gap over the margin for "
-                   f"{sum(g > sweep.margin for g in gaps) / len(mine):.0%}")
+                   f"{pct(sum(g > sweep.margin for g in gaps) / len(mine))}")
         else:
             why = (f"no self-hosted model fits them (under {t.medium_context_tokens:,} prompt tokens, but over every "
                    f"self-hosted context window with the answer), so the ranking is among cloud models (best "
                    f"predicted {best:.2f})")
         a_share = sum(own_auto[i] for i in idx) / len(idx)
         r_share = sum(own_rules[i] for i in idx) / len(idx)
-        lines.append(f"- **{kind}** ({len(mine) / len(idx):.0%} of the class): to {to}; {why}. The whole class: "
-                     f"{a_share:.0%} self-hosted under `auto`, {r_share:.0%} under `rules`.")
+        lines.append(f"- **{kind}** ({pct(len(mine) / len(idx))} of the class): to {to}; {why}. The whole class: "
+                     f"{pct(a_share)} self-hosted under `auto`, {pct(r_share)} under `rules`.")
         if small and a_share > r_share:
             top, count = Counter(rules.decisions[i].model for i in idx).most_common(1)[0]
-            kept_more.append(f"keeps {a_share:.0%} of the {kind} class on self-hosted models (`rules` sends "
-                             f"{count / len(idx):.0%} of them to {top})")
+            kept_more.append(f"keeps {pct(a_share)} of the {kind} class on self-hosted models (`rules` sends "
+                             f"{pct(count / len(idx))} of them to {top})")
         elif small and a_share < r_share:
-            kept_less.append(f"sends {1 - a_share:.0%} of the {kind} class to the cloud (`rules` keeps {r_share:.0%} self-hosted)")
+            kept_less.append(f"sends {pct(1 - a_share)} of the {kind} class to the cloud (`rules` keeps {pct(r_share)} self-hosted)")
     roles = {config.models[m].quality_role for m in config.models if config.is_self_hosted(m)}
     shared = (f" (every self-hosted model, the code model included, has the `{roles.pop()}` quality role, so all get "
               "the same prediction)" if len(roles) == 1 else "")
@@ -772,11 +777,11 @@ def class_notes(out: dict[str, Outcome], workload: Workload, config: RouterConfi
         moved = [(k, idx) for k, idx in classes.items() if k not in SEED_SELF_HOSTED_KINDS
                  and any(auto.decisions[i].ranked for i in idx)]
         at = sweep.by_class(auto, config, needed)
-        extra = ", ".join(f"{at[k]:.0%} of the {k} class" for k, _ in moved if at.get(k))
-        why += (f"The seed's {SELF_HOSTED_TARGET:.0%} needs a margin of {needed:.2f}"
+        extra = ", ".join(f"{pct(at[k])} of the {k} class" for k, _ in moved if at.get(k))
+        why += (f"The seed's {pct(SELF_HOSTED_TARGET)} needs a margin of {needed:.2f}"
                 + (f", which also puts {extra} on self-hosted models" if extra else "") + "; ")
     else:
-        why += f"No margin reaches the seed's {SELF_HOSTED_TARGET:.0%}; "
+        why += f"No margin reaches the seed's {pct(SELF_HOSTED_TARGET)}; "
     why += (
         f"`rules` keeps {sum(own_rules) / n:.1%} there. Set the margin per deployment (`quality.margin`), per "
         "request (`auto:<margin>`), or fit it to your traffic with `python -m app.routing.quality.calibrate`."

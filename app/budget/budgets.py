@@ -28,9 +28,8 @@ from app.budget.ledger import Ledger, LedgerSettings, build_ledger, day_of
 from app.budget.money import KeySpend
 from app.budget.pricing import Pricer
 from app.config import LedgerConfig, RouterConfig
-from app.errors import BudgetExhaustedError
+from app.errors import BudgetReason, BudgetExhaustedError
 from app.observability.metrics import Metrics
-from app.routing.planner import BUDGET_REASON
 
 TOTAL = "total"
 
@@ -178,7 +177,7 @@ class Budgets:
         for key, limit in self._limits_for(model).items():
             entry = self._snapshot.get(key)
             if entry is not None and entry.spent + entry.reserved + amount > limit:
-                return f"{BUDGET_REASON}: {key} daily budget cannot cover this request (${amount:.6f})"
+                return BudgetReason(f"budget: {key} daily budget cannot cover this request (${amount:.6f})")
         return None
 
     def unavailable_reason(self, model: str) -> str | None:
@@ -188,7 +187,7 @@ class Budgets:
         for key in self.keys_for(model):
             level = self._switch_level(key)
             if level is not None:
-                return f"{BUDGET_REASON}: {key} daily budget at {level:.0%} (self-hosted only until the reset)"
+                return BudgetReason(f"budget: {key} daily budget at {level:.0%} (self-hosted only until the reset)")
         return None
 
     # --- state, alerts, reporting ---------------------------------------------------------

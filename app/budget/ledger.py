@@ -34,11 +34,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from decimal import Decimal
 from typing import Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from app.budget.money import DEFAULT_RETENTION_S, KeySpend
+from app.config import DEFAULT_KEY_PREFIX, DEFAULT_LEDGER_PATH
 
 T = TypeVar("T")
 
@@ -97,21 +99,22 @@ def day_of(now: datetime, tz: str) -> str:
 
 @dataclass(frozen=True)
 class LedgerSettings:
-    """Where the ledger lives. ``path`` is the SQLite file (backend "sqlite"); ``redis_url`` and
+    """Where the ledger lives: the config's ``ledger`` section resolved against the environment
+    (``budgets.ledger_settings``). ``path`` is the SQLite file (backend "sqlite"); ``redis_url`` and
     ``key_prefix`` address Redis (backend "redis"); ``retention_s`` is how long a day's data and
     finished reservation ids are kept (Redis key TTL; SQLite purge of finished ids)."""
 
     backend: Literal["sqlite", "redis"] = "sqlite"
-    path: str = "/tmp/hybrid-router/ledger.sqlite3"
+    path: str = DEFAULT_LEDGER_PATH
     redis_url: str | None = None
-    key_prefix: str = "hybrid-router"
+    key_prefix: str = DEFAULT_KEY_PREFIX
     retention_s: int = DEFAULT_RETENTION_S
 
     def open(self, what: str, sqlite: Callable[[str, int], T], redis: Callable[[str, str, int], T]) -> T:
         """``sqlite(path, retention_s)`` or ``redis(url, key_prefix, retention_s)``, whichever the
         backend is: the one dispatch for every store that lives where the ledger does."""
         if self.backend == "sqlite":
-            return sqlite(self.path, self.retention_s)
+            return sqlite(str(Path(self.path).expanduser()), self.retention_s)
         if self.backend == "redis":
             if not self.redis_url:
                 raise ValueError(f"the redis {what} needs redis_url")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from app.errors import (
     BudgetExhaustedError,
+    BudgetReason,
     ContextWindowExceededError,
     LastingReason,
     NoHealthyBackendError,
@@ -27,7 +28,6 @@ from app.routing.strategies import Preference, StrategyRegistry, margin_of
 
 # Returns None when the model can serve now, else why not.
 Availability = Callable[[str], "str | None"]
-BUDGET_REASON = "budget"  # availability reasons from budgets start with this (app.budget.budgets)
 ESTIMATE_MARGIN = 1.05  # headroom on an estimated (not exact) token count
 
 
@@ -208,7 +208,7 @@ class Planner:
                 f"No model this request may use supports {words} together.{hint}", param=wanted[0][1]
             )
         detail = "; ".join(f"{m}: {why}" for m, why in dropped[:6])
-        if any(why.startswith(BUDGET_REASON) for _, why in dropped):
+        if any(isinstance(why, BudgetReason) for _, why in dropped):
             return BudgetExhaustedError(f"Daily budgets leave no model that can serve this request ({detail}).")
         return NoHealthyBackendError(
             f"No model can serve this request now ({detail}).",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from app.config import CustomStrategy
+from app.config import BUILTIN_STRATEGIES, CustomStrategy
 from app.errors import NotFoundError
 from app.routing.analysis import Features
 from app.routing.catalog import Catalog
@@ -176,17 +176,9 @@ def balanced(features: Features, catalog: Catalog) -> Preference:
     return _ranked("balanced", why, _balanced_rest(features, catalog, lambda _m: True))
 
 
-BUILTIN: dict[str, StrategyFn] = {
-    "auto": auto,
-    "fast": fast,
-    "quality": quality,
-    "cost": cost,
-    "long_context": long_context,
-    "balanced": balanced,
-    "self_hosted_only": self_hosted_only,
-    "cloud_only": cloud_only,
-    "rules": rules,
-}
+# The names are the config's one list (the config validates strategy names without importing
+# routing); each name's function is the one defined above under that name.
+BUILTIN: dict[str, StrategyFn] = {name: globals()[name] for name in BUILTIN_STRATEGIES}
 
 
 class StrategyRegistry:
