@@ -9,7 +9,6 @@ before that moves on to the next target, so the client sees one clean stream.
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
 from dataclasses import replace
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -22,7 +21,7 @@ from app.budget.alerts import AlertSender
 from app.budget.budgets import Budgets, Reservation, ledger_for
 from app.budget.pricing import Pricer
 from app.cache.service import ResponseCache, store_for
-from app.cache.store import chunks_to_completion, completion_to_chunks
+from app.cache.store import completion_to_chunks
 from app.config import BUILTIN_STRATEGIES, RouterConfig
 from app.errors import InvalidRequestError, LastingReason, ModelNotFoundError, RouterError, UpstreamTimeoutError
 from app.feedback.service import FeedbackService
@@ -38,10 +37,13 @@ from app.routing.catalog import Catalog
 from app.routing.planner import Planner, RoutePlan, Target, always_available
 from app.routing.strategies import StrategyRegistry
 from app.security.quota import Quota, client_key
-from app.streams import Relay, close_stream, estimate_usage, read_until_content, relayed, replay
+from app.security.limits import check_request
+from app.stream_run import StreamRun
+from app.streams import Relay, close_stream, estimate_usage, read_until_content, replay
 
 PROMPT_LOG_CHARS = 4_000  # how much of the latest user turn a log line carries with log_prompts
 BUDGET_REREAD_S = 15.0  # how often a replica re-reads today's spend from the shared ledger
+GAUGE_REFRESH_S = 2.5  # how often the breaker, backend-up and budget gauges are set again
 NEAR_BOUNDARY = 0.10  # an estimated token count this close to a decision boundary is counted exactly
 
 
@@ -95,17 +97,29 @@ class RouterService:
         """Slow checks a backend wants before traffic (Vertex AI's credential discovery), at once."""
         checks = [b.check_credentials() for b in self.backends.values() if hasattr(b, "check_credentials")]
         await asyncio.gather(self.budgets.refresh(), *checks, return_exceptions=True)
-        self._background = asyncio.get_running_loop().create_task(self._reread_budgets())
+        self._background = asyncio.get_running_loop().create_task(self._housekeeping())
         self.feedback.start()
 
-    async def _reread_budgets(self) -> None:
-        """Other replicas' spend, and the midnight reset, reach this replica's routing and gauges."""
+    async def _housekeeping(self) -> None:
+        """On the event loop, so that breaker state is only touched there: the gauges every
+        ``GAUGE_REFRESH_S`` (Ray stops exporting a gauge not set for a few seconds), and today's
+        spend from the shared ledger every ``BUDGET_REREAD_S`` (other replicas' spend, and the
+        midnight reset, reach this replica's routing)."""
+        since_reread = 0.0
         while True:
-            await asyncio.sleep(BUDGET_REREAD_S)
-            try:
-                await self.budgets.refresh()
-            except Exception as exc:  # noqa: BLE001 - a failed read keeps the last state
-                log_event("budget_refresh_failed", error_type=type(exc).__name__)
+            await asyncio.sleep(GAUGE_REFRESH_S)
+            since_reread += GAUGE_REFRESH_S
+            if since_reread >= BUDGET_REREAD_S:
+                since_reread = 0.0
+                try:
+                    await self.budgets.refresh()
+                except Exception as exc:  # noqa: BLE001 - a failed read keeps the last state
+                    log_event("budget_refresh_failed", error_type=type(exc).__name__)
+            self.refresh_gauges()
+
+    def check(self, body: Mapping[str, Any]) -> None:
+        """The request limits (``limits:``): a 400 naming the parameter, or a 413, when over."""
+        check_request(body, self.config.limits)
 
     async def close(self) -> None:
         if self._background is not None:
@@ -289,16 +303,9 @@ class RouterService:
         target, (head, upstream) = await self._execute(outcome, attempt, defer_success=True)
         outcome.target = target
         outcome.first_token_s = now() - outcome.started
-        chunks = self._relay(head, upstream, outcome, body)
-        return Relay(chunks, lambda: self._abandoned(upstream, outcome)), outcome
-
-    async def _abandoned(self, upstream: AsyncIterator[dict[str, Any]], outcome: Outcome) -> None:
-        """The client left before reading anything: close the upstream and record that."""
-        assert outcome.target is not None
-        await close_stream(upstream)
-        self.breakers[outcome.target.model].release()
-        outcome.status = "cancelled"
-        await self._settle(outcome, outcome.target, None)
+        run = StreamRun(outcome, head, upstream, body, breakers=self.breakers, cache=self.cache,
+                        settle=self._settle, on_failure=lambda model: self.refresh_gauges([model]))
+        return Relay(run.chunks(), run.abandon), outcome
 
     async def _reserve(self, target: Target, request: Mapping[str, Any], outcome: Outcome) -> Reservation:
         limit = requested_max_tokens(request)
@@ -336,58 +343,6 @@ class RouterService:
             outcome.status = "cancelled"
             self.recorder.finish(outcome, None)
             raise
-
-    async def _relay(
-        self,
-        head: list[dict[str, Any]],
-        upstream: AsyncIterator[dict[str, Any]],
-        outcome: Outcome,
-        body: Mapping[str, Any],
-    ) -> AsyncIterator[dict[str, Any]]:
-        """The stream as the client gets it; settles, records and caches however it ends."""
-        assert outcome.target is not None
-        target, model = outcome.target, outcome.target.model
-        usage: dict[str, Any] | None = None
-        streamed: list[str] = []
-        kept: list[dict[str, Any]] | None = [] if self.cache.key(body, model) else None
-        try:
-            for chunk in head:
-                usage = relayed(chunk, model, streamed) or usage
-                if kept is not None:
-                    kept.append(copy.deepcopy(chunk))
-                yield chunk
-            while True:
-                waited = now()
-                try:
-                    chunk = await upstream.__anext__()
-                except StopAsyncIteration:
-                    break
-                finally:
-                    outcome.backend_s += now() - waited
-                usage = relayed(chunk, model, streamed) or usage
-                if kept is not None:
-                    kept.append(copy.deepcopy(chunk))
-                yield chunk
-        except RouterError as exc:
-            # NOTE: a stream that breaks after content is a failure of its backend; one that ends
-            # cleanly is its success (the executor left both to us: defer_success).
-            self.breakers[model].failure()
-            outcome.status = "error"
-            await self._settle(outcome, target, usage, "".join(streamed), error=exc)
-            self.refresh_gauges([model])
-            raise
-        except (GeneratorExit, asyncio.CancelledError):
-            self.breakers[model].release()
-            outcome.status = "cancelled"
-            await self._settle(outcome, target, usage, "".join(streamed))
-            raise
-        else:
-            self.breakers[model].success()
-            await self._settle(outcome, target, usage, "".join(streamed))
-            if kept is not None:
-                await self.cache.put(body, model, chunks_to_completion(kept))
-        finally:
-            await close_stream(upstream)
 
     def refresh_gauges(self, models: Any = None) -> None:
         """Breaker state and up/down per model (all models when none are named), and the budget

@@ -18,13 +18,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api import shapes
 from app.api.errors import error_event, install_error_handlers
 from app.api.schemas import ChatCompletionRequest, FeedbackRequest
+from app.api.views import RouterViews
 from app.errors import RouterError
 from app.feedback.store import REQUEST_ID_CHARS
-from app.openai_wire import requested_max_tokens
 from app.security.auth import AuthMiddleware, KeyStore
-from app.security.quota import client_key
-from app.security.limits import BodySizeLimit, check_request
-from app.service import RouterService, request_margin
+from app.security.limits import BodySizeLimit
+from app.service import RouterService
 
 HealthExtra = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -99,6 +98,7 @@ def create_app(
 
     app = FastAPI(title="hybrid-router", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.service = service
+    views = RouterViews(service)
     install_error_handlers(app)
     # NOTE: the last added runs first: request id, then auth (cheap refusals before reading a
     # body), then the body-size limit, then the JSON content-type, then the routes.
@@ -110,7 +110,7 @@ def create_app(
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
         payload = body.body()
-        check_request(payload, service.config.limits)
+        service.check(payload)
         request_id = request.state.request_id
         client = getattr(request.state, "client", None)
         name = client.name if client is not None else None
@@ -128,23 +128,8 @@ def create_app(
     @app.post("/v1/route")
     async def route(body: ChatCompletionRequest, assume_available: bool = False) -> dict[str, Any]:
         payload = body.body()
-        check_request(payload, service.config.limits)
-        plan = await service.plan(payload, assume_available=assume_available)
-        primary = plan.primary
-        max_tokens = requested_max_tokens(payload)
-        worst = service.catalog.pricer.worst_case(primary.model, plan.features.tokens, max_tokens)
-        return {
-            "model": primary.model,
-            "provider": primary.provider,
-            "strategy": plan.strategy,
-            "reason": primary.reason,
-            "estimated_cost_usd": {"worst_case": float(worst)},
-            "fallbacks": [t.as_dict() for t in plan.fallbacks],
-            "quality": plan.quality,
-            "quality_margin": plan.margin,
-            "features": plan.features.as_dict(),
-            "dropped": [{"model": m, "reason": why} for m, why in plan.dropped],
-        }
+        service.check(payload)
+        return views.route(await service.plan(payload, assume_available=assume_available), payload)
 
     @app.post("/v1/feedback")
     async def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
@@ -162,37 +147,20 @@ def create_app(
 
     @app.get("/v1/budget")
     async def budget(request: Request) -> dict[str, Any]:
-        """Everything with auth off or for an admin key; a client key sees only its own spend."""
-        await service.budgets.refresh()
-        report = service.budgets.report()
         client = getattr(request.state, "client", None)
-        if client is not None and not client.admin:
-            own = client_key(client.name)
-            report["budgets"] = {k: v for k, v in report["budgets"].items() if k == own}
-            report["budgets"].setdefault(own, {"spent_usd": 0.0, "reserved_usd": 0.0, "mode": "normal"})
-            report["budgets"][own]["limit_usd"] = _float(service.quota.daily_limit(client.name))
-        return report
+        return await views.budget(client.name if client else None, admin=client is None or client.admin)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": model_list(service)}
+        return {"object": "list", "data": views.models()}
 
     @app.get("/v1/models/{model:path}")
     async def retrieve_model(model: str) -> dict[str, Any]:
-        """One model, as the SDK's ``models.retrieve``: a name, an alias or ``auto[:strategy]``,
-        resolved as a chat request's ``model`` is (an unknown or ambiguous name is a 404)."""
-        kind, name = service.selection({"model": model})
-        if kind == "model":
-            return model_entry(service, name)
-        entry = auto_entry(service)
-        if model.strip().lower() != "auto":
-            margin = request_margin({"model": model})
-            entry["id"] = f"auto:{margin:g}" if margin is not None else f"auto:{name}"
-        return entry
+        return views.model(model)
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        body = health_report(service)
+        body = views.health()
         if health_extra is not None:
             body.update(await health_extra())
         status = 200 if body["status"] != "down" else 503
@@ -214,60 +182,3 @@ async def _sse(chunks: AsyncIterator[dict[str, Any]], include_usage: bool) -> As
     except Exception as exc:  # noqa: BLE001 - the client gets a clean error event, never a cut stream
         yield error_event(exc)
     yield shapes.SSE_DONE
-
-
-def _float(value: Any) -> float | None:
-    return float(value) if value is not None else None
-
-
-def model_list(service: RouterService) -> list[dict[str, Any]]:
-    return [auto_entry(service), *(model_entry(service, name) for name in service.catalog.models)]
-
-
-def auto_entry(service: RouterService) -> dict[str, Any]:
-    return {
-        "id": "auto",
-        "object": "model",
-        "created": 0,
-        "owned_by": "hybrid-router",
-        "strategies": service.strategies.names(),
-    }
-
-
-def model_entry(service: RouterService, name: str) -> dict[str, Any]:
-    """A logical model as an OpenAI Model object, plus what the router knows of it."""
-    spec = service.catalog.models[name]
-    reason = service.availability(name)
-    return {
-        "id": name,
-        "object": "model",
-        "created": 0,
-        "owned_by": spec.provider,
-        "provider_model": spec.model_id,
-        "context_window": spec.context_window,
-        "capabilities": list(spec.capabilities),
-        "aliases": list(spec.aliases),
-        "available": reason is None,
-        "unavailable_reason": reason,
-    }
-
-
-def health_report(service: RouterService) -> dict[str, Any]:
-    """Overall status: ``ok`` when every model is up, ``degraded`` when some are, ``down`` when none."""
-    models = {name: service.availability(name) for name in service.catalog.models}
-    up = [m for m, reason in models.items() if reason is None]
-    self_hosted = [m for m in models if service.catalog.is_self_hosted(m)]
-    self_hosted_up = [m for m in up if m in self_hosted]
-    status = "ok" if len(up) == len(models) else ("degraded" if up else "down")
-    report: dict[str, Any] = {
-        "status": status,
-        "self_hosted_available": bool(self_hosted_up),
-        "models": {
-            m: {"available": r is None, "reason": r, "breaker": service.breakers[m].current()}
-            for m, r in models.items()
-        },
-    }
-    if self_hosted and not self_hosted_up:
-        report["notice"] = "All self-hosted models are down: requests go to cloud models."
-    service.refresh_gauges()
-    return report

@@ -81,13 +81,15 @@ def test_cache_hits_are_counted(setup):
 
 
 def test_breaker_state_and_backend_up(setup):
+    """The service's housekeeping loop sets these gauges every GAUGE_REFRESH_S; here it is called
+    directly, as the loop does."""
     client, backends, metrics, service = setup
     backends["gemini-pro"].down = "GOOGLE_CLOUD_PROJECT not set"
-    client.get("/health")
+    service.refresh_gauges()
     assert metrics.sample("router_backend_up", model="gemini-pro", provider="vertex_ai", self_hosted="false") == 0
     assert metrics.sample("router_backend_up", model="mistral-7b-instruct", provider="self_hosted", self_hosted="true") == 1
     for _ in range(service.config.circuit_breaker.failure_threshold):
         service.breakers["gpt"].failure()
-    client.get("/health")
+    service.refresh_gauges()
     assert metrics.sample("router_breaker_state", model="gpt") == 2
     assert metrics.sample("router_backend_up", model="gpt", provider="openai", self_hosted="false") == 0
