@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from app.engine.demo_model import build_demo_model, default_demo_model_dir
+from app.observability.logs import log_event
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +132,14 @@ class TransformersChatEngine:
             if not self.demo_fallback:
                 raise RuntimeError(f"could not load model {self.model_id!r}: {reason}") from exc
             path = build_demo_model(self.demo_dir or default_demo_model_dir())
-            log.warning(
-                "!!! Could not load model %r (%s). Serving the built-in DEMO model from %s instead: "
-                "it has random weights and produces gibberish. To serve a real model, download it first "
-                "(`hf download %s`), point the engine at a local model directory, or enable allow_download.",
-                self.model_id, reason, path, self.model_id)
+            message = (
+                f"!!! Could not load model {self.model_id!r} ({reason}). Serving the built-in DEMO model "
+                f"from {path} instead: it has random weights and produces gibberish. To serve a real model, "
+                f"download it first (`hf download {self.model_id}`), point the engine at a local model "
+                "directory, or enable allow_download.")
+            log.warning("%s", message)
+            log_event("demo_model", logging.WARNING, model=self.model_id, loaded=str(path), reason=reason,
+                      message=message)
             self._load(str(path), False)
             self._demo, self._reason = True, reason
         self._ready = True
