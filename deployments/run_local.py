@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         busy = busy_ports(ports)
         if busy:
             say(
-                f"port {', '.join(map(str, busy))} already in use (is the router already running? "
+                f"{'ports' if len(busy) > 1 else 'port'} {', '.join(map(str, busy))} already in use (is the router already running? "
                 f"`ss -ltnp | grep -E ':({'|'.join(map(str, busy))}) '`); nothing was started"
             )
             return 1
