@@ -12,6 +12,8 @@ from typing import Any, AsyncIterator
 
 from ray import serve
 
+from app.observability.logs import configure_logging
+
 
 @serve.deployment(max_ongoing_requests=16, ray_actor_options={"num_cpus": 1})
 class CPUEngine:
@@ -19,6 +21,8 @@ class CPUEngine:
 
     def __init__(self, engine_args: dict[str, Any]):
         from app.engine.transformers_engine import TransformersChatEngine
+
+        configure_logging()  # the demo-model warning is a structured event (README, "Logs")
 
         args = dict(engine_args)
         args.setdefault("torch_threads", _assigned_cpus())

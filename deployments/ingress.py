@@ -69,6 +69,18 @@ class RouterIngress:
             models_unavailable={m: r for m, r in unavailable.items() if r is not None},
         )
 
+    def __del__(self) -> None:
+        """Serve calls this when the replica stops (after the app's lifespan shutdown): the
+        health poller stops with it."""
+        stop = getattr(getattr(self, "health", None), "stop", None)
+        if stop is None:  # the constructor did not get that far
+            return
+        try:
+            stop()
+            log_event("router_stopped")
+        except Exception:  # noqa: BLE001 - a destructor never raises (at interpreter exit, say)
+            pass
+
     def _engine_unavailable(self, model: str) -> str | None:
         """Why ``model``'s engine cannot take requests (names the deployment), or None."""
         for deployment in self.watched.get(model, ()):

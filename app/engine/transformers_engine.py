@@ -41,6 +41,7 @@ from app.engine.request_fields import (
 )
 from app import openai_wire as wire
 from app.errors import InvalidRequestError, UnsupportedFeatureError
+from app.observability.logs import log_event
 
 log = logging.getLogger(__name__)
 
@@ -186,11 +187,14 @@ class TransformersChatEngine:
             if not self.demo_fallback:
                 raise RuntimeError(f"could not load model {self.model_id!r}: {reason}") from exc
             path = build_demo_model(self.demo_dir or default_demo_model_dir())
-            log.warning(
-                "!!! Could not load model %r (%s). Serving the built-in DEMO model from %s instead: "
-                "it has random weights and produces gibberish. To serve a real model, download it first "
-                "(`hf download %s`), point the engine at a local model directory, or enable allow_download.",
-                self.model_id, reason, path, self.model_id)
+            message = (
+                f"!!! Could not load model {self.model_id!r} ({reason}). Serving the built-in DEMO model "
+                f"from {path} instead: it has random weights and produces gibberish. To serve a real model, "
+                f"download it first (`hf download {self.model_id}`), point the engine at a local model "
+                "directory, or enable allow_download.")
+            log.warning("%s", message)
+            log_event("demo_model", logging.WARNING, model=self.model_id, loaded=str(path), reason=reason,
+                      message=message)
             self._load(str(path), False)
             self._demo, self._reason = True, reason
         self._ready = True

@@ -9,20 +9,29 @@
   server the way a KServe / vLLM endpoint would be.
 
 Replicas take no CPU reservation: three 1-CPU replicas on a 2-core machine deadlock.
+
+The cluster is the run's own, whatever else runs on the machine: ``ray.init(address="local")``
+never joins another cluster (not even the one ``$RAY_ADDRESS`` names, which is dropped here), with
+a temp dir, ports (HAProxy's included) and an auth token of its own; at the end everything it
+started is stopped, by pid (``deployments.run_local``). The router's JSON log goes to
+``CLUSTER["log_file"]``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 
-from deployments.configs.profiles import serve_env
+from deployments.configs.profiles import local_env
 
 PROJECT = Path(__file__).parents[2]
 CLOUD_KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GOOGLE_CLOUD_PROJECT")
@@ -33,7 +42,7 @@ FAKE_ENV = {
 }
 
 
-CLUSTER: dict[str, int] = {}
+CLUSTER: dict[str, Any] = {}
 
 
 def free_port() -> int:
@@ -93,26 +102,49 @@ def fakes():
 
 
 @pytest.fixture(scope="session")
-def cluster(fakes):
+def cluster(fakes, tmp_path_factory):
     """Ray plus Serve's HTTP proxy; the fakes' keys and metadata host are in every replica's env."""
     import ray
     from ray import serve
 
-    for var in CLOUD_KEY_VARS:  # the default config's key variables stay unset everywhere
+    from deployments.run_local import descendants, kill_leftovers, use_private_auth
+
+    for var in (*CLOUD_KEY_VARS, "RAY_ADDRESS"):  # the default config's key variables stay unset everywhere
         os.environ.pop(var, None)
-    env = {**FAKE_ENV, **fakes["metadata"].env(), "HYBRID_ROUTER_STATE_DIR": os.environ["HYBRID_ROUTER_STATE_DIR"]}
+    log_dir = tmp_path_factory.mktemp("logs")
+    CLUSTER["log_file"] = log_dir / "router.jsonl"
+    env = {
+        **FAKE_ENV, **fakes["metadata"].env(),
+        "HYBRID_ROUTER_STATE_DIR": os.environ["HYBRID_ROUTER_STATE_DIR"], "ROUTER_LOG_DIR": str(log_dir),
+    }
     port = free_port()
     CLUSTER["metrics_port"] = free_port()
     os.environ["RAY_metrics_report_interval_ms"] = "1000"  # metrics reach the port within a second
-    os.environ.update(serve_env())  # the Serve ingress mode `make run` and the RayService use
-    ray.init(
-        num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-        runtime_env={"env_vars": env}, _metrics_export_port=CLUSTER["metrics_port"],
-    )
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
+    os.environ.update(local_env())  # the Serve ingress mode `make run` and the RayService use
+    use_private_auth()
+    # HAProxy's stats and metrics ports too: a `make run` on this machine holds 8404 and 9101.
+    os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
+    os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
+    temp_dir = tempfile.mkdtemp(prefix="hr-test-ray-")  # short: Ray's socket paths live in it
+    before = {p.pid for p in descendants()}  # the fakes' processes, if any, are not the cluster's
+    node_id = None
+    try:
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir,
+            runtime_env={"env_vars": env}, _metrics_export_port=CLUSTER["metrics_port"],
+        )
+        node_id = ray.get_runtime_context().get_node_id()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        started = descendants(before)
+        try:
+            if ray.is_initialized():
+                serve.shutdown()
+                ray.shutdown()
+        finally:
+            kill_leftovers(started, node_id)
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

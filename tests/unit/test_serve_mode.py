@@ -39,12 +39,16 @@ def test_ray_serve_brings_an_executable_haproxy_on_linux() -> None:
     assert binary is not None and os.access(binary, os.X_OK)
 
 
-def test_run_local_reads_the_mode_as_environment_lines() -> None:
-    """scripts/run-local.sh exports each line this prints before `ray start`."""
+def test_the_mode_prints_as_environment_lines_and_make_run_applies_it() -> None:
+    """`python -m deployments.configs.profiles serve-env` prints the mode as KEY=VALUE lines (for a
+    shell that starts Ray itself); `make run`'s launcher applies it (with ``local_env()``) before
+    it starts its Ray cluster."""
     out = subprocess.run(
         [sys.executable, "-m", "deployments.configs.profiles", "serve-env"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout
     lines = [line for line in out.splitlines() if line]
     assert dict(line.split("=", 1) for line in lines) == profiles.serve_env()
-    assert "deployments.configs.profiles serve-env" in (ROOT / "scripts/run-local.sh").read_text()
+    launcher = (ROOT / "deployments/run_local.py").read_text()
+    assert "os.environ.update(local_env())" in launcher
+    assert launcher.index("os.environ.update(local_env())") < launcher.index("launcher.start_ray()")
