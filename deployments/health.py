@@ -1,14 +1,14 @@
 """Whether this app's own deployments (the self-hosted engines) have running replicas.
 
 A daemon thread asks Serve's controller every few seconds and keeps the answer; routing reads
-it without waiting. Until the first answer arrives, nothing is reported down. After each poll
-``on_poll`` runs (the ingress refreshes its breaker and backend-up gauges there).
+it without waiting. Until the first answer arrives, nothing is reported down. The thread only
+swaps in a new dict of answers (one reference assignment): it never touches the router's own
+state, whose breakers and gauges live on the event loop (``RouterService``'s housekeeping).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 from app.observability.logs import log_event
 
@@ -20,11 +20,9 @@ class DeploymentHealth:
         self,
         deployments: list[str],
         interval_s: float = POLL_INTERVAL_S,
-        on_poll: Callable[[], None] | None = None,
     ) -> None:
         self.deployments = deployments
         self.interval_s = interval_s
-        self.on_poll = on_poll
         self._reasons: dict[str, str | None] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -61,5 +59,3 @@ class DeploymentHealth:
         if reasons != self._reasons:
             log_event("deployment_health", **{k: v or "up" for k, v in reasons.items()})
             self._reasons = reasons
-        if self.on_poll is not None:
-            self.on_poll()

@@ -45,7 +45,7 @@ class RouterIngress:
         self.watched = {m: names for m, names in deployment_names(self.config).items() if m in self.engines}
         self._engine_status: dict[str, Any] | None = None
         watched = list(dict.fromkeys(n for names in self.watched.values() for n in names))
-        self.health = DeploymentHealth(watched, on_poll=self._refresh)
+        self.health = DeploymentHealth(watched)
 
         def self_hosted(name: str) -> Backend:
             if name not in self.engines:
@@ -88,9 +88,6 @@ class RouterIngress:
             if reason:
                 return reason
         return None
-
-    def _refresh(self) -> None:
-        self.service.refresh_gauges()
 
     async def _health_extra(self) -> dict[str, Any]:
         if not self.engines:
