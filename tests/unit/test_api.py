@@ -4,20 +4,14 @@ by the official openai SDK and by raw HTTP."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import openai
 import pytest
-from fastapi.testclient import TestClient
 
-from app.api.routes import create_app
-from app.config import load_config
 from app.errors import InvalidRequestError, UpstreamRateLimitedError, UpstreamUnavailableError
-from app.observability.logs import JsonFormatter, logger
-from app.service import RouterService
 from tests.conformance import assert_conforms
-from tests.fakes.backends import ScriptedBackend
+from tests.support.wiring import app_client, default_config, log_records, make_service, scripted_backends
 
 CONFIG = Path(__file__).parents[2] / "deployments/configs/router.yaml"
 SIMPLE = [{"role": "user", "content": "What is Kubernetes?"}]
@@ -25,21 +19,13 @@ SIMPLE = [{"role": "user", "content": "What is Kubernetes?"}]
 
 @pytest.fixture
 def backends():
-    config = load_config(CONFIG)
-    fakes = {name: ScriptedBackend(name) for name in config.models}
-    for name in ("gemini-flash", "gemini-pro"):
-        fakes[name].down = "GOOGLE_CLOUD_PROJECT not set"
-    return fakes
-
-
-async def no_wait(_seconds: float) -> None:
-    """Retries back off without sleeping in these tests."""
+    down = "GOOGLE_CLOUD_PROJECT not set"
+    return scripted_backends(default_config(), {"gemini-flash": down, "gemini-pro": down})
 
 
 @pytest.fixture
 def client(backends):
-    service = RouterService(load_config(CONFIG), backends, sleep=no_wait)
-    with TestClient(create_app(service)) as test_client:
+    with app_client(make_service(backends=backends)) as test_client:
         yield test_client
 
 
@@ -50,17 +36,8 @@ def sdk(client):
 
 @pytest.fixture
 def decisions():
-    records: list[dict] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(json.loads(JsonFormatter().format(record)))
-
-    handler = Collect()
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield records
-    logger.removeHandler(handler)
+    with log_records() as records:
+        yield records
 
 
 def sse_events(response) -> list[str]:
@@ -317,12 +294,10 @@ def test_prompt_logging_is_off_unless_the_operator_turns_it_on(backends, decisio
 
     raw = yaml.safe_load(CONFIG.read_text())
     raw["logging"]["log_prompts"] = True
-    service = RouterService(parse_config(raw), backends, sleep=no_wait)
-    with TestClient(create_app(service)) as client:
+    with app_client(make_service(parse_config(raw), backends)) as client:
         client.post("/v1/chat/completions", json={"model": "auto:rules", "messages": [{"role": "user", "content": "tell me about ducks"}]})
     [line] = [d for d in decisions if d["event"] == "route_decision"]
     assert line["prompt"] == "tell me about ducks"
-
 
 
 ROUTER_FIELD_VALUES = {"routing_strategy": "rules", "max_latency_ms": 5000, "quality_margin": 1.0}

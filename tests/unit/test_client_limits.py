@@ -18,9 +18,8 @@ from app.budget.ledger import LedgerSettings, build_ledger
 from app.budget.pricing import Pricer
 from app.config import parse_config
 from app.observability.metrics import Metrics
-from app.service import RouterService
 from tests.conformance import assert_conforms
-from tests.fakes.backends import ScriptedBackend
+from tests.support.wiring import make_service
 
 CONFIG = Path(__file__).parents[2] / "deployments/configs/router.yaml"
 ASK = {"model": "auto:rules", "messages": [{"role": "user", "content": "What is Kubernetes?"}], "max_tokens": 10}
@@ -46,9 +45,8 @@ def replica(tmp_path: Path, monkeypatch, clock: Clock, auth: dict) -> TestClient
     monkeypatch.setenv("ROUTER_ADMIN_KEYS", "ops:sk-ops")
     metrics = Metrics(prometheus_client.CollectorRegistry())
     ledger = build_ledger(LedgerSettings(backend="sqlite", path=str(tmp_path / "ledger.db")))
-    service = RouterService(
+    service = make_service(
         config,
-        {name: ScriptedBackend(name) for name in config.models},
         metrics=metrics,
         budgets=Budgets(config, Pricer(config.models), ledger, metrics,
                         AlertSender(config.cost_rules.webhook, metrics, env={}), now=clock),

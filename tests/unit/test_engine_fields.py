@@ -24,9 +24,9 @@ from app.api.routes import create_app
 from app.config import load_config, parse_config
 from app.engine.demo_model import build_demo_model
 from app.engine.transformers_engine import TransformersChatEngine
-from app.service import RouterService
 from tests.conformance import assert_conforms
 from tests.fakes.engine_handle import local_backends
+from tests.support.wiring import make_service
 
 CONFIG = Path(__file__).parents[2] / "deployments/configs/router.yaml"
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -69,7 +69,7 @@ def engine(tmp_path_factory) -> TransformersChatEngine:
 def make_client(engine: TransformersChatEngine, raw: dict[str, Any] | None = None):
     config = parse_config(raw, source="variant.yaml") if raw is not None else load_config(CONFIG)
     backends, handle = local_backends(config, engine)
-    return TestClient(create_app(RouterService(config, backends))), handle
+    return TestClient(create_app(make_service(config, backends))), handle
 
 
 @pytest.fixture(scope="module")

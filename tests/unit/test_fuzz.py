@@ -36,9 +36,8 @@ from schemathesis.python import asgi as schemathesis_asgi
 
 from app.api.routes import create_app
 from app.config import BUILTIN_STRATEGIES, parse_config
-from app.service import RouterService
 from tests.conformance import assert_conforms
-from tests.fakes.backends import ScriptedBackend
+from tests.support.wiring import make_service
 
 PROJECT = Path(__file__).parents[2]
 CONFIG = PROJECT / "deployments/configs/router.yaml"
@@ -55,10 +54,6 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large,
                            HealthCheck.large_base_example],
 )
-
-
-async def no_wait(_seconds: float) -> None:
-    """Retries back off without sleeping."""
 
 
 class ServiceOnce:
@@ -103,7 +98,7 @@ def build_app() -> ServiceOnce:
     raw["ledger"]["path"] = "fuzz-ledger.db"  # in this run's state folder (tests/conftest.py), alone
     raw["cost_rules"]["daily_budgets"] = {k: 1_000_000.0 for k in raw["cost_rules"]["daily_budgets"]}
     config = parse_config(raw)
-    service = RouterService(config, {name: ScriptedBackend(name) for name in config.models}, sleep=no_wait)
+    service = make_service(config)
     return ServiceOnce(create_app(service))
 
 

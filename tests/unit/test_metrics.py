@@ -6,31 +6,21 @@ from pathlib import Path
 
 import prometheus_client
 import pytest
-from fastapi.testclient import TestClient
 
-from app.api.routes import create_app
-from app.config import load_config
 from app.errors import UpstreamUnavailableError
 from app.observability.metrics import Metrics
-from app.service import RouterService
-from tests.fakes.backends import ScriptedBackend
+from tests.support.wiring import app_client, make_service
 
 CONFIG = Path(__file__).parents[2] / "deployments/configs/router.yaml"
 ASK = {"model": "auto:rules", "messages": [{"role": "user", "content": "What is Kubernetes?"}]}
 
 
-async def no_wait(_seconds: float) -> None:
-    """Retries back off without sleeping."""
-
-
 @pytest.fixture
 def setup():
-    config = load_config(CONFIG)
-    backends = {name: ScriptedBackend(name) for name in config.models}
     metrics = Metrics(prometheus_client.CollectorRegistry())
-    service = RouterService(config, backends, metrics=metrics, sleep=no_wait)
-    with TestClient(create_app(service)) as client:
-        yield client, backends, metrics, service
+    service = make_service(metrics=metrics)
+    with app_client(service) as client:
+        yield client, service.backends, metrics, service
 
 
 def test_requests_cost_tokens_and_latency_per_label(setup):

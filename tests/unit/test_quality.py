@@ -13,6 +13,7 @@ from app.routing.quality import train
 from app.routing.quality.calibrate import Calibrator, pick, sample_features
 from app.routing.quality.features import NAMES, split_options, vectorize
 from app.routing.quality.model import DEFAULT_MODEL_PATH, QualityModel, QualityPredictor
+from tests.support.wiring import app_client, log_records, make_service
 
 from .conftest import user
 
@@ -197,16 +198,7 @@ def test_rules_is_the_keyword_tree(router):
 
 @pytest.fixture
 def client():
-    from fastapi.testclient import TestClient
-
-    from app.api.routes import create_app
-    from app.config import load_config
-    from app.service import RouterService
-    from tests.fakes.backends import ScriptedBackend
-
-    config = load_config("deployments/configs/router.yaml")
-    service = RouterService(config, {m: ScriptedBackend(m) for m in config.models})
-    with TestClient(create_app(service)) as test_client:
+    with app_client(make_service()) as test_client:
         yield test_client
 
 
@@ -271,24 +263,8 @@ def calibrator_analyzer(config):
 
 
 def test_route_decision_log_carries_the_predicted_quality_and_margin(client):
-    import logging
-
-    from app.observability.logs import JsonFormatter, logger
-
-    records: list[dict] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(json.loads(JsonFormatter().format(record)))
-
-    handler, level = Collect(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with log_records() as records:
         answer = client.post("/v1/chat/completions", json={"model": "auto:0.3", "messages": [{"role": "user", "content": MATH}]})
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
     assert answer.status_code == 200
     (line,) = [r for r in records if r.get("event") == "route_decision"]
     plan = route(client, model="auto:0.3").json()

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from fastapi.testclient import TestClient
 
-from app.api.routes import create_app
 from app.backends.registry import build_backends
 from app.config import load_config
 from app.errors import (
@@ -31,9 +29,9 @@ from app.errors import (
     UpstreamUnavailableError,
     error_headers,
 )
-from app.service import RouterService
 from tests.conformance import assert_conforms
 from tests.fakes.backends import ScriptedBackend
+from tests.support.wiring import app_client, make_service
 
 CONFIG = Path(__file__).parents[2] / "deployments/configs/router.yaml"
 SIMPLE = [{"role": "user", "content": "What is Kubernetes?"}]
@@ -48,10 +46,6 @@ IMAGE = [
 ]
 
 
-async def no_wait(_seconds: float) -> None:
-    """Router-side retries back off without sleeping in these tests."""
-
-
 @pytest.fixture
 def backends():
     """The local profile without cloud keys, as the registry builds it: self-hosted models answer
@@ -62,8 +56,7 @@ def backends():
 
 @pytest.fixture
 def client(backends):
-    service = RouterService(load_config(CONFIG), backends, sleep=no_wait)
-    with TestClient(create_app(service)) as test_client:
+    with app_client(make_service(load_config(CONFIG), backends)) as test_client:
         yield test_client
 
 

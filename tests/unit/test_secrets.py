@@ -33,11 +33,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from app.api.routes import create_app
 from app.backends.registry import build_backends
 from app.config import parse_config
 from app.observability.logs import LOGGER_NAME, JsonFormatter
-from app.service import RouterService
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.backends import ScriptedBackend
 from tests.fakes.gemini_server import FakeGemini
@@ -45,6 +43,7 @@ from tests.fakes.metadata_server import FakeMetadata
 from tests.fakes.openai_server import FakeOpenAI, openai_error
 from tests.fakes.server import FakeServer
 from tests.integration.conftest import default_config, with_fakes
+from tests.support.wiring import app_client, make_service
 
 OPENAI_KEY = "sk-test-SECRET-openai-4242"
 ANTHROPIC_KEY = "sk-ant-test-SECRET-anthropic-4242"
@@ -121,10 +120,6 @@ def env(fakes, monkeypatch, tmp_path):
     return values
 
 
-async def no_wait(_seconds: float) -> None:
-    """Retries back off without sleeping."""
-
-
 @contextlib.contextmanager
 def router(fakes, **logging_config: Any) -> Iterator[TestClient]:
     raw = with_fakes(default_config(), fakes)
@@ -137,7 +132,7 @@ def router(fakes, **logging_config: Any) -> Iterator[TestClient]:
     raw["cost_rules"]["webhook"] = {**raw["cost_rules"].get("webhook", {}), "retries": 0}
     config = parse_config(raw)
     backends = build_backends(config, self_hosted=ScriptedBackend)
-    with TestClient(create_app(RouterService(config, backends, sleep=no_wait))) as client:
+    with app_client(make_service(config, backends)) as client:
         yield client
     # Leaving the block closed the service: budget refreshes settled, webhook posts drained.
 

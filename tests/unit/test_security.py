@@ -14,9 +14,8 @@ from app.api.routes import create_app
 from app.config import parse_config
 from app.security import auth
 from app.security.auth import KeyStore, parse_keys
-from app.service import RouterService
 from tests.conformance import assert_conforms
-from tests.fakes.backends import ScriptedBackend
+from tests.support.wiring import make_service
 
 CONFIG = Path(__file__).parents[2] / "deployments/configs/router.yaml"
 ASK = {"model": "auto:rules", "messages": [{"role": "user", "content": "What is Kubernetes?"}]}
@@ -29,8 +28,7 @@ def client_for(monkeypatch, **sections) -> TestClient:
     config = parse_config(raw)
     monkeypatch.setenv("ROUTER_API_KEYS", KEYS)
     monkeypatch.setenv("ROUTER_ADMIN_KEYS", "ops:sk-admin-secret")
-    service = RouterService(config, {name: ScriptedBackend(name) for name in config.models})
-    return TestClient(create_app(service))
+    return TestClient(create_app(make_service(config)))
 
 
 @pytest.fixture
