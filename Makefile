@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 # PyTorch's CPU index (a plain PyPI torch is a multi-GB CUDA build).
 TORCH_INDEX := $(if $(wildcard /opt/wheels/torch-2.13.0*),,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: install run test test-unit test-integration bench train-router lint clean
+.PHONY: install run test test-fast test-unit test-integration check bench train-router clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,9 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 train-router: install  ## rebuild the quality predictor that `auto` routes with
 	$(BIN)/python -m pip install -q $(TORCH_INDEX) -e ".[train]"
 	$(BIN)/python -m app.routing.quality.train $(if $(filter store,$(FEEDBACK)),--feedback-store,$(if $(FEEDBACK),--feedback $(FEEDBACK)))
+
+test-fast: install  ## the unit tests without the slow ones (no Ray, CPU engine, fuzzing or process kills): ~1 min on 2 cores
+	$(BIN)/python -m pytest tests/unit -m "not slow" -p no:cacheprovider -q
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit -p no:cacheprovider

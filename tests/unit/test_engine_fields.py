@@ -28,6 +28,8 @@ from tests.conformance import assert_conforms
 from tests.fakes.engine_handle import local_backends
 from tests.support.wiring import make_service
 
+pytestmark = pytest.mark.slow  # the real CPU engine / property-based fuzzing: `make test-fast` skips it
+
 CONFIG = Path(__file__).parents[2] / "deployments/configs/router.yaml"
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 WEATHER_SCHEMA = {

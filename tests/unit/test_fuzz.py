@@ -39,6 +39,8 @@ from app.config import BUILTIN_STRATEGIES, parse_config
 from tests.conformance import assert_conforms
 from tests.support.wiring import make_service
 
+pytestmark = pytest.mark.slow  # the real CPU engine / property-based fuzzing: `make test-fast` skips it
+
 PROJECT = Path(__file__).parents[2]
 CONFIG = PROJECT / "deployments/configs/router.yaml"
 OPENAI_SUBSET = PROJECT / "tests/specs/openai-chat-subset.json"

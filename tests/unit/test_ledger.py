@@ -345,6 +345,7 @@ def _process_worker(settings: LedgerSettings, seed: int, barrier: Any, results: 
         results.put(f"error: {exc!r}")
 
 
+@pytest.mark.slow
 async def test_concurrent_processes_never_overspend(store: Store) -> None:
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(4), ctx.Queue()
@@ -397,6 +398,7 @@ def _killed_worker(settings: LedgerSettings, ready: Any) -> None:
     time.sleep(120)
 
 
+@pytest.mark.slow
 async def test_spend_survives_a_killed_process(store: Store) -> None:
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Queue()

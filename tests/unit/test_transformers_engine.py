@@ -14,6 +14,8 @@ from app.engine.demo_model import MARKER, build_demo_model
 from app.engine.transformers_engine import TransformersChatEngine
 from app.errors import InvalidRequestError, UnsupportedFeatureError
 
+pytestmark = pytest.mark.slow  # the real CPU engine / property-based fuzzing: `make test-fast` skips it
+
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": [{"type": "text", "text": "Say something "},
