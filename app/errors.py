@@ -38,6 +38,8 @@ Anthropic SDKs obey instead of retrying by status (they retry 409, 429 and 5xx o
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RouterError(Exception):
     """Base of every error the router reports to a client."""
@@ -203,7 +205,7 @@ class ContentFilterError(UpstreamBadRequestError):
     code = "content_filter"
 
 
-def error_body(exc: BaseException) -> dict:
+def error_body(exc: BaseException) -> dict[str, Any]:
     """OpenAI's error body for any exception; unknown exceptions never show their text."""
     if isinstance(exc, RouterError):
         return {

@@ -310,8 +310,9 @@ class RouterService:
     async def _reserve(self, target: Target, request: Mapping[str, Any], outcome: Outcome) -> Reservation:
         limit = requested_max_tokens(request)
         client = (client_key(outcome.client), self.quota.daily_limit(outcome.client)) if outcome.client else None
-        outcome.reservation = await self.budgets.reserve(target.model, outcome.plan.features.tokens, limit, client)
-        return outcome.reservation
+        reservation = await self.budgets.reserve(target.model, outcome.plan.features.tokens, limit, client)
+        outcome.reservation = reservation
+        return reservation
 
     async def _settle(
         self,

@@ -121,7 +121,8 @@ def key_document(request: Mapping[str, Any], model: str) -> dict[str, Any]:
     if "stop" in fields:
         fields["stop"] = _stop(fields["stop"])
     fields.setdefault("n", 1)
-    return _canonical({"version": KEY_VERSION, "model": model, "request": fields})
+    document: dict[str, Any] = _canonical({"version": KEY_VERSION, "model": model, "request": fields})
+    return document
 
 
 def cache_key(request: Mapping[str, Any], model: str) -> str:

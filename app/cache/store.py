@@ -99,7 +99,8 @@ class MemoryCache:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
-        return json.loads(text)
+        answer: dict[str, Any] = json.loads(text)
+        return answer
 
     async def put(self, key: str, completion: Json, ttl_s: float) -> bool:
         text = _entry_text(completion, ttl_s)

@@ -168,8 +168,9 @@ def _salvage(raw: dict[str, Any], exc: ValidationError) -> tuple[RouterConfig | 
     pruned: list[str] = []
     errors = exc.errors()
     for _ in range(64):
-        targets = {t for t in (_prune_target(data, err["loc"]) for err in errors)}
-        if None in targets or not targets:
+        found = {_prune_target(data, err["loc"]) for err in errors}
+        targets = [t for t in found if t is not None]
+        if None in found or not targets:
             return None, pruned
         for target in sorted(targets, key=len, reverse=True):
             parent = data
@@ -210,7 +211,8 @@ def _declared(raw: dict[str, Any]) -> dict[str, set[str]]:
         value = raw.get(section)
         return {str(k) for k in value} if isinstance(value, dict) else set()
 
-    providers = raw.get("providers") if isinstance(raw.get("providers"), dict) else {}
+    section = raw.get("providers")
+    providers = section if isinstance(section, dict) else {}
     budget_keys = {str(p["budget_key"]) for p in providers.values() if isinstance(p, dict) and p.get("budget_key")}
     return {"models": keys("models"), "providers": keys("providers"), "strategies": keys("strategies"),
             "budget_keys": budget_keys}

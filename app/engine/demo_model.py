@@ -7,6 +7,8 @@ code path (tokenizer, chat template, ``generate``, streaming, token counts).
 
 from __future__ import annotations
 
+from typing import Any
+
 import os
 import shutil
 import threading
@@ -136,7 +138,7 @@ def _write_model(out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def build_tokenizer():
+def build_tokenizer() -> Any:
     """Train a byte-level BPE on the built-in corpus; return a ``PreTrainedTokenizerFast``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -163,7 +165,7 @@ def build_tokenizer():
     )
 
 
-def _build_llama(tokenizer):
+def _build_llama(tokenizer: Any) -> Any:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -193,7 +195,7 @@ def _build_llama(tokenizer):
     return model
 
 
-def _shape_output_head(model, tokenizer) -> None:
+def _shape_output_head(model: Any, tokenizer: Any) -> None:
     """Make the demo babble printable text that never ends early.
 
     Rows of the output head for special tokens, control characters and partial UTF-8

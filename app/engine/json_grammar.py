@@ -125,11 +125,13 @@ class Grammar:
             chars = set('"}],:0[{-a') | {c for n in self.nodes for a in n.alts if isinstance(a, str) for c in a}
             chars |= {c for n in self.nodes for key, _, _ in n.props for c in key}
             alphabet = self.__dict__["_alphabet"] = sorted(chars)
-        out = []
+        out: list[str] = []
         while not (self.complete(state) and self.min_close(state) == 0):
             need = self.min_close(state)
-            state = next(nxt for ch in alphabet if (nxt := self.advance(state, ch)) and self.min_close(nxt) == need - 1
-                         and not out.append(ch))
+            ch, state = next(
+                (ch, nxt) for ch in alphabet if (nxt := self.advance(state, ch)) and self.min_close(nxt) == need - 1
+            )
+            out.append(ch)
         return "".join(out)
 
     # --- stepping -------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import dataclasses
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,10 +73,10 @@ class _Tracker:
     complete, or when ``cancel`` is set.
     """
 
-    def __init__(self, tokenizer, job: _Job, emit: Callable[[str, list], None], cancel: threading.Event,
+    def __init__(self, tokenizer: Any, job: _Job, emit: Callable[[str, list], None], cancel: threading.Event,
                  decode: Callable[[list[int]], str] | None = None, constraint: JsonConstraint | None = None,
                  capture: LogprobCapture | None = None, texts: TokenTexts | None = None,
-                 skip: frozenset[int] = frozenset()):
+                 skip: frozenset[int] = frozenset()) -> None:
         self.tok, self.job, self.emit, self.cancel = tokenizer, job, emit, cancel
         self.decode = decode or (lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
         self.constraint, self.capture, self.texts, self.skip = constraint, capture, texts, skip
@@ -85,13 +85,14 @@ class _Tracker:
         self.stop_hit = False
         self.logprobs: list[list] = []  # [text offset or None, entry] per generated token, in order
 
-    def __call__(self, input_ids, scores=None, **kwargs):
+    def __call__(self, input_ids: Any, scores: Any = None, **kwargs: Any) -> Any:
         import torch
 
         new = input_ids[0, len(self.job.prompt_ids) + len(self.ids):].tolist()
         if self.capture is not None and self.capture.last is not None:
             for token in new[-1:]:
                 if token not in self.skip:
+                    assert self.texts is not None  # a capture always comes with the token texts
                     entry = self.capture.entry(token, self.job.fields.top_logprobs, self.texts)
                     self.logprobs.append([None, entry])
         self.ids.extend(new)
@@ -125,7 +126,8 @@ class _Tracker:
 
     def _entries_before(self, end: int) -> list:
         """Log-probability entries of the tokens whose text starts before ``end``, once each."""
-        out, keep = [], []
+        out: list[Any] = []
+        keep: list[Any] = []
         for item in self.logprobs:
             (out if item[0] is not None and item[0] < end else keep).append(item)
         self.logprobs = keep
@@ -164,13 +166,20 @@ class TransformersChatEngine:
         self.demo_fallback, self.demo_dir, self.allow_download = demo_fallback, demo_dir, allow_download
         self.max_context, self.torch_threads = max_context, torch_threads
         self.default_max_tokens = default_max_tokens
-        self.tokenizer = self.model = None
+        # transformers objects (untyped); set by start()
+        self.tokenizer: Any = None
+        self.model: Any = None
         self._loaded: str | None = None
-        self._demo, self._reason, self._ready = False, None, False
+        self._demo, self._ready = False, False
+        self._reason: str | None = None
         self._gen_lock, self._count_lock, self._active = threading.Lock(), threading.Lock(), 0
         self._grammars: collections.OrderedDict[tuple[str, bool], Grammar] = collections.OrderedDict()
         self._grammar_lock = threading.Lock()
         self._texts: TokenTexts | None = None
+
+    def _token_texts(self) -> TokenTexts:
+        assert self._texts is not None, "start() loads the model and its token texts first"
+        return self._texts
 
     def start(self) -> None:
         """Load tokenizer and model (slow); fall back to the demo model if allowed."""
@@ -267,7 +276,7 @@ class TransformersChatEngine:
         stops = [s for s in ([stop] if isinstance(stop, str) else stop or []) if isinstance(s, str) and s]
         budget = min(max_tokens, context - len(ids))
         if fields.grammar is not None:
-            shortest = len(closing_tokens(fields.grammar, fields.grammar.initial(), self._texts))
+            shortest = len(closing_tokens(fields.grammar, fields.grammar.initial(), self._token_texts()))
             if shortest > budget:
                 what = "the forced tool call" if fields.tool_mode in ("required", "named") else "response_format"
                 raise InvalidRequestError(
@@ -301,7 +310,7 @@ class TransformersChatEngine:
         text = self._render(template_messages(messages, text_calls=False), tools)
         if tools and text == self._render(template_messages(messages, text_calls=False), None):
             # The template ignores tools: describe them, and past calls, in plain text.
-            plain = with_tools_prompt(template_messages(messages, text_calls=True), fields.tools)
+            plain = with_tools_prompt(template_messages(messages, text_calls=True), fields.tools if fields else [])
             text = self._render(plain, None)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -333,7 +342,7 @@ class TransformersChatEngine:
 
     def _tracker(self, job: _Job, emit: Callable[[str, list], None], cancel: threading.Event) -> _Tracker:
         """The stopping criterion for ``job``, with its constraint, log-probabilities and decoding."""
-        fields, texts = job.fields, self._texts
+        fields, texts = job.fields, self._token_texts()
         constraint = decode = None
         skip = frozenset(self.tokenizer.all_special_ids)
         if fields.grammar is not None:
@@ -362,11 +371,12 @@ class TransformersChatEngine:
             with self._count_lock:
                 self._active -= 1
 
-    async def _events(self, job: _Job) -> AsyncIterator[tuple]:
+    async def _events(self, job: _Job) -> AsyncGenerator[tuple, None]:
         """Run ``job`` in a thread; yield ("delta", text, logprob entries) then ("end", finish_reason,
         n_tokens). Closing this generator (or cancelling its consumer) stops generation at the next token.
         """
-        loop, queue, cancel = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+        loop, cancel = asyncio.get_running_loop(), threading.Event()
+        queue: asyncio.Queue[tuple] = asyncio.Queue()
 
         def post(item: tuple) -> None:
             try:

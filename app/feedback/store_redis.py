@@ -62,7 +62,8 @@ class RedisFeedbackStore:
         self, url: str, prefix: str = "hybrid-router", *, retention_s: float = DEFAULT_RETENTION_S
     ) -> None:
         self.prefix = f"{prefix}:{{feedback}}"
-        self.retention_s = int(retention_s)
+        self.retention_s: float = int(retention_s)
+        # NOTE: decode_responses: every reply is str (redis-py's types say bytes | str).
         self.client: aioredis.Redis = aioredis.from_url(url, decode_responses=True)
         self._add = self.client.register_script(_ADD_RATING)
 
@@ -82,12 +83,12 @@ class RedisFeedbackStore:
         async with self.client.pipeline(transaction=False) as pipe:
             for d in decisions:
                 value = f"{json.dumps(d.client)}\n{d.to_json()}"
-                pipe.set(self._decision_key(d.request_id), value, nx=True, ex=self.retention_s)
+                pipe.set(self._decision_key(d.request_id), value, nx=True, ex=int(self.retention_s))
             await pipe.execute()
 
     async def decision(self, request_id: str) -> Decision | None:
         value = await self.client.get(self._decision_key(request_id))
-        return Decision.from_json(value.partition("\n")[2]) if value is not None else None
+        return Decision.from_json(str(value).partition("\n")[2]) if value is not None else None
 
     async def add_rating(self, rating: Rating, *, owner: str | None) -> Added:
         rid = rating.request_id
@@ -105,19 +106,20 @@ class RedisFeedbackStore:
         seen_at_low: set[str] = set()
         while True:
             wanted = batch + len(seen_at_low)
-            entries = await self.client.zrangebyscore(
+            entries: list[tuple[str, float]] = await self.client.zrangebyscore(
                 self._rated, low, "+inf", start=0, num=wanted, withscores=True
-            )
-            fresh = [rid for rid, score in entries if not (score == low and rid in seen_at_low)]
+            )  # type: ignore[assignment]  # with scores: (member, score) pairs
+            pairs = [(str(rid), float(score)) for rid, score in entries]
+            fresh = [rid for rid, score in pairs if not (score == low and rid in seen_at_low)]
             if fresh:
                 texts = await self.client.mget([self._rating_key(rid) for rid in fresh])
                 for text in texts:
                     if text is not None:  # expired since it was indexed
-                        yield _row(text)
+                        yield _row(str(text))
             if len(entries) < wanted:
                 return
-            top = entries[-1][1]
-            at_top = {rid for rid, score in entries if score == top}
+            top = pairs[-1][1]
+            at_top = {rid for rid, score in pairs if score == top}
             seen_at_low = (seen_at_low | at_top) if top == low else at_top
             low = top
 

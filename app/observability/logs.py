@@ -102,9 +102,9 @@ def configure_logging(level: str = "info") -> None:
     current = [h for h in logger.handlers if isinstance(h, JsonLinesFile)]
     if path is not None and any(h.path == path for h in current):
         return
-    for handler in current:
-        logger.removeHandler(handler)
-        handler.close()
+    for old in current:
+        logger.removeHandler(old)
+        old.close()
     if path is None:
         return
     try:

@@ -45,7 +45,7 @@ def in_serve_replica() -> bool:
         from ray.serve.context import _get_internal_replica_context
     except ImportError:  # pragma: no cover - ray is a dependency
         return False
-    return _get_internal_replica_context() is not None
+    return _get_internal_replica_context() is not None  # type: ignore[no-untyped-call]
 
 
 class _Series:
@@ -60,9 +60,10 @@ class _Series:
 
             make = {"counter": serve_metrics.Counter, "gauge": serve_metrics.Gauge}
             if kind == "histogram":
-                self._ray: Any = serve_metrics.Histogram(name, description, list(buckets), tag_keys=labels)
+                # NOTE: Ray annotates tag_keys as a 1-tuple; any tuple of names is what it takes.
+                self._ray: Any = serve_metrics.Histogram(name, description, list(buckets), tag_keys=labels)  # type: ignore[arg-type]
             else:
-                self._ray = make[kind](name, description, tag_keys=labels)
+                self._ray = make[kind](name, description, tag_keys=labels)  # type: ignore[arg-type]
             self._prom = None
         else:
             import prometheus_client as prom

@@ -9,7 +9,7 @@ turn, and token counting samples very long text. Word signals come from the turn
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Set
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -71,14 +71,14 @@ class Features:
         return out
 
 
-def latest_user_text(messages: list[dict]) -> str:
+def latest_user_text(messages: list[dict[str, Any]]) -> str:
     for message in reversed(messages):
         if message.get("role") == "user":
             return text_of(message.get("content"))
     return ""
 
 
-def instruction_text(messages: list[dict]) -> str:
+def instruction_text(messages: list[dict[str, Any]]) -> str:
     """Head and tail of the latest user turn: where instructions sit, whatever sits between."""
     return head_and_tail(latest_user_text(messages))
 
@@ -89,7 +89,7 @@ def head_and_tail(text: str) -> str:
     return text[:HEAD_CHARS] + "\n...\n" + text[-TAIL_CHARS:]
 
 
-def has_image(messages: list[dict]) -> bool:
+def has_image(messages: list[dict[str, Any]]) -> bool:
     for message in messages:
         content = message.get("content")
         if isinstance(content, list) and any(
@@ -205,7 +205,7 @@ def multi_step_cues(own: str, text: sig.Text) -> int:
     return len(high) + (len(verbs) >= 3) + (len(sequence) >= 2)
 
 
-def clause_starts(own: str, words: frozenset[str]) -> set[str]:
+def clause_starts(own: str, words: Set[str]) -> set[str]:
     """Which of ``words`` open a clause somewhere in ``own`` (see ``opens_clause``)."""
     low = own.lower()
     return {word for word in words if any(opens_clause(low, at) for at in _occurrences(low, word))}
@@ -294,7 +294,7 @@ class Analyzer:
         self.counter = counter or TokenCounter()
 
     def analyze(self, request: Mapping[str, Any]) -> Features:
-        messages: list[dict] = list(request.get("messages") or [])
+        messages: list[dict[str, Any]] = list(request.get("messages") or [])
         tools = request.get("tools") or request.get("functions") or None
         count = self.counter.request(messages, tools)
         latest = latest_user_text(messages)

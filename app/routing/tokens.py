@@ -89,7 +89,9 @@ class TokenCounter:
             sampled_tokens += len(encoding().encode_ordinary(window))
         return round(len(text) * sampled_tokens / sampled_chars)
 
-    def request(self, messages: list[dict], tools: list[dict] | None = None, *, exact: bool = False) -> TokenCount:
+    def request(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, *, exact: bool = False
+    ) -> TokenCount:
         total, all_exact = REPLY_PRIMER, True
         for message in messages:
             total += TOKENS_PER_MESSAGE + len(encoding().encode_ordinary(str(message.get("role", ""))))
@@ -104,7 +106,7 @@ class TokenCounter:
             all_exact &= count.exact
         return TokenCount(total, all_exact)
 
-    def _message_parts(self, message: dict, exact: bool) -> Iterable[TokenCount]:
+    def _message_parts(self, message: dict[str, Any], exact: bool) -> Iterable[TokenCount]:
         content = message.get("content")
         if isinstance(content, str):
             yield self.text(content, exact=exact)
