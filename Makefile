@@ -42,6 +42,12 @@ train-router: install  ## rebuild the quality predictor that `auto` routes with
 	$(BIN)/python -m pip install -q $(TORCH_INDEX) -e ".[train]"
 	$(BIN)/python -m app.routing.quality.train $(if $(filter store,$(FEEDBACK)),--feedback-store,$(if $(FEEDBACK),--feedback $(FEEDBACK)))
 
+# The quality gate: lint (ruff, the rules in pyproject.toml), formatting, and types (mypy, strict on app/).
+check: install  ## lint, format check and types; CI runs it before the tests
+	$(BIN)/ruff check app deployments tests benchmarks scripts
+	$(BIN)/ruff format --check app deployments tests benchmarks scripts
+	$(BIN)/mypy
+
 test-fast: install  ## the unit tests without the slow ones (no Ray, CPU engine, fuzzing or process kills): ~1 min on 2 cores
 	$(BIN)/python -m pytest tests/unit -m "not slow" -p no:cacheprovider -q
 

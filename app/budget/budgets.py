@@ -9,7 +9,7 @@ reset (the total's: every cloud model).
 
 NOTE: the total budget caps cloud spend. Self-hosted spend counts toward the total but is capped
 only by its own budget, so that when the total is spent the router still answers from
-self-hosted models, as the seed's ``switch_to_self_hosted_only`` intends.
+self-hosted models, as the ``switch_to_self_hosted_only`` alert action intends.
 """
 
 from __future__ import annotations

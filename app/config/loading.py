@@ -73,7 +73,7 @@ def resolve_name(name: str, names: dict[str, str]) -> str | None:
 
 def _canonical_references(raw: dict[str, Any]) -> dict[str, Any]:
     """The raw config with every model reference written as its logical name, so aliases
-    (``self_hosted/mistral-7b-instruct``, as the seed writes) work anywhere a model is named."""
+    (``self_hosted/mistral-7b-instruct``, as the routing guide writes them) work anywhere a model is named."""
     models = raw.get("models")
     if not isinstance(models, dict):
         return raw

@@ -125,7 +125,7 @@ class ModelSpec(StrictModel):
 
 
 class AutoThresholds(StrictModel):
-    """The seed's ``auto`` decision tree thresholds."""
+    """Thresholds of the keyword decision tree (``rules``), whose context and latency branches ``auto`` keeps."""
 
     long_context_tokens: int = Field(default=100_000, gt=0, description="Above: long-context cloud models.")
     medium_context_tokens: int = Field(default=50_000, gt=0, description="Above: cheap cloud (Flash).")
@@ -222,7 +222,7 @@ class CustomStrategy(StrictModel):
 
 
 class CircuitBreakerConfig(StrictModel):
-    """The seed's circuit breaker, per backend."""
+    """The circuit breaker, one per backend (the routing guide's settings by default)."""
 
     enabled: bool = True
     failure_threshold: int = Field(default=5, ge=1, description="Failures in a row before opening.")
@@ -270,7 +270,7 @@ def _seed_alerts() -> list[AlertRule]:
 
 
 class CostRules(StrictModel):
-    """The seed's ``cost_rules``: daily budgets per provider (by budget key) and in total."""
+    """``cost_rules``: daily budgets per provider (by budget key) and in total, with their alerts."""
 
     timezone: str = Field(default="UTC", description="Budgets reset at midnight here (an IANA zone).")
     daily_budgets: dict[str, PositiveMoney] = Field(

@@ -156,7 +156,7 @@ class Recorder:
 
 
 def prompt_size(tokens: int) -> str:
-    """The seed's token bands, as a bounded label."""
+    """The routing guide's prompt-size bands (under 50K, 50-100K, over 100K tokens), as a bounded label."""
     return "under_50k" if tokens < 50_000 else ("50k_to_100k" if tokens <= 100_000 else "over_100k")
 
 

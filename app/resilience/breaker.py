@@ -1,4 +1,4 @@
-"""Circuit breakers, one per backend, as the seed configures them.
+"""Circuit breakers, one per backend, as ``circuit_breaker`` in the config sets them.
 
     closed --(failure_threshold failures in a row)--> open
     open --(timeout_seconds pass)--> half_open: at most half_open_requests probes at a time

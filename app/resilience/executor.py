@@ -152,7 +152,8 @@ class Executor:
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
     def _failed(self, tracker: Tracker, target: Target, exc: RouterError) -> RouterError:
-        tracker.failures.append((target.model, exc.message))
+        # The failure is kept under the model's name, so a message that starts with it says it once.
+        tracker.failures.append((target.model, exc.message.removeprefix(f"{target.model}: ")))
         return exc
 
     def _fallback(self, tracker: Tracker, cause: RouterError, to: Target) -> None:

@@ -1,6 +1,6 @@
 """Analysis: a chat request in, the features routing decides on out.
 
-Features are the token count (tiktoken, estimated for huge prompts), the seed's complexity
+Features are the token count (tiktoken, estimated for huge prompts), the routing guide's complexity
 score with the signals that produced it, the task type, modality, tools and the latency need.
 ``analyze`` is pure and cheap: text patterns look only at the head and tail of the latest user
 turn, and token counting samples very long text. Word signals come from the turn's own words
@@ -138,7 +138,7 @@ def _codes(words: tuple[str, ...]) -> bool:
 
 
 SIGNAL_WEIGHTS = {
-    # The seed's high signals add 0.3, medium 0.2, low 0.1.
+    # The routing guide's weights: high signals add 0.3, medium 0.2, low 0.1.
     "multi_step_reasoning": 0.3,
     # Two or more independent multi-step cues ("analyze in depth", "step by step", three action
     # verbs...): an explicit deep analysis reaches the high threshold (0.7) with "in depth"/"detailed".
@@ -164,7 +164,7 @@ def complexity_signals(
     own: str, text: sig.Text, *, task: str, tokens: int, has_images: bool, has_tools: bool, has_code: bool,
     long_prompt: int,
 ) -> tuple[str, ...]:
-    """Which of the seed's complexity signals a request shows, in ``SIGNAL_WEIGHTS`` order."""
+    """Which of the routing guide's complexity signals a request shows, in ``SIGNAL_WEIGHTS`` order."""
     cues = multi_step_cues(own, text)
     hits = {
         "multi_step_reasoning": cues >= 1,

@@ -2,7 +2,7 @@
 
 Names resolve from the logical name, an alias, the provider's own model id (when only one
 logical model uses it; one that several use is ambiguous, and ``sharing`` names them), or any of
-those behind a ``provider/`` prefix (the seed writes
+those behind a ``provider/`` prefix (the routing guide writes
 ``self_hosted/mistral-7b-instruct`` and ``vertex_ai/gemini-1.5-pro``).
 """
 

@@ -1,4 +1,4 @@
-"""Text signals the analysis looks for: the seed's complexity keywords and task cues.
+"""Text signals the analysis looks for: the routing guide's complexity keywords and task cues.
 
 Matching is by word n-grams, not regular expressions: the text is split into lowercase words
 once, and each keyword list is a set of one- to three-word phrases, so every check is a set
@@ -76,7 +76,7 @@ def _positions(words: tuple[str, ...], word: str, first: int) -> list[int]:
             return out
 
 
-# The seed's keyword lists, and close relatives.
+# The routing guide's keyword lists, and close relatives.
 HIGH_KEYWORDS = phrases(
     "analyze in depth", "analyse in depth", "in-depth analysis", "comprehensive analysis",
     "step by step", "step-by-step", "think through", "reason through", "prove", "derive",

@@ -67,7 +67,7 @@ def context_or_latency_branch(features: Features, catalog: Catalog) -> tuple[lis
 
 
 def auto_branch(features: Features, catalog: Catalog) -> tuple[list[str], str]:
-    """The seed's keyword decision tree, step by step; returns the branch's models and the reason."""
+    """The routing guide's keyword decision tree (``rules``), step by step; returns the branch's models and the reason."""
     t, targets = catalog.config.routing.thresholds, catalog.config.routing.auto
     kept = context_or_latency_branch(features, catalog)
     if kept is not None and not kept[1].startswith("latency"):

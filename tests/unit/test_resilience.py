@@ -277,13 +277,14 @@ async def test_each_target_fails_in_turn_down_the_chain(world: World) -> None:
 
 async def test_every_target_failing_is_one_all_backends_failed_error(world: World) -> None:
     for name in (PRIMARY, NEXT, FLASH, HAIKU):
-        world[name].outcomes = [UpstreamUnavailableError(f"{name} down")] * 2
+        world[name].outcomes = [UpstreamUnavailableError(f"{name}: injected 503")] * 2
     with pytest.raises(UpstreamUnavailableError) as excinfo:
         await world.service.complete(SIMPLE, "r1")
     assert excinfo.value.code == "all_backends_failed"
     assert excinfo.value.status_code == 503
     for name in (PRIMARY, NEXT, FLASH, HAIKU):
-        assert name in excinfo.value.message
+        assert excinfo.value.message.count(f"{name}: injected 503") == 1  # each model named once per failure
+        assert f"{name}: {name}:" not in excinfo.value.message
 
 
 def test_fallback_header_over_http(http: tuple[TestClient, World]) -> None:
