@@ -67,7 +67,10 @@ def _applications(path: Path, where: list[str], apps: Any) -> Iterator[tuple[str
         if args.get("config") is not None:
             yield f"{path} ({', '.join([*where, f'application {name!r}', 'args.config'])})", args["config"]
         else:
-            yield str(resolve_config_path(args.get("config_path"))), resolve_config_path(args.get("config_path"))
+            yield (
+                str(resolve_config_path(args.get("config_path"))),
+                resolve_config_path(args.get("config_path")),
+            )
 
 
 def check(paths: Sequence[Path]) -> tuple[list[str], list[ConfigError]]:
@@ -85,7 +88,9 @@ def check(paths: Sequence[Path]) -> tuple[list[str], list[ConfigError]]:
             errors.append(ConfigError(str(path), [("applications", f"no application runs {BUILDER}")]))
         for source, raw in found:
             try:
-                config: RouterConfig = load_config(raw) if isinstance(raw, Path) else parse_config(raw, source=source)
+                config: RouterConfig = (
+                    load_config(raw) if isinstance(raw, Path) else parse_config(raw, source=source)
+                )
             except ConfigError as exc:
                 errors.append(exc)
                 continue
@@ -103,7 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "without starting anything; list every problem with its field path.",
     )
     parser.add_argument(
-        "files", nargs="*", type=Path, metavar="FILE",
+        "files",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
         help="router config, Serve config or RayService manifest (default: $ROUTER_CONFIG, else "
         "deployments/configs/router.yaml)",
     )

@@ -40,14 +40,25 @@ def text_of(content: Any, separator: str = "\n") -> str:
 
 def usage(prompt: int, completion: int, **details: Json) -> Json:
     """OpenAI ``usage``; ``details`` adds e.g. ``prompt_tokens_details``."""
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion, **details}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        **details,
+    }
 
 
-def completion(id: str, model: str, choices: list[Json], *, created: int | None = None,
-               usage: Json | None = None) -> Json:
+def completion(
+    id: str, model: str, choices: list[Json], *, created: int | None = None, usage: Json | None = None
+) -> Json:
     """A ``chat.completion`` object (``usage`` left out when None)."""
-    out: Json = {"id": id, "object": "chat.completion", "created": now() if created is None else created,
-                 "model": model, "choices": choices}
+    out: Json = {
+        "id": id,
+        "object": "chat.completion",
+        "created": now() if created is None else created,
+        "model": model,
+        "choices": choices,
+    }
     if usage is not None:
         out["usage"] = usage
     return out
@@ -57,8 +68,16 @@ def choice(index: int, message: Json, finish_reason: str | None, logprobs: Json 
     return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
-def chunk(id: str, model: str, created: int, delta: Json, *, index: int = 0, finish_reason: str | None = None,
-          logprobs: Json | None = None) -> Json:
+def chunk(
+    id: str,
+    model: str,
+    created: int,
+    delta: Json,
+    *,
+    index: int = 0,
+    finish_reason: str | None = None,
+    logprobs: Json | None = None,
+) -> Json:
     """A ``chat.completion.chunk`` with one choice."""
     return {
         "id": id,
@@ -71,8 +90,14 @@ def chunk(id: str, model: str, created: int, delta: Json, *, index: int = 0, fin
 
 def usage_chunk(id: str, model: str, created: int, usage: Json) -> Json:
     """The last chunk of a stream: no choices, the whole answer's usage."""
-    return {"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
-            "usage": usage}
+    return {
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [],
+        "usage": usage,
+    }
 
 
 def requested_max_tokens(request: Mapping[str, Any]) -> int | None:

@@ -10,34 +10,40 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 from app.backends.base import Backend, backend_request
-from app.openai_wire import requested_max_tokens
 from app.budget.alerts import AlertSender
 from app.budget.budgets import Budgets, Reservation, ledger_for
 from app.budget.pricing import Pricer
 from app.cache.service import ResponseCache, store_for
 from app.cache.store import completion_to_chunks
 from app.config import BUILTIN_STRATEGIES, RouterConfig
-from app.errors import InvalidRequestError, LastingReason, ModelNotFoundError, RouterError, UpstreamTimeoutError
-from app.feedback.service import FeedbackService
+from app.errors import (
+    InvalidRequestError,
+    LastingReason,
+    ModelNotFoundError,
+    RouterError,
+    UpstreamTimeoutError,
+)
 from app.feedback.backends import store_for as feedback_store_for
+from app.feedback.service import FeedbackService
 from app.observability.logs import log_event, now
 from app.observability.metrics import Metrics
 from app.observability.metrics import metrics as default_metrics
 from app.observability.recorder import Outcome, Recorder
+from app.openai_wire import requested_max_tokens
 from app.resilience.breaker import STATE_VALUES, BreakerBoard
 from app.resilience.executor import Attempt, Executor, T
 from app.routing.analysis import Analyzer, Features, instruction_text
 from app.routing.catalog import Catalog
 from app.routing.planner import Planner, RoutePlan, Target, always_available
 from app.routing.strategies import StrategyRegistry
-from app.security.quota import Quota, client_key
 from app.security.limits import check_request
+from app.security.quota import Quota, client_key
 from app.stream_run import StreamRun
 from app.streams import Relay, close_stream, estimate_usage, read_until_content, replay
 
@@ -163,7 +169,8 @@ class RouterService:
             field = self._strategy(str(field_strategy), "routing_strategy") if field_strategy else None
             if named and field and named != field:
                 raise InvalidRequestError(
-                    f"model {requested!r} and routing_strategy {field_strategy!r} disagree.", param="routing_strategy"
+                    f"model {requested!r} and routing_strategy {field_strategy!r} disagree.",
+                    param="routing_strategy",
                 )
             return "strategy", named or field or self.config.routing.default_strategy
         model = self.catalog.resolve(requested)
@@ -230,8 +237,13 @@ class RouterService:
             await self.quota.admit(client, features.tokens + (features.max_tokens or 0))
         except RouterError as exc:
             strategy = str(body.get("routing_strategy") or body.get("model") or "none")[:40]
-            self.metrics.record("router_requests", model="none", provider="none",
-                                strategy=strategy if strategy in self.strategies else "other", status=str(exc.status_code))
+            self.metrics.record(
+                "router_requests",
+                model="none",
+                provider="none",
+                strategy=strategy if strategy in self.strategies else "other",
+                status=str(exc.status_code),
+            )
             raise
         if self.config.logging.log_prompts:  # the operator asked for prompts in the logs
             outcome.prompt = instruction_text(list(body.get("messages") or []))[:PROMPT_LOG_CHARS]
@@ -303,13 +315,23 @@ class RouterService:
         target, (head, upstream) = await self._execute(outcome, attempt, defer_success=True)
         outcome.target = target
         outcome.first_token_s = now() - outcome.started
-        run = StreamRun(outcome, head, upstream, body, breakers=self.breakers, cache=self.cache,
-                        settle=self._settle, on_failure=lambda model: self.refresh_gauges([model]))
+        run = StreamRun(
+            outcome,
+            head,
+            upstream,
+            body,
+            breakers=self.breakers,
+            cache=self.cache,
+            settle=self._settle,
+            on_failure=lambda model: self.refresh_gauges([model]),
+        )
         return Relay(run.chunks(), run.abandon), outcome
 
     async def _reserve(self, target: Target, request: Mapping[str, Any], outcome: Outcome) -> Reservation:
         limit = requested_max_tokens(request)
-        client = (client_key(outcome.client), self.quota.daily_limit(outcome.client)) if outcome.client else None
+        client = (
+            (client_key(outcome.client), self.quota.daily_limit(outcome.client)) if outcome.client else None
+        )
         reservation = await self.budgets.reserve(target.model, outcome.plan.features.tokens, limit, client)
         outcome.reservation = reservation
         return reservation
@@ -331,7 +353,9 @@ class RouterService:
             await self.budgets.settle(outcome.reservation, cost)
         self.recorder.finish(outcome, target, usage=usage, cost=cost, error=error)
 
-    async def _execute(self, outcome: Outcome, attempt: Attempt[T], *, defer_success: bool = False) -> tuple[Target, T]:
+    async def _execute(
+        self, outcome: Outcome, attempt: Attempt[T], *, defer_success: bool = False
+    ) -> tuple[Target, T]:
         """Runs the plan; a request that ends without an answer is recorded here, once."""
         try:
             return await self.executor.run(outcome.plan, attempt, outcome, defer_success=defer_success)
@@ -352,10 +376,17 @@ class RouterService:
             self.budgets.record_gauges()
         for model in models if models is not None else self.catalog.models:
             spec = self.catalog.models[model]
-            self.metrics.record("router_breaker_state", STATE_VALUES[self.breakers[model].current()], model=model)
+            self.metrics.record(
+                "router_breaker_state", STATE_VALUES[self.breakers[model].current()], model=model
+            )
             up = 0.0 if self.availability(model) else 1.0
-            self.metrics.record("router_backend_up", up, model=model, provider=spec.provider,
-                                self_hosted=str(self.catalog.is_self_hosted(model)).lower())
+            self.metrics.record(
+                "router_backend_up",
+                up,
+                model=model,
+                provider=spec.provider,
+                self_hosted=str(self.catalog.is_self_hosted(model)).lower(),
+            )
 
 
 def _as_margin(text: str) -> float | None:

@@ -15,7 +15,9 @@ class Relay:
     """The client's chunk stream. Closing it before the first read still closes the upstream and
     records the request (an async generator that never started would run none of its code)."""
 
-    def __init__(self, chunks: AsyncIterator[dict[str, Any]], on_unread_close: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self, chunks: AsyncIterator[dict[str, Any]], on_unread_close: Callable[[], Awaitable[None]]
+    ) -> None:
         self._chunks = chunks
         self._on_unread_close = on_unread_close
         self._started = False
@@ -53,7 +55,11 @@ def relayed(chunk: dict[str, Any], model: str, streamed: list[str]) -> dict[str,
 def estimate_usage(prompt_tokens: int, streamed: str) -> dict[str, int]:
     """Usage for a stream that ended without its usage chunk: the prompt, and what was sent."""
     completion = len(encoding().encode_ordinary(streamed)) if streamed else 0
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": prompt_tokens + completion,
+    }
 
 
 def has_content(chunk: Mapping[str, Any]) -> bool:

@@ -24,7 +24,9 @@ def cpu_model() -> str:
 def machine() -> str:
     cpus = len(os.sched_getaffinity(0))
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    versions = ", ".join(f"{p} {version(p)}" for p in ("ray", "fastapi", "openai", "tiktoken", "genai-prices"))
+    versions = ", ".join(
+        f"{p} {version(p)}" for p in ("ray", "fastapi", "openai", "tiktoken", "genai-prices")
+    )
     return (
         f"{cpu_model()} ({platform.machine()}), {cpus} CPUs, {memory_gb:.0f} GiB, "
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}, {versions}; "
@@ -37,7 +39,11 @@ def write_section(name: str, title: str, body: str) -> None:
     section = f"{start}\n## {title}\n\n_Measured on {machine()}._\n\n{body.strip()}\n{end}"
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
-    text = pattern.sub(lambda _m: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    text = (
+        pattern.sub(lambda _m: section, text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + section + "\n"
+    )
     RESULTS.write_text(text)
 
 

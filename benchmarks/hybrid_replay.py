@@ -86,10 +86,16 @@ VERIFY_EVERY = 50  # every 50th reused decision is re-sent to the endpoint
 # Optimization" > "Expected Cost Distribution" (Flash $2.00/day for 20% of requests; its cost table
 # prices Flash at $0.10 per 1M tokens).
 SEED = {
-    "self_hosted_share": 0.70, "cheap_cloud_share": 0.20, "premium_share": 0.10,
-    "hybrid_usd_day": 10.0, "cloud_only_usd_day": 35.0, "savings": 0.71,
-    "hybrid_latency_ms": 600.0, "cloud_only_latency_ms": 1200.0,
-    "flash_usd_day": 2.00, "flash_usd_per_million": 0.10,
+    "self_hosted_share": 0.70,
+    "cheap_cloud_share": 0.20,
+    "premium_share": 0.10,
+    "hybrid_usd_day": 10.0,
+    "cloud_only_usd_day": 35.0,
+    "savings": 0.71,
+    "hybrid_latency_ms": 600.0,
+    "cloud_only_latency_ms": 1200.0,
+    "flash_usd_day": 2.00,
+    "flash_usd_per_million": 0.10,
 }
 SHARE_TOLERANCE, COST_TOLERANCE = 0.05, 0.25  # "met" within 5 points, or 25% of a dollar figure
 CHEAP_CLOUD_MAX_INPUT = 1.0  # USD per 1M input tokens: cloud models at or under it are the seed's Flash tier
@@ -107,8 +113,12 @@ SELF_HOSTED = {  # parameters, GPUs (tensor parallel)
 # Cloud speeds (decode, prefill tokens/s): assumed round figures of the order public output-speed
 # measurements show (e.g. artificialanalysis.ai, 2025); not measured here.
 CLOUD_SPEED = {
-    "gemini-flash": (200, 20_000), "gemini-pro": (100, 20_000), "claude-haiku": (150, 20_000),
-    "claude-sonnet": (70, 20_000), "claude-opus": (45, 20_000), "gpt": (80, 20_000),
+    "gemini-flash": (200, 20_000),
+    "gemini-pro": (100, 20_000),
+    "claude-haiku": (150, 20_000),
+    "claude-sonnet": (70, 20_000),
+    "claude-opus": (45, 20_000),
+    "gpt": (80, 20_000),
 }
 # GPU nodes behind the self-hosted models at the GKE profile's minimum replicas (gke.yaml, kuberay/):
 # mistral-7b-instruct on one L4 (g2-standard-8), codellama-13b on two (g2-standard-24), mistral-7b-fast's
@@ -125,7 +135,11 @@ class Scenario:
 
 
 HYBRID, RULES, CLOUD, SELF, BUDGETED = (
-    "hybrid", "hybrid, rules", "cloud-only", "self-hosted-only", "hybrid, configured budgets",
+    "hybrid",
+    "hybrid, rules",
+    "cloud-only",
+    "self-hosted-only",
+    "hybrid, configured budgets",
 )
 SCENARIOS = (
     Scenario(HYBRID, None, False),
@@ -163,9 +177,17 @@ def decision_of(response: httpx.Response) -> Decision:
         return Decision(response.status_code, None, None, (data.get("error") or {}).get("code") or "error")
     f = data["features"]
     return Decision(
-        200, data["model"], f["tokens"], None, tuple(t["model"] for t in data["fallbacks"]),
-        tuple((d["model"], d["reason"]) for d in data["dropped"]), f["max_tokens"], data["reason"],
-        tuple(sorted((data.get("quality") or {}).items())), data.get("quality_margin"), f.get("task"),
+        200,
+        data["model"],
+        f["tokens"],
+        None,
+        tuple(t["model"] for t in data["fallbacks"]),
+        tuple((d["model"], d["reason"]) for d in data["dropped"]),
+        f["max_tokens"],
+        data["reason"],
+        tuple(sorted((data.get("quality") or {}).items())),
+        data.get("quality_margin"),
+        f.get("task"),
     )
 
 
@@ -205,7 +227,9 @@ class Router:
 
     async def send(self, shape: int) -> Decision:
         self.calls += 1
-        decision = decision_of(await self.client.post("/v1/route", json=self.workload.body(shape, self.strategy)))
+        decision = decision_of(
+            await self.client.post("/v1/route", json=self.workload.body(shape, self.strategy))
+        )
         if decision.tokens is not None and shape not in self.features:
             output = decision.max_tokens or self.service.config.routing.default_max_tokens
             self.features[shape] = (decision.tokens, output)
@@ -284,8 +308,12 @@ def service_for(config: RouterConfig, state_dir: str) -> RouterService:
     metrics = new_metrics()
     day = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
     budgets = Budgets(
-        config, pricer(), ledger_for(config.ledger, {STATE_DIR_ENV: state_dir}), metrics,
-        AlertSender(config.cost_rules.webhook, metrics, env={}), now=lambda: day,
+        config,
+        pricer(),
+        ledger_for(config.ledger, {STATE_DIR_ENV: state_dir}),
+        metrics,
+        AlertSender(config.cost_rules.webhook, metrics, env={}),
+        now=lambda: day,
     )
     backends = {m: ScriptedBackend(m) for m in config.models}
     feedback = FeedbackService(feedback_store_for(config.ledger, {STATE_DIR_ENV: state_dir}))
@@ -296,7 +324,9 @@ def with_budgets(config: RouterConfig, scale: float | None) -> RouterConfig:
     """The config's daily budgets times ``scale`` (a replay shorter than a day gets smaller ones),
     or none at all."""
     budgets = {k: v * scale for k, v in config.cost_rules.daily_budgets.items()} if scale else {}
-    return config.model_copy(update={"cost_rules": config.cost_rules.model_copy(update={"daily_budgets": budgets})})
+    return config.model_copy(
+        update={"cost_rules": config.cost_rules.model_copy(update={"daily_budgets": budgets})}
+    )
 
 
 async def spend(service: RouterService, d: Decision, answer_tokens: int) -> Decision:
@@ -332,10 +362,14 @@ async def replay(scenario: Scenario, workload: Workload, features: dict, state_d
                 router.version += 1
             decisions.append(d)
         report = (await client.get("/v1/budget")).json() if scenario.budgets else None
-    costs = [float(price(d.model, d.tokens, r.answer_tokens)) if d.model else 0.0
-             for d, r in zip(decisions, workload.requests)]
-    latencies = [latency(config, d.model, d.tokens, r.answer_tokens) if d.model else None
-                 for d, r in zip(decisions, workload.requests)]
+    costs = [
+        float(price(d.model, d.tokens, r.answer_tokens)) if d.model else 0.0
+        for d, r in zip(decisions, workload.requests)
+    ]
+    latencies = [
+        latency(config, d.model, d.tokens, r.answer_tokens) if d.model else None
+        for d, r in zip(decisions, workload.requests)
+    ]
     return Outcome(scenario, decisions, costs, latencies, router, time.perf_counter() - started, report)
 
 
@@ -348,7 +382,9 @@ def percentile(values: list[float], q: float) -> float:
 def tier(config: RouterConfig, model: str) -> str:
     if config.is_self_hosted(model):
         return "self-hosted"
-    return "cheap cloud" if pricer().rates(model).input_per_million <= CHEAP_CLOUD_MAX_INPUT else "premium cloud"
+    return (
+        "cheap cloud" if pricer().rates(model).input_per_million <= CHEAP_CLOUD_MAX_INPUT else "premium cloud"
+    )
 
 
 def summary(o: Outcome, config: RouterConfig) -> dict:
@@ -361,14 +397,20 @@ def summary(o: Outcome, config: RouterConfig) -> dict:
     cost = sum(o.costs) * scale
     gpu = GPU_NODES_USD_PER_DAY if tiers["self-hosted"] else 0.0
     return {
-        "requests": n, "served": len(served), "refused": Counter(d.error for d in o.decisions if not d.model),
-        "cost": cost, "cost_gpu": cost + gpu,
-        "self_hosted": tiers["self-hosted"] / n, "cheap_cloud": tiers["cheap cloud"] / n,
+        "requests": n,
+        "served": len(served),
+        "refused": Counter(d.error for d in o.decisions if not d.model),
+        "cost": cost,
+        "cost_gpu": cost + gpu,
+        "self_hosted": tiers["self-hosted"] / n,
+        "cheap_cloud": tiers["cheap cloud"] / n,
         "premium": tiers["premium cloud"] / n,
         "mean_s": statistics.fmean(lat) if lat else float("nan"),
-        "p50_s": percentile(lat, 0.5), "p95_s": percentile(lat, 0.95),
+        "p50_s": percentile(lat, 0.5),
+        "p95_s": percentile(lat, 0.95),
         "catalog_ms": statistics.fmean(catalog) if catalog else float("nan"),
-        "models": Counter(d.model for d in served), "cost_by_model": by_model_cost(o, scale),
+        "models": Counter(d.model for d in served),
+        "cost_by_model": by_model_cost(o, scale),
     }
 
 
@@ -396,13 +438,17 @@ def by_kind(outcomes: list[Outcome], workload: Workload) -> list[list[object]]:
         tokens = [t for o in outcomes for t in [o.decisions[i].tokens for i in idx] if t is not None]
         answers = [workload.requests[i].answer_tokens for i in idx]
         row: list[object] = [
-            kind, f"{pct(len(idx) / len(workload.requests))}",
-            f"{statistics.median(tokens):,.0f}" if tokens else "-", f"{statistics.median(answers):,.0f}",
+            kind,
+            f"{pct(len(idx) / len(workload.requests))}",
+            f"{statistics.median(tokens):,.0f}" if tokens else "-",
+            f"{statistics.median(answers):,.0f}",
         ]
         for o in outcomes:
             models = Counter(o.decisions[i].model or f"refused ({o.decisions[i].error})" for i in idx)
-            row += [", ".join(f"{m} {pct(c / len(idx))}" for m, c in models.most_common(3)),
-                    usd(sum(o.costs[i] for i in idx) * scale)]
+            row += [
+                ", ".join(f"{m} {pct(c / len(idx))}" for m, c in models.most_common(3)),
+                usd(sum(o.costs[i] for i in idx) * scale),
+            ]
         rows.append(row)
     return rows
 
@@ -431,14 +477,35 @@ def scenario_table(results: list[tuple[Outcome, dict]]) -> str:
     rows = []
     for o, s in results:
         refused = ", ".join(f"{c:,} {e}" for e, c in s["refused"].items()) or "0"
-        rows.append([
-            o.scenario.name, f"{s['requests']:,}", f"{s['served']:,}", refused, usd(s["cost"]), usd(s["cost_gpu"]),
-            f"{s['self_hosted']:.1%}", f"{s['mean_s']:.2f}", f"{s['p50_s']:.2f}", f"{s['p95_s']:.2f}",
-            f"{s['catalog_ms']:.0f}",
-        ])
+        rows.append(
+            [
+                o.scenario.name,
+                f"{s['requests']:,}",
+                f"{s['served']:,}",
+                refused,
+                usd(s["cost"]),
+                usd(s["cost_gpu"]),
+                f"{s['self_hosted']:.1%}",
+                f"{s['mean_s']:.2f}",
+                f"{s['p50_s']:.2f}",
+                f"{s['p95_s']:.2f}",
+                f"{s['catalog_ms']:.0f}",
+            ]
+        )
     return table(
-        ["scenario", "requests", "served", "refused", "cost/day (catalog prices)", "cost/day + GPU nodes",
-         "self-hosted share", "mean latency s", "p50 s", "p95 s", "mean catalog latency ms"],
+        [
+            "scenario",
+            "requests",
+            "served",
+            "refused",
+            "cost/day (catalog prices)",
+            "cost/day + GPU nodes",
+            "self-hosted share",
+            "mean latency s",
+            "p50 s",
+            "p95 s",
+            "mean catalog latency ms",
+        ],
         rows,
     )
 
@@ -455,7 +522,9 @@ def share_table(results: list[tuple[Outcome, dict]], config: RouterConfig) -> st
             s = by_name[name]
             row.append(usd(s["cost_by_model"][m]) if s["models"][m] else "-")
         rows.append(row)
-    return table(["model", "tier"] + [o.scenario.name for o, _ in results] + [f"{n} cost/day" for n in COMPARED], rows)
+    return table(
+        ["model", "tier"] + [o.scenario.name for o, _ in results] + [f"{n} cost/day" for n in COMPARED], rows
+    )
 
 
 def verdict(ok: bool) -> str:
@@ -463,7 +532,15 @@ def verdict(ok: bool) -> str:
 
 
 SELF_HOSTED_TARGET = SEED["self_hosted_share"]
-SWEEP_MARGINS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # margins at which the report works out auto's self-hosted share
+SWEEP_MARGINS = (
+    0.3,
+    0.5,
+    0.6,
+    0.7,
+    0.8,
+    0.9,
+    1.0,
+)  # margins at which the report works out auto's self-hosted share
 
 
 def claims(h: dict, c: dict) -> list[tuple[str, str, str, bool, str | None]]:
@@ -474,28 +551,68 @@ def claims(h: dict, c: dict) -> list[tuple[str, str, str, bool, str | None]]:
     faster_catalog = 1 - h["catalog_ms"] / c["catalog_ms"]
     faster_model = 1 - h["mean_s"] / c["mean_s"]
     return [
-        ("self-hosted share", "70%", f"{h['self_hosted']:.1%}",
-         abs(h["self_hosted"] - SEED["self_hosted_share"]) <= SHARE_TOLERANCE, "share"),
-        ("cheap cloud (Flash tier) share", "20%", f"{h['cheap_cloud']:.1%}",
-         abs(h["cheap_cloud"] - SEED["cheap_cloud_share"]) <= SHARE_TOLERANCE, None),
-        ("premium cloud share", "10%", f"{h['premium']:.1%}",
-         abs(h["premium"] - SEED["premium_share"]) <= SHARE_TOLERANCE, None),
-        ("hybrid cost/day", "~$10", usd(h["cost"]), h["cost"] <= SEED["hybrid_usd_day"] * (1 + COST_TOLERANCE), "cost"),
-        ("cloud-only cost/day", "$35", usd(c["cost"]),
-         abs(c["cost"] / SEED["cloud_only_usd_day"] - 1) <= COST_TOLERANCE, "cost"),
-        ("savings vs cloud-only", "71%", f"{savings:.1%} ({savings_gpu:.1%} with GPU nodes)",
-         savings >= SEED["savings"] - SHARE_TOLERANCE, "cost"),
-        ("mean latency vs cloud-only (catalog latency, the seed's basis)", "600 vs 1,200 ms (50% faster)",
-         f"{h['catalog_ms']:.0f} vs {c['catalog_ms']:.0f} ms ({relative(faster_catalog)})",
-         faster_catalog >= 0.5 - SHARE_TOLERANCE, "latency_catalog"),
-        ("mean latency vs cloud-only (modelled end to end)", "50% faster",
-         f"{h['mean_s']:.2f} vs {c['mean_s']:.2f} s ({relative(faster_model)})",
-         faster_model >= 0.5 - SHARE_TOLERANCE, "latency_model"),
+        (
+            "self-hosted share",
+            "70%",
+            f"{h['self_hosted']:.1%}",
+            abs(h["self_hosted"] - SEED["self_hosted_share"]) <= SHARE_TOLERANCE,
+            "share",
+        ),
+        (
+            "cheap cloud (Flash tier) share",
+            "20%",
+            f"{h['cheap_cloud']:.1%}",
+            abs(h["cheap_cloud"] - SEED["cheap_cloud_share"]) <= SHARE_TOLERANCE,
+            None,
+        ),
+        (
+            "premium cloud share",
+            "10%",
+            f"{h['premium']:.1%}",
+            abs(h["premium"] - SEED["premium_share"]) <= SHARE_TOLERANCE,
+            None,
+        ),
+        (
+            "hybrid cost/day",
+            "~$10",
+            usd(h["cost"]),
+            h["cost"] <= SEED["hybrid_usd_day"] * (1 + COST_TOLERANCE),
+            "cost",
+        ),
+        (
+            "cloud-only cost/day",
+            "$35",
+            usd(c["cost"]),
+            abs(c["cost"] / SEED["cloud_only_usd_day"] - 1) <= COST_TOLERANCE,
+            "cost",
+        ),
+        (
+            "savings vs cloud-only",
+            "71%",
+            f"{savings:.1%} ({savings_gpu:.1%} with GPU nodes)",
+            savings >= SEED["savings"] - SHARE_TOLERANCE,
+            "cost",
+        ),
+        (
+            "mean latency vs cloud-only (catalog latency, the seed's basis)",
+            "600 vs 1,200 ms (50% faster)",
+            f"{h['catalog_ms']:.0f} vs {c['catalog_ms']:.0f} ms ({relative(faster_catalog)})",
+            faster_catalog >= 0.5 - SHARE_TOLERANCE,
+            "latency_catalog",
+        ),
+        (
+            "mean latency vs cloud-only (modelled end to end)",
+            "50% faster",
+            f"{h['mean_s']:.2f} vs {c['mean_s']:.2f} s ({relative(faster_model)})",
+            faster_model >= 0.5 - SHARE_TOLERANCE,
+            "latency_model",
+        ),
     ]
 
 
-def comparison(res: dict[str, dict], workload: Workload, out: dict[str, Outcome], config: RouterConfig,
-               sweep: Sweep) -> str:
+def comparison(
+    res: dict[str, dict], workload: Workload, out: dict[str, Outcome], config: RouterConfig, sweep: Sweep
+) -> str:
     """The seed's claims against both hybrids (``auto`` and ``rules``); why and what would close a
     miss are given for ``auto``, the router's default."""
     why = reasons(res, workload, out, config)
@@ -503,13 +620,31 @@ def comparison(res: dict[str, dict], workload: Workload, out: dict[str, Outcome]
     rows = []
     for (claim, seed, value, met, key), (_, _, rules_value, rules_met, _) in zip(auto_rows, rules_rows):
         shares = key in (None, "share")  # the share rows always say why; the others only when missed
-        rows.append([
-            claim, seed, value, verdict(met), rules_value, verdict(rules_met),
-            why.get(claim, "") if shares or not met else "",
-            to_close(key, sweep, res) if key and not met else "",
-        ])
-    return table(["seed's claim", "seed", "hybrid (`auto`)", "verdict", "hybrid, rules (`rules`)", "verdict",
-                  "why (`auto`)", "what would close it (`auto`)"], rows)
+        rows.append(
+            [
+                claim,
+                seed,
+                value,
+                verdict(met),
+                rules_value,
+                verdict(rules_met),
+                why.get(claim, "") if shares or not met else "",
+                to_close(key, sweep, res) if key and not met else "",
+            ]
+        )
+    return table(
+        [
+            "seed's claim",
+            "seed",
+            "hybrid (`auto`)",
+            "verdict",
+            "hybrid, rules (`rules`)",
+            "verdict",
+            "why (`auto`)",
+            "what would close it (`auto`)",
+        ],
+        rows,
+    )
 
 
 def to_close(key: str, sweep: Sweep, res: dict[str, dict]) -> str:
@@ -518,8 +653,9 @@ def to_close(key: str, sweep: Sweep, res: dict[str, dict]) -> str:
         needed = sweep.needed(SELF_HOSTED_TARGET)
         reach = (
             f"on this day's predictions a margin of {needed:.2f} or more keeps {SELF_HOSTED_TARGET:.0%} of requests "
-            "on self-hosted models" if needed is not None else
-            f"no margin reaches {SELF_HOSTED_TARGET:.0%} on this day (at most {sweep.share_at(1.0):.1%})"
+            "on self-hosted models"
+            if needed is not None
+            else f"no margin reaches {SELF_HOSTED_TARGET:.0%} on this day (at most {sweep.share_at(1.0):.1%})"
         )
         return (
             f"A larger `quality.margin` ({reach}), a predictor trained on everyday prompts as well as hard ones, "
@@ -559,7 +695,9 @@ def on_self_hosted(o: Outcome, config: RouterConfig) -> list[bool]:
     return [bool(d.model and config.is_self_hosted(d.model)) for d in o.decisions]
 
 
-def reasons(res: dict[str, dict], workload: Workload, out: dict[str, Outcome], config: RouterConfig) -> dict[str, str]:
+def reasons(
+    res: dict[str, dict], workload: Workload, out: dict[str, Outcome], config: RouterConfig
+) -> dict[str, str]:
     """One sentence per claim, from the replay's own numbers (for ``auto``)."""
     h, c = res[HYBRID], res[CLOUD]
     hybrid = out[HYBRID]
@@ -578,25 +716,42 @@ def reasons(res: dict[str, dict], workload: Workload, out: dict[str, Outcome], c
     window = max(config.models[m].context_window for m in config.models if config.is_self_hosted(m))
     big = [i for i, d in enumerate(decisions) if d.tokens and d.tokens >= window]
     doc_cost = sum(hybrid.costs[i] for i in big) * scale
-    short_cloud = [i for i, d in enumerate(decisions)
-                   if d.model and not config.is_self_hosted(d.model) and (d.tokens or 0) < window]
+    short_cloud = [
+        i
+        for i, d in enumerate(decisions)
+        if d.model and not config.is_self_hosted(d.model) and (d.tokens or 0) < window
+    ]
     short_cloud_cost = sum(hybrid.costs[i] for i in short_cloud) * scale
     # The Flash tier: what it costs, and the prompt size the seed's $2.00/day for it implies.
     cheap = [i for i, d in enumerate(decisions) if d.model and tier(config, d.model) == "cheap cloud"]
     cheap_cost = sum(hybrid.costs[i] for i in cheap) * scale
     cheap_tokens = statistics.fmean(decisions[i].tokens for i in cheap) if cheap else 0
-    implied = SEED["flash_usd_day"] / (SEED["cheap_cloud_share"] * DAY_REQUESTS) / SEED["flash_usd_per_million"] * 1e6
+    implied = (
+        SEED["flash_usd_day"]
+        / (SEED["cheap_cloud_share"] * DAY_REQUESTS)
+        / SEED["flash_usd_per_million"]
+        * 1e6
+    )
     decode_self, decode_flash = speeds("mistral-7b-instruct")[0], speeds("gemini-flash")[0]
 
     def tier_why(name: str) -> str:
         """A tier's share of the day, split by the branch that sent requests there."""
         mine = [d for d in decisions if d.model and tier(config, d.model) == name]
         by_branch = Counter(
-            "by predicted quality" if d.ranked else
-            "by the context branches" if "tokens" in d.reason else "by the latency branch" if "latency" in d.reason
-            else "otherwise" for d in mine
+            "by predicted quality"
+            if d.ranked
+            else "by the context branches"
+            if "tokens" in d.reason
+            else "by the latency branch"
+            if "latency" in d.reason
+            else "otherwise"
+            for d in mine
         )
-        return f"`auto`'s {len(mine) / n:.1%}: " + ", ".join(f"{c / n:.1%} {b}" for b, c in by_branch.most_common()) + "."
+        return (
+            f"`auto`'s {len(mine) / n:.1%}: "
+            + ", ".join(f"{c / n:.1%} {b}" for b, c in by_branch.most_common())
+            + "."
+        )
 
     return {
         "cheap cloud (Flash tier) share": tier_why("cheap cloud"),
@@ -605,7 +760,7 @@ def reasons(res: dict[str, dict], workload: Workload, out: dict[str, Outcome], c
             f"By construction {sum(group) / n:.0%} of requests are in the seed's self-hosted classes (simple, code, "
             f"fast); `auto` kept {kept:.0%} of those on self-hosted models (`rules` {rules_kept:.0%}) and sent "
             f"{moved:.0%} of the rest there; {len(big) / n:.0%} of requests exceed every self-hosted window "
-            f"({window:,} tokens). Why `auto` sends the others to the cloud: \"How each class was routed\" below."
+            f'({window:,} tokens). Why `auto` sends the others to the cloud: "How each class was routed" below.'
         ),
         "hybrid cost/day": (
             f"Prompts over {window:,} tokens cost {usd(doc_cost)}/day of it, the {len(short_cloud) / n:.0%} of "
@@ -718,7 +873,9 @@ def class_notes(out: dict[str, Outcome], workload: Workload, config: RouterConfi
         opening += (
             f"; {pct(len(latency_branch) / n)} by the kept latency branch (a latency need under {t.low_latency_ms:,} ms: "
             + ", ".join(f"{pct(c / len(latency_branch))} {k}" for k, c in kinds.most_common())
-            + "; to " + ", ".join(f"{m} {pct(c / len(latency_branch))}" for m, c in models.most_common()) + ")"
+            + "; to "
+            + ", ".join(f"{m} {pct(c / len(latency_branch))}" for m, c in models.most_common())
+            + ")"
         )
     opening += (
         f"; and the other {pct(len(ranked) / n)} by predicted quality, taking the cheapest model within "
@@ -731,55 +888,86 @@ def class_notes(out: dict[str, Outcome], workload: Workload, config: RouterConfi
             continue
         gaps = [self_hosted_gap(auto.decisions[i], config) for i in mine]
         best = statistics.median(max(q for _, q in auto.decisions[i].quality) for i in mine)
-        small = [max(q for m, q in auto.decisions[i].quality if config.is_self_hosted(m))
-                 for i, g in zip(mine, gaps) if math.isfinite(g)]
-        to = ", ".join(f"{m} {pct(c / len(mine))}" for m, c in Counter(auto.decisions[i].model for i in mine).most_common(3))
+        small = [
+            max(q for m, q in auto.decisions[i].quality if config.is_self_hosted(m))
+            for i, g in zip(mine, gaps)
+            if math.isfinite(g)
+        ]
+        to = ", ".join(
+            f"{m} {pct(c / len(mine))}"
+            for m, c in Counter(auto.decisions[i].model for i in mine).most_common(3)
+        )
         if small:
             gap = statistics.median(gaps)
             gaps_by_class.append(f"{gap:.2f} ({kind})")
-            why = (f"median predicted quality {statistics.median(small):.2f} for the best self-hosted model against "
-                   f"{best:.2f} for the best that fits (median gap {gap:.2f}), a gap over the margin for "
-                   f"{pct(sum(g > sweep.margin for g in gaps) / len(mine))}")
+            why = (
+                f"median predicted quality {statistics.median(small):.2f} for the best self-hosted model against "
+                f"{best:.2f} for the best that fits (median gap {gap:.2f}), a gap over the margin for "
+                f"{pct(sum(g > sweep.margin for g in gaps) / len(mine))}"
+            )
         else:
-            why = (f"no self-hosted model fits them (under {t.medium_context_tokens:,} prompt tokens, but over every "
-                   f"self-hosted context window with the answer), so the ranking is among cloud models (best "
-                   f"predicted {best:.2f})")
+            why = (
+                f"no self-hosted model fits them (under {t.medium_context_tokens:,} prompt tokens, but over every "
+                f"self-hosted context window with the answer), so the ranking is among cloud models (best "
+                f"predicted {best:.2f})"
+            )
         a_share = sum(own_auto[i] for i in idx) / len(idx)
         r_share = sum(own_rules[i] for i in idx) / len(idx)
-        lines.append(f"- **{kind}** ({pct(len(mine) / len(idx))} of the class): to {to}; {why}. The whole class: "
-                     f"{pct(a_share)} self-hosted under `auto`, {pct(r_share)} under `rules`.")
+        lines.append(
+            f"- **{kind}** ({pct(len(mine) / len(idx))} of the class): to {to}; {why}. The whole class: "
+            f"{pct(a_share)} self-hosted under `auto`, {pct(r_share)} under `rules`."
+        )
         if small and a_share > r_share:
             top, count = Counter(rules.decisions[i].model for i in idx).most_common(1)[0]
-            kept_more.append(f"keeps {pct(a_share)} of the {kind} class on self-hosted models (`rules` sends "
-                             f"{pct(count / len(idx))} of them to {top})")
+            kept_more.append(
+                f"keeps {pct(a_share)} of the {kind} class on self-hosted models (`rules` sends "
+                f"{pct(count / len(idx))} of them to {top})"
+            )
         elif small and a_share < r_share:
-            kept_less.append(f"sends {pct(1 - a_share)} of the {kind} class to the cloud (`rules` keeps {pct(r_share)} self-hosted)")
+            kept_less.append(
+                f"sends {pct(1 - a_share)} of the {kind} class to the cloud (`rules` keeps {pct(r_share)} self-hosted)"
+            )
     roles = {config.models[m].quality_role for m in config.models if config.is_self_hosted(m)}
-    shared = (f" (every self-hosted model, the code model included, has the `{roles.pop()}` quality role, so all get "
-              "the same prediction)" if len(roles) == 1 else "")
+    shared = (
+        f" (every self-hosted model, the code model included, has the `{roles.pop()}` quality role, so all get "
+        "the same prediction)"
+        if len(roles) == 1
+        else ""
+    )
     needed = sweep.needed(SELF_HOSTED_TARGET)
     why = (
         "Why: the predictor learned from hard prompts (MMLU-Pro questions and hard chat prompts, `data/routing/`), "
         "on which the 7B model is often wrong, so it rates short everyday prompts (a definition, a translation, a "
         f"summary of an email, a small function) as hard for the self-hosted models too{shared}, and the cheap "
         "cloud model is then the cheapest within the margin. The median gap between the best self-hosted model "
-        "and the best is " + ", ".join(gaps_by_class) + f", against a margin of {sweep.margin:g}"
+        "and the best is "
+        + ", ".join(gaps_by_class)
+        + f", against a margin of {sweep.margin:g}"
         + (": `auto` " + "; it ".join(kept_more + kept_less) if kept_more or kept_less else "")
         + ". The margin trades this. On this day's predictions `auto` would keep "
         + ", ".join(f"{sweep.share_at(m):.1%} at {m:g}" for m in SWEEP_MARGINS)
         + " of requests on self-hosted models (all models up; a request decided by predicted quality stays "
         "self-hosted exactly when a self-hosted model is within the margin of the best, a rule that reproduces "
-        + ("every decision of the replay" if not sweep.disagreements else
-           f"the replay's decisions but for {sweep.disagreements:,}")
+        + (
+            "every decision of the replay"
+            if not sweep.disagreements
+            else f"the replay's decisions but for {sweep.disagreements:,}"
+        )
         + "). "
     )
     if needed is not None:
-        moved = [(k, idx) for k, idx in classes.items() if k not in SEED_SELF_HOSTED_KINDS
-                 and any(auto.decisions[i].ranked for i in idx)]
+        moved = [
+            (k, idx)
+            for k, idx in classes.items()
+            if k not in SEED_SELF_HOSTED_KINDS and any(auto.decisions[i].ranked for i in idx)
+        ]
         at = sweep.by_class(auto, config, needed)
         extra = ", ".join(f"{pct(at[k])} of the {k} class" for k, _ in moved if at.get(k))
-        why += (f"The seed's {pct(SELF_HOSTED_TARGET)} needs a margin of {needed:.2f}"
-                + (f", which also puts {extra} on self-hosted models" if extra else "") + "; ")
+        why += (
+            f"The seed's {pct(SELF_HOSTED_TARGET)} needs a margin of {needed:.2f}"
+            + (f", which also puts {extra} on self-hosted models" if extra else "")
+            + "; "
+        )
     else:
         why += f"No margin reaches the seed's {pct(SELF_HOSTED_TARGET)}; "
     why += (
@@ -793,8 +981,10 @@ def rules_note(res: dict[str, dict], out: dict[str, Outcome], workload: Workload
     """Why `rules` compares with cloud-only as it does: the class where their costs differ most."""
     rules, cloud = out[RULES], out[CLOUD]
     scale = DAY_REQUESTS / len(workload.requests)
-    diffs = {k: (sum(rules.costs[i] for i in idx) * scale, sum(cloud.costs[i] for i in idx) * scale, idx)
-             for k, idx in class_indexes(workload).items()}
+    diffs = {
+        k: (sum(rules.costs[i] for i in idx) * scale, sum(cloud.costs[i] for i in idx) * scale, idx)
+        for k, idx in class_indexes(workload).items()
+    }
     kind, (r, c, idx) = max(diffs.items(), key=lambda kv: kv[1][0] - kv[1][1])
     if r <= c:
         return ""
@@ -804,7 +994,8 @@ def rules_note(res: dict[str, dict], out: dict[str, Outcome], workload: Workload
         f"`rules` against cloud-only: cloud-only is the router's `cloud_only` strategy, which ranks cloud models "
         f"by predicted quality; the largest difference between them is {kind}, which `rules` sends to {top[0]} "
         f"({top[1] / len(idx):.0%}; {usd(r)}/day) and `cloud_only` to "
-        + ", ".join(f"{m} ({n / len(idx):.0%})" for m, n in cloud_top) + f" ({usd(c)}/day)."
+        + ", ".join(f"{m} ({n / len(idx):.0%})" for m, n in cloud_top)
+        + f" ({usd(c)}/day)."
     )
 
 
@@ -819,7 +1010,8 @@ def budget_notes(budgeted: Outcome, hybrid: Outcome, config: RouterConfig) -> st
     scale = DAY_REQUESTS / n
     spend = (budgeted.budget_report or {}).get("budgets", {})
     spent = ", ".join(
-        f"{k} {usd(v['spent_usd'] * scale)}" + (f" of {usd(v['limit_usd'] * scale)}" if v.get("limit_usd") else "")
+        f"{k} {usd(v['spent_usd'] * scale)}"
+        + (f" of {usd(v['limit_usd'] * scale)}" if v.get("limit_usd") else "")
         + (" (switched to self-hosted only)" if v.get("mode") == "self_hosted_only" else "")
         for k, v in sorted(spend.items())
     )
@@ -829,7 +1021,7 @@ def budget_notes(budgeted: Outcome, hybrid: Outcome, config: RouterConfig) -> st
         f"that differs from the unbudgeted hybrid's is request {changed[0]:,} of {n:,} (about "
         f"{changed[0] / n * 24:.1f} h into the day); {len(changed):,} requests ({len(changed) / n:.0%}) were "
         f"routed differently, {refused:,} of them refused with a 429 (budget exhausted). Spend at the end of the "
-        f"day: {spent}. From then on the day is what the table's \"hybrid, configured budgets\" row shows: the "
+        f'day: {spent}. From then on the day is what the table\'s "hybrid, configured budgets" row shows: the '
         "documents the self-hosted windows cannot take are refused."
     )
 
@@ -873,7 +1065,9 @@ async def main(requests: int, seed: int) -> None:
     started = time.perf_counter()
     configure_logging("error")  # the budgeted day's alerts are reported below, not logged line by line
     workload = generate(requests, seed)
-    print(f"workload: {len(workload.requests):,} requests, {len(workload.shapes):,} distinct bodies", flush=True)
+    print(
+        f"workload: {len(workload.requests):,} requests, {len(workload.shapes):,} distinct bodies", flush=True
+    )
     features: dict[int, tuple[int, int]] = {}
     outcomes: list[Outcome] = []
     shm = Path("/dev/shm")  # the ledger commits with fsync: keep it in memory where we can
@@ -881,16 +1075,24 @@ async def main(requests: int, seed: int) -> None:
         for i, scenario in enumerate(SCENARIOS):
             o = await replay(scenario, workload, features, f"{state}/{i}")
             r = o.router
-            print(f"{scenario.name}: {o.seconds:.0f} s, {r.calls:,} calls, {r.reused:,} reused, "
-                  f"{r.checked:,} re-checked, {r.mismatches} mismatches", flush=True)
+            print(
+                f"{scenario.name}: {o.seconds:.0f} s, {r.calls:,} calls, {r.reused:,} reused, "
+                f"{r.checked:,} re-checked, {r.mismatches} mismatches",
+                flush=True,
+            )
             outcomes.append(o)
     config = load_config(CONFIG)
     results = [(o, summary(o, config)) for o in outcomes]
     by_name = {o.scenario.name: s for o, s in results}
     for o, s in results:
-        print(f"{o.scenario.name}: {usd(s['cost'])}/day, self-hosted {s['self_hosted']:.1%}, "
-              f"mean latency {s['mean_s']:.2f} s, refused {dict(s['refused'])}", flush=True)
-    body = report(results, by_name, workload, {o.scenario.name: o for o in outcomes}, config, requests, seed, started)
+        print(
+            f"{o.scenario.name}: {usd(s['cost'])}/day, self-hosted {s['self_hosted']:.1%}, "
+            f"mean latency {s['mean_s']:.2f} s, refused {dict(s['refused'])}",
+            flush=True,
+        )
+    body = report(
+        results, by_name, workload, {o.scenario.name: o for o in outcomes}, config, requests, seed, started
+    )
     write_section("hybrid_replay", "Hybrid cost and latency", body)
     print(f"total {time.perf_counter() - started:.0f} s", flush=True)
 
@@ -901,11 +1103,16 @@ def report(results, by_name, workload, out, config, requests, seed, started) -> 
     calls = sum(o.router.calls for o, _ in results)
     checked = sum(o.router.checked for o, _ in results)
     mismatches = sum(o.router.mismatches for o, _ in results)
-    scaled = "" if requests == DAY_REQUESTS else (
-        f" Costs are scaled from {requests:,} requests to a 100K-request day, and budgets by {requests / DAY_REQUESTS:g}."
+    scaled = (
+        ""
+        if requests == DAY_REQUESTS
+        else (
+            f" Costs are scaled from {requests:,} requests to a 100K-request day, and budgets by {requests / DAY_REQUESTS:g}."
+        )
     )
     parts = [
-        "### Against the seed's claims\n\n" + comparison(by_name, workload, out, config, sweep)
+        "### Against the seed's claims\n\n"
+        + comparison(by_name, workload, out, config, sweep)
         + ("\n\n" + rules_note(by_name, out, workload) if rules_note(by_name, out, workload) else ""),
         "### Method\n\n"
         f"A day of {requests:,} requests (seed {seed}) in the seed's mix (`benchmarks/workload.py`), each decided by "
@@ -919,33 +1126,41 @@ def report(results, by_name, workload, out, config, requests, seed, started) -> 
         "self-hosted window takes is refused (400). These four run with budgets lifted, so that their costs are "
         "the workload's. **hybrid, configured budgets** replays the same day on `auto` with the config's "
         "`cost_rules.daily_budgets`, spending each decision in the router's ledger as the executor does (the worst "
-        "case reserved on the primary, or on its fallbacks while budgets refuse; the real cost settled)." + scaled,
+        "case reserved on the primary, or on its fallbacks while budgets refuse; the real cost settled)."
+        + scaled,
         scenario_table(results),
         "Latency (served requests only) is modelled per request: the catalog's `typical_latency_ms` + prompt / prefill speed + answer / "
         "decode speed; self-hosted speeds derived from the L4 datasheet for fp16 weights (decode "
         + ", ".join(f"{m} {speeds(m)[0]:.0f} tok/s" for m in SELF_HOSTED)
-        + "), cloud speeds assumed (decode " + ", ".join(f"{m} {v[0]}" for m, v in CLOUD_SPEED.items())
-        + " tok/s; prefill 20K tok/s). \"Mean catalog latency\" averages only `typical_latency_ms`, the seed's "
+        + "), cloud speeds assumed (decode "
+        + ", ".join(f"{m} {v[0]}" for m, v in CLOUD_SPEED.items())
+        + ' tok/s; prefill 20K tok/s). "Mean catalog latency" averages only `typical_latency_ms`, the seed\'s '
         "per-model figures. Self-hosted models are priced as the catalog prices them: a fixed per-token price "
-        "(the seed's $0.01/1M for Mistral), which leaves out the GPUs; \"+ GPU nodes\" adds "
+        '(the seed\'s $0.01/1M for Mistral), which leaves out the GPUs; "+ GPU nodes" adds '
         f"{usd(GPU_NODES_USD_PER_DAY)}/day for the GKE profile's minimum self-hosted replicas "
         "(3 g2-standard-8 + 1 g2-standard-24, on-demand list prices).",
         "### Share per model\n\n" + share_table(results, config),
-        "### How each class was routed\n\n" + kind_table([out[name] for name in COMPARED], workload)
-        + "\n\n" + class_notes(out, workload, config, sweep),
+        "### How each class was routed\n\n"
+        + kind_table([out[name] for name in COMPARED], workload)
+        + "\n\n"
+        + class_notes(out, workload, config, sweep),
         "### Budgets\n\n" + budget_notes(out[BUDGETED], out[HYBRID], config),
         "\n\n".join(images),
-        (f"The replay sent {calls:,} requests to the endpoint for {len(results) * requests:,} decisions "
-        f"({len(workload.shapes):,} distinct bodies; a repeated body reuses its decision while every model's "
-        f"availability answer for it is unchanged); {checked:,} reused decisions were re-sent to check, with "
-        f"{mismatches} mismatches. Total run time {time.perf_counter() - started:.0f} s."),
+        (
+            f"The replay sent {calls:,} requests to the endpoint for {len(results) * requests:,} decisions "
+            f"({len(workload.shapes):,} distinct bodies; a repeated body reuses its decision while every model's "
+            f"availability answer for it is unchanged); {checked:,} reused decisions were re-sent to check, with "
+            f"{mismatches} mismatches. Total run time {time.perf_counter() - started:.0f} s."
+        ),
     ]
     return "\n\n".join(parts)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=DAY_REQUESTS, help="requests in the day (default 100000)")
+    parser.add_argument(
+        "--requests", type=int, default=DAY_REQUESTS, help="requests in the day (default 100000)"
+    )
     parser.add_argument("--seed", type=int, default=7, help="seed of the workload's RNG (default 7)")
     args = parser.parse_args()
     asyncio.run(main(args.requests, args.seed))

@@ -60,10 +60,46 @@ SLOPE_LIMIT_PCT = 2.0  # what the second half's slope adds over the whole run
 SETTLE_S = 2.0  # idle time before an idle sample
 
 VOCAB = (
-    "kubernetes", "pod", "node", "cluster", "latency", "budget", "token", "router", "model", "stream",
-    "cache", "replica", "deploy", "scale", "memory", "network", "request", "response", "python", "ray",
-    "serve", "gpu", "cpu", "queue", "retry", "timeout", "health", "metric", "trace", "log",
-    "error", "fallback", "provider", "prompt", "answer", "summary", "code", "review", "design", "test",
+    "kubernetes",
+    "pod",
+    "node",
+    "cluster",
+    "latency",
+    "budget",
+    "token",
+    "router",
+    "model",
+    "stream",
+    "cache",
+    "replica",
+    "deploy",
+    "scale",
+    "memory",
+    "network",
+    "request",
+    "response",
+    "python",
+    "ray",
+    "serve",
+    "gpu",
+    "cpu",
+    "queue",
+    "retry",
+    "timeout",
+    "health",
+    "metric",
+    "trace",
+    "log",
+    "error",
+    "fallback",
+    "provider",
+    "prompt",
+    "answer",
+    "summary",
+    "code",
+    "review",
+    "design",
+    "test",
 )
 FAQ = [f"In one sentence, what is {a} {b}?" for a in VOCAB[:10] for b in VOCAB[10:15]]  # 50 questions
 
@@ -212,8 +248,10 @@ async def send(
 def show(samples: list[Sample], sample: Sample) -> None:
     samples.append(sample)
     state = "idle" if sample.idle else "load"
-    print(f"{sample.served:>6} served ({state}): RSS {sample.rss_mb:.1f} MB, USS {sample.uss_mb:.1f} MB",
-          flush=True)
+    print(
+        f"{sample.served:>6} served ({state}): RSS {sample.rss_mb:.1f} MB, USS {sample.uss_mb:.1f} MB",
+        flush=True,
+    )
 
 
 async def idle_sample(process: psutil.Process, load: Load) -> None:
@@ -268,8 +306,15 @@ def verdict(samples: list[Sample], warmup: int, requests: int) -> Verdict:
     growth_pct = growth / start.rss_mb * 100
     steady = growth_pct < GROWTH_LIMIT_PCT and projected_pct < SLOPE_LIMIT_PCT
     return Verdict(
-        start.rss_mb, end.rss_mb, max(s.rss_mb for s in measured), growth, growth_pct,
-        slope_kb, fit.intercept, projected_pct, steady,
+        start.rss_mb,
+        end.rss_mb,
+        max(s.rss_mb for s in measured),
+        growth,
+        growth_pct,
+        slope_kb,
+        fit.intercept,
+        projected_pct,
+        steady,
     )
 
 
@@ -283,7 +328,13 @@ def plot(samples: list[Sample], warmup: int, requests: int, result: Verdict, gli
     ax.plot(xs, [s.uss_mb for s in samples], marker=".", alpha=0.6, label=f"USS ({ARENAS}=2, shipped)")
     if glibc is not None:
         other = [s.served for s in glibc.samples]
-        ax.plot(other, [s.rss_mb for s in glibc.samples], linestyle="--", alpha=0.8, label="RSS (glibc default arenas)")
+        ax.plot(
+            other,
+            [s.rss_mb for s in glibc.samples],
+            linestyle="--",
+            alpha=0.8,
+            label="RSS (glibc default arenas)",
+        )
     ax.axvline(warmup, color="grey", linestyle="--", linewidth=1, label="end of warm-up")
     fit_x = [warmup + requests / 2, warmup + requests]
     fit_y = [result.intercept_mb + result.slope_kb / 1024 / 1000 * x for x in fit_x]
@@ -300,13 +351,20 @@ def plot(samples: list[Sample], warmup: int, requests: int, result: Verdict, gli
 def allocators(shipped: Verdict, glibc: Verdict) -> str:
     """The same run with glibc's default malloc arenas (one per thread, up to 8 per core)."""
     rows = [
-        [name, f"{v.growth_mb:+.1f} MB ({v.growth_pct:+.2f}%)", f"{v.slope_kb:+.0f} KB", "steady" if v.steady else "growing"]
+        [
+            name,
+            f"{v.growth_mb:+.1f} MB ({v.growth_pct:+.2f}%)",
+            f"{v.slope_kb:+.0f} KB",
+            "steady" if v.steady else "growing",
+        ]
         for name, v in ((f"`{ARENAS}=2` (shipped, `serve.env`)", shipped), ("glibc's default arenas", glibc))
     ]
     return table(["allocator", "growth, warm-up to end", "slope per 1000 requests", "verdict"], rows)
 
 
-def report(warmup_errors: int, load: Load, args: argparse.Namespace, runtime_s: float, glibc: Load | None) -> str:
+def report(
+    warmup_errors: int, load: Load, args: argparse.Namespace, runtime_s: float, glibc: Load | None
+) -> str:
     result = verdict(load.samples, args.warmup, args.requests)
     start = warmed(load.samples, args.warmup)
     rows = [
@@ -361,7 +419,9 @@ def main() -> None:
         warmup_errors, load = run_once(fake_url, args, serve_env())  # as the router ships
         glibc = None
         if not args.no_compare:
-            glibc_errors, glibc = run_once(fake_url, args, {k: v for k, v in serve_env().items() if k != ARENAS})
+            glibc_errors, glibc = run_once(
+                fake_url, args, {k: v for k, v in serve_env().items() if k != ARENAS}
+            )
             warmup_errors += glibc_errors
             load.errors += glibc.errors
     finally:

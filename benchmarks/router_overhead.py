@@ -58,7 +58,9 @@ DEFAULT_SETUP = "router haproxy+throughput in_process"  # what `make run` and th
 def start_fake() -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes.serve", "openai", "--no-auth"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     line = proc.stdout.readline() if proc.stdout else ""
     if not line.startswith("READY "):
@@ -80,8 +82,19 @@ def router_config(fake_url: str, placement: str) -> dict:
                 "typical_latency_ms": 100,
             }
         },
-        "routing": {"auto": {k: ["gpt"] for k in (
-            "long_context", "medium_context", "code_generation", "high_complexity", "low_latency", "default")}},
+        "routing": {
+            "auto": {
+                k: ["gpt"]
+                for k in (
+                    "long_context",
+                    "medium_context",
+                    "code_generation",
+                    "high_complexity",
+                    "low_latency",
+                    "default",
+                )
+            }
+        },
         "serving": {
             "cloud_adapters": placement,
             "ingress": {"num_cpus": 0, "max_ongoing_requests": 256},
@@ -131,7 +144,12 @@ async def one(session: aiohttp.ClientSession, url: str, model: str, stream: bool
             else:
                 first, done = None, False
                 async for line in response.content:
-                    if first is None and line.startswith(b"data: {") and b'"content":"' in line and b'"content":""' not in line:
+                    if (
+                        first is None
+                        and line.startswith(b"data: {")
+                        and b'"content":"' in line
+                        and b'"content":""' not in line
+                    ):
                         first = time.perf_counter() - start
                     done = done or line.strip() == b"data: [DONE]"
                 if first is None or not done:  # a stream without content or without its end is wrong
@@ -165,7 +183,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
 
 
-async def measure(targets: dict[str, tuple[str, str]], concurrencies: list[int], requests: int, rounds: int) -> list[dict]:
+async def measure(
+    targets: dict[str, tuple[str, str]], concurrencies: list[int], requests: int, rounds: int
+) -> list[dict]:
     for url, model in targets.values():  # warm every path (connections, imports, JIT caches)
         await run(url, model, False, 8, 64)
         await run(url, model, True, 8, 64)
@@ -182,12 +202,18 @@ async def measure(targets: dict[str, tuple[str, str]], concurrencies: list[int],
                     s.elapsed += got.elapsed
                     s.errors += got.errors
             for name, s in samples.items():
-                results.append({
-                    "mode": "stream" if stream else "json", "concurrency": concurrency, "target": name,
-                    "p50": pct(s.latencies, 0.5), "p99": pct(s.latencies, 0.99),
-                    "rps": len(s.latencies) / s.elapsed if s.elapsed else 0.0,
-                    "ttft_p50": pct(s.ttfts, 0.5) if stream else None, "errors": s.errors,
-                })
+                results.append(
+                    {
+                        "mode": "stream" if stream else "json",
+                        "concurrency": concurrency,
+                        "target": name,
+                        "p50": pct(s.latencies, 0.5),
+                        "p99": pct(s.latencies, 0.99),
+                        "rps": len(s.latencies) / s.elapsed if s.elapsed else 0.0,
+                        "ttft_p50": pct(s.ttfts, 0.5) if stream else None,
+                        "errors": s.errors,
+                    }
+                )
                 print(results[-1], file=sys.stderr, flush=True)
     return results
 
@@ -204,12 +230,29 @@ def child(args: argparse.Namespace) -> None:
     Path(args.out).write_text(json.dumps(results))
 
 
-def run_mode(mode: str, args: argparse.Namespace, fake_url: str, litellm: tuple[str, str] | None) -> list[dict]:
+def run_mode(
+    mode: str, args: argparse.Namespace, fake_url: str, litellm: tuple[str, str] | None
+) -> list[dict]:
     out = Path(tempfile.mkdtemp()) / f"{mode}.json"
     command = [
-        sys.executable, __file__, "--child", mode, "--out", str(out), "--fake-url", fake_url,
-        "--requests", str(args.requests), "--rounds", str(args.rounds), "--port", str(args.port),
-        "--concurrency", *map(str, args.concurrency), "--placements", *args.placements,
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--out",
+        str(out),
+        "--fake-url",
+        fake_url,
+        "--requests",
+        str(args.requests),
+        "--rounds",
+        str(args.rounds),
+        "--port",
+        str(args.port),
+        "--concurrency",
+        *map(str, args.concurrency),
+        "--placements",
+        *args.placements,
     ]
     if litellm:
         command += ["--litellm-url", litellm[0], "--litellm-model", litellm[1]]
@@ -227,8 +270,10 @@ def added(results: list[dict], key: str = "p50") -> dict[Key, float]:
     """Milliseconds each target adds over the direct call measured in the same run and setting."""
     base = {(r["mode"], r["concurrency"], r["run"]): r[key] for r in results if r["target"] == "direct"}
     return {
-        (r["mode"], r["concurrency"], r["target"], r["run"]): r[key] - base[(r["mode"], r["concurrency"], r["run"])]
-        for r in results if r["target"] != "direct" and r[key] is not None
+        (r["mode"], r["concurrency"], r["target"], r["run"]): r[key]
+        - base[(r["mode"], r["concurrency"], r["run"])]
+        for r in results
+        if r["target"] != "direct" and r[key] is not None
     }
 
 
@@ -259,17 +304,26 @@ def verdicts(p50: dict, ratio: dict, settings: list[tuple[str, int]], routers: l
     score = {t: geomean([p50[(m, c, t)] for m, c in settings if (m, c, t) in p50]) for t in routers}
     fastest = min(score, key=score.get)
     default = DEFAULT_SETUP if DEFAULT_SETUP in score else None
-    worse = [f"{m} c={c} ({ratio[(m, c, default)]:.2f})" for m, c in settings
-             if default and ratio.get((m, c, default), 0) >= 1]
+    worse = [
+        f"{m} c={c} ({ratio[(m, c, default)]:.2f})"
+        for m, c in settings
+        if default and ratio.get((m, c, default), 0) >= 1
+    ]
     ratios_default = [ratio[(m, c, default)] for m, c in settings if default and (m, c, default) in ratio]
     rows = [
-        ["the default is the fastest setup (geometric mean of added p50 over every setting)",
-         f"fastest: `{fastest}` ({score[fastest]:.1f} ms); default: `{DEFAULT_SETUP}`"
-         + (f" ({score[default]:.1f} ms)" if default else " (not measured)"),
-         "yes" if default == fastest else "**no**"],
-        ["the default adds less latency than LiteLLM at every concurrency, JSON and stream",
-         f"ours/LiteLLM from {min(ratios_default):.2f} to {max(ratios_default):.2f}" if ratios_default else "not measured",
-         "yes" if ratios_default and not worse else "**no**" + (f": {', '.join(worse)}" if worse else "")],
+        [
+            "the default is the fastest setup (geometric mean of added p50 over every setting)",
+            f"fastest: `{fastest}` ({score[fastest]:.1f} ms); default: `{DEFAULT_SETUP}`"
+            + (f" ({score[default]:.1f} ms)" if default else " (not measured)"),
+            "yes" if default == fastest else "**no**",
+        ],
+        [
+            "the default adds less latency than LiteLLM at every concurrency, JSON and stream",
+            f"ours/LiteLLM from {min(ratios_default):.2f} to {max(ratios_default):.2f}"
+            if ratios_default
+            else "not measured",
+            "yes" if ratios_default and not worse else "**no**" + (f": {', '.join(worse)}" if worse else ""),
+        ],
     ]
     return table(["target", "measured", "met"], rows)
 
@@ -283,8 +337,13 @@ def report(results: list[dict], concurrencies: list[int], args: argparse.Namespa
     header = ["target"] + [f"{m} c={c}" for m, c in settings]
 
     def grid(values: dict, names: list[str], fmt: str) -> str:
-        return table(header, [[t] + [format(values[(m, c, t)], fmt) if (m, c, t) in values else "n/a"
-                                     for m, c in settings] for t in names])
+        return table(
+            header,
+            [
+                [t] + [format(values[(m, c, t)], fmt) if (m, c, t) in values else "n/a" for m, c in settings]
+                for t in names
+            ],
+        )
 
     body = verdicts(p50, ratios(p50_runs), settings, routers) if "litellm" in targets else ""
     body += "\n\n### Added latency, p50 ms over the direct call\n\n" + grid(p50, targets, "+.1f")
@@ -293,15 +352,29 @@ def report(results: list[dict], concurrencies: list[int], args: argparse.Namespa
         body += grid(ratios(p50_runs), routers, ".2f")
     body += "\n\n### Streams: added time to first token, p50 ms\n\n" + table(
         ["target"] + [f"c={c}" for c in concurrencies],
-        [[t] + [f"{ttft[('stream', c, t)]:+.1f}" if ("stream", c, t) in ttft else "n/a" for c in concurrencies]
-         for t in targets],
+        [
+            [t]
+            + [f"{ttft[('stream', c, t)]:+.1f}" if ("stream", c, t) in ttft else "n/a" for c in concurrencies]
+            for t in targets
+        ],
     )
     body += "\n\n" + plot(p50, results, concurrencies, targets)
     detail = table(
         ["run", "mode", "concurrency", "target", "p50 ms", "p99 ms", "req/s", "TTFT p50 ms", "errors"],
-        [[r["run"], r["mode"], r["concurrency"], r["target"], f"{r['p50']:.1f}", f"{r['p99']:.1f}",
-          f"{r['rps']:.0f}", "-" if r["ttft_p50"] is None else f"{r['ttft_p50']:.1f}", r["errors"]]
-         for r in results],
+        [
+            [
+                r["run"],
+                r["mode"],
+                r["concurrency"],
+                r["target"],
+                f"{r['p50']:.1f}",
+                f"{r['p99']:.1f}",
+                f"{r['rps']:.0f}",
+                "-" if r["ttft_p50"] is None else f"{r['ttft_p50']:.1f}",
+                r["errors"],
+            ]
+            for r in results
+        ],
     )
     body += f"\n\n<details><summary>Every measurement</summary>\n\n{detail}\n\n</details>"
     body += (
@@ -323,7 +396,9 @@ def plot(p50: dict, results: list[dict], concurrencies: list[int], targets: list
         for i, target in enumerate(targets):
             xs = [j + i * width for j in range(len(concurrencies))]
             ax.bar(xs, [p50.get((mode, c, target), 0) for c in concurrencies], width, label=target)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(concurrencies))], [f"c={c}" for c in concurrencies])
+        ax.set_xticks(
+            [j + 0.4 - width / 2 for j in range(len(concurrencies))], [f"c={c}" for c in concurrencies]
+        )
         ax.set_ylabel("added p50 latency, ms")
         ax.set_yscale("log")
         ax.set_title(f"Latency added over a direct call ({mode})")

@@ -48,10 +48,15 @@ OUTPUT_TOKENS = 300  # assumed answer length for cost: a short chain-of-thought 
 MARGINS = [round(0.05 * i, 2) for i in range(21)]
 TARGETS = {"loso": 0.60, "arena": 0.75, "gap": 0.02, "p50_ms": 1.5}
 DATA_MODEL = {  # catalog model -> the MMLU-Pro model whose answers stand for it
-    "mistral-7b-instruct": "Mistral-7B-Instruct-v0.2", "gemini-flash": "gemini-1.5-flash-002",
-    "gemini-pro": "gemini-1.5-pro-002", "gpt": "gpt-4o-2024-05-13",
-    "mistral-7b-fast": "Mistral-7B-Instruct-v0.2", "codellama-13b": "Mistral-7B-Instruct-v0.2",
-    "claude-haiku": "gemini-1.5-flash-002", "claude-sonnet": "gemini-1.5-pro-002", "claude-opus": "gpt-4o-2024-05-13",
+    "mistral-7b-instruct": "Mistral-7B-Instruct-v0.2",
+    "gemini-flash": "gemini-1.5-flash-002",
+    "gemini-pro": "gemini-1.5-pro-002",
+    "gpt": "gpt-4o-2024-05-13",
+    "mistral-7b-fast": "Mistral-7B-Instruct-v0.2",
+    "codellama-13b": "Mistral-7B-Instruct-v0.2",
+    "claude-haiku": "gemini-1.5-flash-002",
+    "claude-sonnet": "gemini-1.5-pro-002",
+    "claude-opus": "gpt-4o-2024-05-13",
 }
 SINGLES = ["mistral-7b-instruct", "gemini-flash", "gemini-pro", "gpt"]
 
@@ -97,7 +102,9 @@ def pgr(score: np.ndarray, weak: np.ndarray, strong: np.ndarray, seed: int | Non
     return gained / gained[-1]
 
 
-def compare(router: np.ndarray, complexity: np.ndarray, weak: np.ndarray, strong: np.ndarray) -> dict[str, Curve]:
+def compare(
+    router: np.ndarray, complexity: np.ndarray, weak: np.ndarray, strong: np.ndarray
+) -> dict[str, Curve]:
     """Router, keyword rules (mean curve over seeded tie-breaks), random (mean of shuffles), oracle."""
     return {
         "router": Curve(pgr(router, weak, strong)),
@@ -194,7 +201,9 @@ def choices(catalog: Catalog, mmlu: Data, models: dict[str, QualityModel]) -> di
         catalog.quality = QualityPredictor(model, role_of)
         for i in mmlu.where(subject):
             for m in margins(catalog):
-                out[f"{m:g}"][i] = planner.plan(replace(mmlu.features[i], quality_margin=m), "auto").primary.model
+                out[f"{m:g}"][i] = planner.plan(
+                    replace(mmlu.features[i], quality_margin=m), "auto"
+                ).primary.model
     return out
 
 
@@ -207,8 +216,13 @@ def choice_points(catalog: Catalog, mmlu: Data, models: dict[str, QualityModel])
     small = np.array([DATA_MODEL[m] == MMLU_PAIR[0] for m in picked[margin_label(best)]])
     weak = mmlu.outcome(MMLU_PAIR[0])
     return {
-        "singles": singles, "sweep": sweep, "rules": point("rules", picked["rules"], mmlu, catalog), "hull": hull,
-        "best": best, "best_gap": gap(best, hull), "weak_acc": float(weak.mean()),
+        "singles": singles,
+        "sweep": sweep,
+        "rules": point("rules", picked["rules"], mmlu, catalog),
+        "hull": hull,
+        "best": best,
+        "best_gap": gap(best, hull),
+        "weak_acc": float(weak.mean()),
         "weak_acc_on_small": float(weak[small].mean()) if small.any() else float("nan"),
     }
 
@@ -246,10 +260,20 @@ def evaluate() -> dict:
     weak, strong = (mmlu.outcome(m) for m in MMLU_PAIR)
     arena_gain = arena.outcome(ARENA_PAIR[1]) - arena.outcome(ARENA_PAIR[0])
     return r | {
-        "mmlu": mmlu, "subjects": subjects, "pooled": pooled, "arena_curves": arena_curves,
-        "margin": config.quality.margin, "default": default, "gap": gap(default, r["hull"]),
-        "loso": pooled["router"], "arena": arena_curves["router"], "arena_oracle": arena_curves["oracle"].apgr,
-        **{f"{k}_mean": float(np.mean([c[k].apgr for c in subjects.values()])) for k in ("router", "rules", "oracle")},
+        "mmlu": mmlu,
+        "subjects": subjects,
+        "pooled": pooled,
+        "arena_curves": arena_curves,
+        "margin": config.quality.margin,
+        "default": default,
+        "gap": gap(default, r["hull"]),
+        "loso": pooled["router"],
+        "arena": arena_curves["router"],
+        "arena_oracle": arena_curves["oracle"].apgr,
+        **{
+            f"{k}_mean": float(np.mean([c[k].apgr for c in subjects.values()]))
+            for k in ("router", "rules", "oracle")
+        },
         "gain_share": float(np.mean(strong - weak > 0)),
         "arena_gain_share": float(np.mean(arena_gain[~np.isnan(arena_gain)] > 0)),
         "r_gain": float(np.corrcoef(scores, strong - weak)[0, 1]),
@@ -290,7 +314,7 @@ def choice_rows(r: dict) -> list[list[object]]:
     rows = []
     for p in [*r["singles"], *r["sweep"], r["rules"]]:
         label = f"**{p.label}** (default)" if p is r["default"] else p.label
-        rows.append([label, f"{p.accuracy:.3f}", f"{p.usd_per_1k:.2f}", signed(gap(p, r['hull'])), shares(p)])
+        rows.append([label, f"{p.accuracy:.3f}", f"{p.usd_per_1k:.2f}", signed(gap(p, r["hull"])), shares(p)])
     return rows
 
 
@@ -299,7 +323,9 @@ def pgr_plot(curves: dict[str, Curve], title: str, name: str) -> str:
     styles = {"router": "-", "rules": "--", "random": ":", "oracle": "-."}
     for k, c in curves.items():
         ax.plot(np.linspace(0, 1, len(c.pgr)), c.pgr, styles[k], label=f"{k} (APGR {c.apgr:.3f})")
-    ax.set(xlabel="share of prompts sent to the strong model", ylabel="performance gap recovered", title=title)
+    ax.set(
+        xlabel="share of prompts sent to the strong model", ylabel="performance gap recovered", title=title
+    )
     ax.legend(fontsize=8)
     return save_plot(fig, name, title)
 
@@ -307,16 +333,31 @@ def pgr_plot(curves: dict[str, Curve], title: str, name: str) -> str:
 def cost_plot(r: dict) -> str:
     fig, ax = figure()
     hull, sweep, rules = r["hull"], r["sweep"], r["rules"]
-    ax.plot([c for c, _ in hull], [a for _, a in hull], "k--", linewidth=1, label="single-model frontier (mixes)")
+    ax.plot(
+        [c for c, _ in hull], [a for _, a in hull], "k--", linewidth=1, label="single-model frontier (mixes)"
+    )
     for p in r["singles"]:
         ax.scatter(p.usd_per_1k, p.accuracy, marker="s", color="black")
-        ax.annotate(p.label, (p.usd_per_1k, p.accuracy), textcoords="offset points", xytext=(4, -12), fontsize=8)
-    ax.plot([p.usd_per_1k for p in sweep], [p.accuracy for p in sweep], "o-", markersize=3, label="auto, margin 0 to 1")
+        ax.annotate(
+            p.label, (p.usd_per_1k, p.accuracy), textcoords="offset points", xytext=(4, -12), fontsize=8
+        )
+    ax.plot(
+        [p.usd_per_1k for p in sweep],
+        [p.accuracy for p in sweep],
+        "o-",
+        markersize=3,
+        label="auto, margin 0 to 1",
+    )
     at, label = r["default"], f"auto, default margin {r['margin']:g}"
     ax.scatter(at.usd_per_1k, at.accuracy, s=90, marker="*", color="red", zorder=3, label=label)
-    ax.scatter(rules.usd_per_1k, rules.accuracy, marker="^", color="green", zorder=3, label="rules (keyword tree)")
-    ax.set(xlabel=f"USD per 1,000 questions ({OUTPUT_TOKENS}-token answers)", ylabel="accuracy (MMLU-Pro, held-out "
-           "subject)", title="Cost and accuracy of choosing among the catalog")
+    ax.scatter(
+        rules.usd_per_1k, rules.accuracy, marker="^", color="green", zorder=3, label="rules (keyword tree)"
+    )
+    ax.set(
+        xlabel=f"USD per 1,000 questions ({OUTPUT_TOKENS}-token answers)",
+        ylabel="accuracy (MMLU-Pro, held-out subject)",
+        title="Cost and accuracy of choosing among the catalog",
+    )
     ax.legend(fontsize=8, loc="lower right")
     return save_plot(fig, "routing_quality_cost", "cost and accuracy of the router against single models")
 
@@ -324,18 +365,40 @@ def cost_plot(r: dict) -> str:
 def targets_table(r: dict) -> str:
     loso, t, best = "APGR, MMLU-Pro leave-one-subject-out", TARGETS, r["best"]
     rows = [
-        [f"{loso}, mean over subjects", f">= {t['loso']}", r["router_mean"] >= t["loso"],
-         f"{r['router_mean']:.3f} (oracle {r['oracle_mean']:.3f})"],
-        [f"{loso}, pooled", f">= {t['loso']}", r["loso"].apgr >= t["loso"],
-         f"{r['loso'].apgr:.3f} (oracle {r['pooled']['oracle'].apgr:.3f})"],
-        ["APGR, arena-bench 5-fold CV", f">= {t['arena']}", r["arena"].apgr >= t["arena"],
-         f"{r['arena'].apgr:.3f} (oracle ceiling {r['arena_oracle']:.3f})"],
-        [f"accuracy above the single-model frontier at equal cost, default margin {r['margin']:g}", f">= +{t['gap']}",
-         r["gap"] >= t["gap"], f"{signed(r['gap'])} (best margin {margin_label(best)}: {signed(r['best_gap'])})"],
-        ["decision p50, 1K-token chat, predictor on", f"< {t['p50_ms']} ms", r["p50"] < t["p50_ms"],
-         f"{r['p50']:.3f} ms"],
+        [
+            f"{loso}, mean over subjects",
+            f">= {t['loso']}",
+            r["router_mean"] >= t["loso"],
+            f"{r['router_mean']:.3f} (oracle {r['oracle_mean']:.3f})",
+        ],
+        [
+            f"{loso}, pooled",
+            f">= {t['loso']}",
+            r["loso"].apgr >= t["loso"],
+            f"{r['loso'].apgr:.3f} (oracle {r['pooled']['oracle'].apgr:.3f})",
+        ],
+        [
+            "APGR, arena-bench 5-fold CV",
+            f">= {t['arena']}",
+            r["arena"].apgr >= t["arena"],
+            f"{r['arena'].apgr:.3f} (oracle ceiling {r['arena_oracle']:.3f})",
+        ],
+        [
+            f"accuracy above the single-model frontier at equal cost, default margin {r['margin']:g}",
+            f">= +{t['gap']}",
+            r["gap"] >= t["gap"],
+            f"{signed(r['gap'])} (best margin {margin_label(best)}: {signed(r['best_gap'])})",
+        ],
+        [
+            "decision p50, 1K-token chat, predictor on",
+            f"< {t['p50_ms']} ms",
+            r["p50"] < t["p50_ms"],
+            f"{r['p50']:.3f} ms",
+        ],
     ]
-    return table(["target", "goal", "measured", "met"], [[n, g, m, "yes" if ok else "**no**"] for n, g, ok, m in rows])
+    return table(
+        ["target", "goal", "measured", "met"], [[n, g, m, "yes" if ok else "**no**"] for n, g, ok, m in rows]
+    )
 
 
 def why(r: dict) -> str:
@@ -352,8 +415,11 @@ def why(r: dict) -> str:
         f"the questions the strong model answers from those neither does. On arena the strong model's judge score is "
         f"higher on {r['arena_gain_share']:.0%} of prompts, so no ranking can leave many prompts on the weak model "
         f"for free: even the oracle, largest gains first, recovers only {cap:.3f}"
-        + (f"; a target of {TARGETS['arena']} is above that ceiling and no ranking can meet it"
-           if cap < TARGETS["arena"] else "")
+        + (
+            f"; a target of {TARGETS['arena']} is above that ceiling and no ranking can meet it"
+            if cap < TARGETS["arena"]
+            else ""
+        )
         + f". The router's {arena:.3f} there, on {len(r['arena'].pgr) - 1} prompts (about 60 per fold), is "
         + ("no better than random. " if abs(arena - 0.5) < 0.03 else "noisy. ")
         + f"Choosing among the catalog, the best margin is {margin_label(best)} "
@@ -366,35 +432,53 @@ def why(r: dict) -> str:
 
 
 def report(r: dict, times: dict[int, tuple[float, float]]) -> str:
-    ranking = table(["evaluation", "ranking", "APGR", "CPT(50%)", "CPT(80%)"],
-                    ranking_rows("MMLU-Pro LOSO, pooled", r["pooled"])
-                    + ranking_rows("arena-bench 5-fold CV", r["arena_curves"]))
-    subjects = table(["held-out subject", "questions", "weak acc", "strong acc", "router", "rules", "random", "oracle"],
-                     subject_rows(r["subjects"], r["mmlu"]))
-    choice = table(["routing", "accuracy", "USD / 1K questions", "vs frontier at equal cost", "share per model"],
-                   choice_rows(r))
-    speed = table(["chat tokens", "decision p50 ms", "decision p99 ms"],
-                  [[f"{n:,}", f"{p50:.3f}", f"{p99:.3f}"] for n, (p50, p99) in times.items()])
+    ranking = table(
+        ["evaluation", "ranking", "APGR", "CPT(50%)", "CPT(80%)"],
+        ranking_rows("MMLU-Pro LOSO, pooled", r["pooled"])
+        + ranking_rows("arena-bench 5-fold CV", r["arena_curves"]),
+    )
+    subjects = table(
+        ["held-out subject", "questions", "weak acc", "strong acc", "router", "rules", "random", "oracle"],
+        subject_rows(r["subjects"], r["mmlu"]),
+    )
+    choice = table(
+        ["routing", "accuracy", "USD / 1K questions", "vs frontier at equal cost", "share per model"],
+        choice_rows(r),
+    )
+    speed = table(
+        ["chat tokens", "decision p50 ms", "decision p99 ms"],
+        [[f"{n:,}", f"{p50:.3f}", f"{p99:.3f}"] for n, (p50, p99) in times.items()],
+    )
     mapping = ", ".join(f"{k} = {v}" for k, v in DATA_MODEL.items())
-    return "\n\n".join([
-        "**What this measures.** How well the learned quality predictor (`app/routing/quality`) decides on prompts "
-        "and subjects it was not trained on. *Ranking*: sort prompts by predicted gain (q_large - q_small) and send "
-        "the top k to the strong model; PGR(k) is the share of the strong model's advantage over the weak one "
-        "recovered, APGR its area over k/N, CPT(x) the smallest share of strong calls that recovers x (RouteLLM's "
-        f"definitions). Rules (the keyword complexity score, ties broken at random) and random are averaged over "
-        f"{SEEDS} seeds; the oracle ranks by the true gap. *Choice*: the real planner (`auto`, every model up) picks a "
-        f"catalog model for each MMLU-Pro question with the question's subject held out of training; accuracy is that "
-        f"of the data model standing for it ({mapping}), cost the catalog's price for the prompt and an assumed "
-        f"{OUTPUT_TOKENS}-token answer. The frontier is the best random mix of single models at each cost.",
-        targets_table(r), why(r), "### Ranking", ranking,
-        "CPT of rules and random is read off their mean curve. The oracle's PGR goes above 1 on MMLU-Pro: "
-        "Mistral-7B is right on a few questions the strong model misses.",
-        "### Per held-out subject (APGR)", subjects,
-        pgr_plot(r["pooled"], "MMLU-Pro, leave-one-subject-out (pooled)", "routing_quality_pgr_mmlu") + " "
-        + pgr_plot(r["arena_curves"], "arena-bench, 5-fold CV", "routing_quality_pgr_arena"),
-        "### Choosing among the catalog (MMLU-Pro, leave-one-subject-out)", choice, cost_plot(r),
-        "### Decision time, predictor on (`RouterService.plan`: analysis + prediction + plan)", speed,
-    ])
+    return "\n\n".join(
+        [
+            "**What this measures.** How well the learned quality predictor (`app/routing/quality`) decides on prompts "
+            "and subjects it was not trained on. *Ranking*: sort prompts by predicted gain (q_large - q_small) and send "
+            "the top k to the strong model; PGR(k) is the share of the strong model's advantage over the weak one "
+            "recovered, APGR its area over k/N, CPT(x) the smallest share of strong calls that recovers x (RouteLLM's "
+            f"definitions). Rules (the keyword complexity score, ties broken at random) and random are averaged over "
+            f"{SEEDS} seeds; the oracle ranks by the true gap. *Choice*: the real planner (`auto`, every model up) picks a "
+            f"catalog model for each MMLU-Pro question with the question's subject held out of training; accuracy is that "
+            f"of the data model standing for it ({mapping}), cost the catalog's price for the prompt and an assumed "
+            f"{OUTPUT_TOKENS}-token answer. The frontier is the best random mix of single models at each cost.",
+            targets_table(r),
+            why(r),
+            "### Ranking",
+            ranking,
+            "CPT of rules and random is read off their mean curve. The oracle's PGR goes above 1 on MMLU-Pro: "
+            "Mistral-7B is right on a few questions the strong model misses.",
+            "### Per held-out subject (APGR)",
+            subjects,
+            pgr_plot(r["pooled"], "MMLU-Pro, leave-one-subject-out (pooled)", "routing_quality_pgr_mmlu")
+            + " "
+            + pgr_plot(r["arena_curves"], "arena-bench, 5-fold CV", "routing_quality_pgr_arena"),
+            "### Choosing among the catalog (MMLU-Pro, leave-one-subject-out)",
+            choice,
+            cost_plot(r),
+            "### Decision time, predictor on (`RouterService.plan`: analysis + prediction + plan)",
+            speed,
+        ]
+    )
 
 
 def show(r: dict, times: dict[int, tuple[float, float]]) -> None:
@@ -403,15 +487,23 @@ def show(r: dict, times: dict[int, tuple[float, float]]) -> None:
             print(f"{name:22} {k:7} APGR {c.apgr:.3f}  CPT50 {c.cpt(0.5):.1%}  CPT80 {c.cpt(0.8):.1%}")
     for s, curves in r["subjects"].items():
         print(f"LOSO {s:12} " + "  ".join(f"{k} {c.apgr:.3f}" for k, c in curves.items()))
-    print(f"LOSO mean over subjects: router {r['router_mean']:.3f}  rules {r['rules_mean']:.3f}  "
-          f"oracle {r['oracle_mean']:.3f}")
-    print(f"correlations: score vs true gain {r['r_gain']:.2f}, q_small vs weak {r['r_small']:.2f}, "
-          f"q_large vs strong {r['r_large']:.2f}; {r['gain_share']:.0%} of questions have a gain")
+    print(
+        f"LOSO mean over subjects: router {r['router_mean']:.3f}  rules {r['rules_mean']:.3f}  "
+        f"oracle {r['oracle_mean']:.3f}"
+    )
+    print(
+        f"correlations: score vs true gain {r['r_gain']:.2f}, q_small vs weak {r['r_small']:.2f}, "
+        f"q_large vs strong {r['r_large']:.2f}; {r['gain_share']:.0%} of questions have a gain"
+    )
     for p in [*r["singles"], *r["sweep"], r["rules"]]:
-        print(f"{p.label:22} acc {p.accuracy:.3f}  ${p.usd_per_1k:6.2f}/1K  vs frontier {signed(gap(p, r['hull']))}  "
-              f"{shares(p)}")
-    print(f"BEST MARGIN: {margin_label(r['best'])} ({signed(r['best_gap'])} vs frontier); "
-          f"default margin {r['margin']:g}: {signed(r['gap'])}")
+        print(
+            f"{p.label:22} acc {p.accuracy:.3f}  ${p.usd_per_1k:6.2f}/1K  vs frontier {signed(gap(p, r['hull']))}  "
+            f"{shares(p)}"
+        )
+    print(
+        f"BEST MARGIN: {margin_label(r['best'])} ({signed(r['best_gap'])} vs frontier); "
+        f"default margin {r['margin']:g}: {signed(r['gap'])}"
+    )
     for n, (p50, p99) in times.items():
         print(f"decision {n:>6,} tokens: p50 {p50:.3f} ms  p99 {p99:.3f} ms")
 

@@ -49,7 +49,13 @@ class Kind:
 # (>100K) and complex reasoning. Templates follow the seed's "Usage Examples" 1-6.
 KINDS: tuple[Kind, ...] = (
     Kind(
-        "simple query", 0.45, ("lognormal", 150, 1.0), (8, 6_000), (180, 0.7), 1_200, (None, None, None, 512),
+        "simple query",
+        0.45,
+        ("lognormal", 150, 1.0),
+        (8, 6_000),
+        (180, 0.7),
+        1_200,
+        (None, None, None, 512),
         (
             "What is Kubernetes?",
             "What is {topic}?",
@@ -64,7 +70,13 @@ KINDS: tuple[Kind, ...] = (
         ),
     ),
     Kind(
-        "code generation", 0.15, ("lognormal", 400, 1.1), (10, 12_000), (450, 0.6), 2_500, (None, 1_000, 2_000),
+        "code generation",
+        0.15,
+        ("lognormal", 400, 1.1),
+        (10, 12_000),
+        (450, 0.6),
+        2_500,
+        (None, 1_000, 2_000),
         (
             "Write a Python REST API with FastAPI",
             "Write a {lang} function that {task}.",
@@ -75,7 +87,13 @@ KINDS: tuple[Kind, ...] = (
         ),
     ),
     Kind(
-        "fast response", 0.10, ("lognormal", 250, 0.7), (30, 3_000), (60, 0.5), 100, (100,),
+        "fast response",
+        0.10,
+        ("lognormal", 250, 0.7),
+        (30, 3_000),
+        (60, 0.5),
+        100,
+        (100,),
         (
             "Quick summary of this ticket:\n{context}",
             "Briefly: what is the customer asking for?\n{context}",
@@ -85,7 +103,12 @@ KINDS: tuple[Kind, ...] = (
         (None, 300),
     ),
     Kind(
-        "moderate-context document", 0.20, ("uniform", 50_000, 100_000), (50_000, 100_000), (450, 0.6), 2_000,
+        "moderate-context document",
+        0.20,
+        ("uniform", 50_000, 100_000),
+        (50_000, 100_000),
+        (450, 0.6),
+        2_000,
         (2_000, None),
         (
             "{doc}\n\nSummarize the key points.",
@@ -96,7 +119,12 @@ KINDS: tuple[Kind, ...] = (
         repeats=DOCUMENT_REPEATS,
     ),
     Kind(
-        "long document", 0.05, ("loguniform", 100_000, 400_000), (100_000, 400_000), (800, 0.6), 4_000,
+        "long document",
+        0.05,
+        ("loguniform", 100_000, 400_000),
+        (100_000, 400_000),
+        (800, 0.6),
+        4_000,
         (2_000, 4_000),
         (
             "{doc}\n\nSummarize the key points.",
@@ -106,64 +134,121 @@ KINDS: tuple[Kind, ...] = (
         repeats=DOCUMENT_REPEATS,
     ),
     Kind(
-        "complex analysis", 0.05, ("lognormal", 2_500, 0.8), (300, 30_000), (1_100, 0.5), 4_000, (None, 4_000),
+        "complex analysis",
+        0.05,
+        ("lognormal", 2_500, 0.8),
+        (300, 30_000),
+        (1_100, 0.5),
+        4_000,
+        (None, 4_000),
         (
-            ("Analyze the following code for security vulnerabilities, suggest fixes, and explain the potential "
-            "impact of each vulnerability in detail.\n```python\n{code}\n```"),
-            ("Think through this step by step: we must choose between {topic} and {topic2} for our platform. "
-            "Compare the trade-offs, estimate the cost of each and recommend one.\n{context}"),
-            ("Provide a comprehensive analysis of the incident below: identify the root cause, assess the impact "
-            "and propose a remediation plan.\n{context}"),
+            (
+                "Analyze the following code for security vulnerabilities, suggest fixes, and explain the potential "
+                "impact of each vulnerability in detail.\n```python\n{code}\n```"
+            ),
+            (
+                "Think through this step by step: we must choose between {topic} and {topic2} for our platform. "
+                "Compare the trade-offs, estimate the cost of each and recommend one.\n{context}"
+            ),
+            (
+                "Provide a comprehensive analysis of the incident below: identify the root cause, assess the impact "
+                "and propose a remediation plan.\n{context}"
+            ),
             "Analyze in depth the quarterly figures below, evaluate our liquidity and explain the main risks.\n{context}",
         ),
     ),
 )
 
 TOPICS = (
-    "a service mesh", "Kafka", "PostgreSQL replication", "a vector database", "OAuth 2.0", "Terraform state",
-    "a CDN", "blue-green deployment", "gRPC", "Redis Cluster", "a data lakehouse", "Prometheus", "Istio",
-    "object storage", "a feature store", "WebAssembly", "eventual consistency", "a load balancer",
+    "a service mesh",
+    "Kafka",
+    "PostgreSQL replication",
+    "a vector database",
+    "OAuth 2.0",
+    "Terraform state",
+    "a CDN",
+    "blue-green deployment",
+    "gRPC",
+    "Redis Cluster",
+    "a data lakehouse",
+    "Prometheus",
+    "Istio",
+    "object storage",
+    "a feature store",
+    "WebAssembly",
+    "eventual consistency",
+    "a load balancer",
 )
 LANGS = ("Python", "Go", "TypeScript", "Rust", "Java")
 TASKS = (
-    "parses a CSV file and returns the rows as dictionaries", "retries an HTTP call with exponential backoff",
-    "deduplicates a list while keeping order", "validates an email address", "merges two sorted lists",
-    "reads a YAML config and checks required keys", "paginates through a REST API",
+    "parses a CSV file and returns the rows as dictionaries",
+    "retries an HTTP call with exponential backoff",
+    "deduplicates a list while keeping order",
+    "validates an email address",
+    "merges two sorted lists",
+    "reads a YAML config and checks required keys",
+    "paginates through a REST API",
 )
-TASK_NOUNS = ("an LRU cache", "a rate limiter", "a binary search tree", "a job queue with workers", "a URL shortener")
+TASK_NOUNS = (
+    "an LRU cache",
+    "a rate limiter",
+    "a binary search tree",
+    "a job queue with workers",
+    "a URL shortener",
+)
 
 # Reused text blocks: documents, tickets and notes are random sequences of these.
 PROSE = (
-    ("The operations review covered the last quarter of service availability. Two regional outages were "
-    "traced to a misconfigured load balancer and to an expired certificate; both were resolved within the "
-    "hour, and the on-call rotation has since added a weekly certificate check."),
-    ("Revenue for the period grew eight percent over the previous quarter, driven by the enterprise tier. "
-    "Gross margin fell slightly because of higher hosting costs, which the finance team expects to recover "
-    "once the reserved capacity agreement starts in the new fiscal year."),
-    ("The customer reports that exports of large reports stop at about two hundred megabytes. They have tried "
-    "two browsers and a different network. The account is on the premium plan and the renewal is due next "
-    "month, so the account manager asked for an update by Friday."),
-    ("During the planning meeting the team agreed to move the mobile release by one sprint. Design will "
-    "deliver the revised onboarding screens on Tuesday, and the backend team will freeze the public API "
-    "on Thursday so that the partner integrations can be tested in staging."),
-    ("Either party may end this agreement with ninety days of written notice. Fees paid in advance for the "
-    "current term are not refundable, except where the supplier fails to meet the service levels described "
-    "in the second schedule for three consecutive months."),
-    ("The study followed twelve hundred participants over two years. Participants who used the scheduling "
-    "assistant reported fewer missed appointments, although the effect was smaller among those who already "
-    "used a paper calendar. The authors note that the sample was drawn from urban clinics only."),
-    ("Hi team, a reminder that the office will be closed on Monday for the public holiday. Expense reports for "
-    "last month are due by the fifth. If you have not yet booked your travel for the offsite, please do so "
-    "this week, as the hotel block will be released afterwards."),
-    ("The warehouse added a second shift in March, which cut the average time from order to dispatch from "
-    "two days to thirty hours. Returns remained stable at four percent. The new scanners arrive in May and "
-    "should remove most of the manual entry at the packing stations."),
-    ("Release notes: the dashboard now loads about forty percent faster, search results can be filtered by "
-    "date, and the export button supports spreadsheets. A bug that logged some users out after a password "
-    "change has been fixed. The legacy reporting page will be removed in the next version."),
-    ("The board discussed the proposal to open a second office in Lisbon. Hiring there would lower salary "
-    "costs, but the time zone overlap with the west coast team is short. A final decision was postponed "
-    "until the recruiting partner shares its estimate of the local talent pool."),
+    (
+        "The operations review covered the last quarter of service availability. Two regional outages were "
+        "traced to a misconfigured load balancer and to an expired certificate; both were resolved within the "
+        "hour, and the on-call rotation has since added a weekly certificate check."
+    ),
+    (
+        "Revenue for the period grew eight percent over the previous quarter, driven by the enterprise tier. "
+        "Gross margin fell slightly because of higher hosting costs, which the finance team expects to recover "
+        "once the reserved capacity agreement starts in the new fiscal year."
+    ),
+    (
+        "The customer reports that exports of large reports stop at about two hundred megabytes. They have tried "
+        "two browsers and a different network. The account is on the premium plan and the renewal is due next "
+        "month, so the account manager asked for an update by Friday."
+    ),
+    (
+        "During the planning meeting the team agreed to move the mobile release by one sprint. Design will "
+        "deliver the revised onboarding screens on Tuesday, and the backend team will freeze the public API "
+        "on Thursday so that the partner integrations can be tested in staging."
+    ),
+    (
+        "Either party may end this agreement with ninety days of written notice. Fees paid in advance for the "
+        "current term are not refundable, except where the supplier fails to meet the service levels described "
+        "in the second schedule for three consecutive months."
+    ),
+    (
+        "The study followed twelve hundred participants over two years. Participants who used the scheduling "
+        "assistant reported fewer missed appointments, although the effect was smaller among those who already "
+        "used a paper calendar. The authors note that the sample was drawn from urban clinics only."
+    ),
+    (
+        "Hi team, a reminder that the office will be closed on Monday for the public holiday. Expense reports for "
+        "last month are due by the fifth. If you have not yet booked your travel for the offsite, please do so "
+        "this week, as the hotel block will be released afterwards."
+    ),
+    (
+        "The warehouse added a second shift in March, which cut the average time from order to dispatch from "
+        "two days to thirty hours. Returns remained stable at four percent. The new scanners arrive in May and "
+        "should remove most of the manual entry at the packing stations."
+    ),
+    (
+        "Release notes: the dashboard now loads about forty percent faster, search results can be filtered by "
+        "date, and the export button supports spreadsheets. A bug that logged some users out after a password "
+        "change has been fixed. The legacy reporting page will be removed in the next version."
+    ),
+    (
+        "The board discussed the proposal to open a second office in Lisbon. Hiring there would lower salary "
+        "costs, but the time zone overlap with the west coast team is short. A final decision was postponed "
+        "until the recruiting partner shares its estimate of the local talent pool."
+    ),
 )
 CODE = (
     "def load_users(path):",
@@ -171,7 +256,7 @@ CODE = (
     "        rows = [line.strip().split(',') for line in handle]",
     "    return [dict(zip(rows[0], row)) for row in rows[1:]]",
     "def find_user(db, name):",
-    "    query = \"SELECT * FROM users WHERE name = '\" + name + \"'\"",
+    '    query = "SELECT * FROM users WHERE name = \'" + name + "\'"',
     "    return db.execute(query).fetchall()",
     "def render(template, **values):",
     "    for key, value in values.items():",
@@ -235,7 +320,9 @@ class Workload:
         fill = {"context": "", "code": "", "doc": ""}
         slots = [slot for slot in fill if "{" + slot + "}" in shape.template]
         for slot in slots:
-            fill[slot] = text_of(CODE if slot == "code" else PROSE, "\n" if slot == "code" else "\n\n", room, rng)
+            fill[slot] = text_of(
+                CODE if slot == "code" else PROSE, "\n" if slot == "code" else "\n\n", room, rng
+            )
         messages = [{"role": "user", "content": shape.template.format(**fill, **words)}]
         if not slots and room >= SYSTEM_MIN_TOKENS:  # a bare question: the app's system prompt and notes
             notes = text_of(PROSE, "\n\n", room, rng)
@@ -252,8 +339,13 @@ class Workload:
 
 def _words(rng: random.Random) -> dict[str, str]:
     first, second = rng.sample(TOPICS, 2)
-    return {"topic": first, "topic2": second, "lang": rng.choice(LANGS), "task": rng.choice(TASKS),
-            "task_noun": rng.choice(TASK_NOUNS)}
+    return {
+        "topic": first,
+        "topic2": second,
+        "lang": rng.choice(LANGS),
+        "task": rng.choice(TASKS),
+        "task_noun": rng.choice(TASK_NOUNS),
+    }
 
 
 def _draw_prompt(kind: Kind, rng: random.Random) -> int:
@@ -289,8 +381,14 @@ def generate(requests: int, seed: int) -> Workload:
         first = len(shapes)
         for _ in range(max(1, math.ceil(n / kind.repeats))):
             shapes.append(
-                Shape(kind.name, _draw_prompt(kind, rng), rng.choice(kind.templates), rng.getrandbits(32),
-                      rng.choice(kind.max_tokens), rng.choice(kind.latency_ms))
+                Shape(
+                    kind.name,
+                    _draw_prompt(kind, rng),
+                    rng.choice(kind.templates),
+                    rng.getrandbits(32),
+                    rng.choice(kind.max_tokens),
+                    rng.choice(kind.latency_ms),
+                )
             )
         for _ in range(n):
             index = rng.randrange(first, len(shapes))

@@ -62,8 +62,10 @@ def engine_apps(config: RouterConfig) -> dict[str, Application]:
         "default_max_tokens": cpu.default_max_tokens,
         "torch_threads": cpu.torch_threads,
     }
-    engine = CPUEngine.options(name=CPU_ENGINE_DEPLOYMENT, **_options(config.serving.cpu_engine)).bind(engine_args)
-    return {model: engine for model in in_app}
+    engine = CPUEngine.options(name=CPU_ENGINE_DEPLOYMENT, **_options(config.serving.cpu_engine)).bind(
+        engine_args
+    )
+    return dict.fromkeys(in_app, engine)
 
 
 def adapter_apps(config: RouterConfig, config_dict: dict[str, Any]) -> dict[str, Application] | None:
@@ -71,7 +73,9 @@ def adapter_apps(config: RouterConfig, config_dict: dict[str, Any]) -> dict[str,
     if config.serving.cloud_adapters != "deployment":
         return None
     return {
-        name: CloudAdapter.options(name=f"CloudAdapter-{name}", **_options(config.serving.adapter)).bind(config_dict, name)
+        name: CloudAdapter.options(name=f"CloudAdapter-{name}", **_options(config.serving.adapter)).bind(
+            config_dict, name
+        )
         for name, provider in config.providers.items()
         if not provider.runs_in_this_app
     }
@@ -80,11 +84,17 @@ def adapter_apps(config: RouterConfig, config_dict: dict[str, Any]) -> dict[str,
 def load_router_config(inline: Any, path: str | None) -> RouterConfig:
     """The config ``build_app`` was given; its problems as a ``RayServeException`` (see above)."""
     try:
-        config = parse_config(inline, source="serve args: config") if inline is not None else load_config(resolve_config_path(path))
+        config = (
+            parse_config(inline, source="serve args: config")
+            if inline is not None
+            else load_config(resolve_config_path(path))
+        )
         check_client_keys(config.auth)
         return config
     except ConfigError as exc:
-        raise RayServeException(f"{exc}\n(python -m app.check_config lists these without starting Ray)") from None
+        raise RayServeException(
+            f"{exc}\n(python -m app.check_config lists these without starting Ray)"
+        ) from None
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -97,4 +107,3 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     config_dict = config.model_dump(mode="json")
     ingress = RouterIngress.options(**_options(config.serving.ingress))
     return ingress.bind(config_dict, engine_apps(config), adapter_apps(config, config_dict))
-

@@ -25,7 +25,9 @@ class CloudAdapter:
         configure_logging(parsed.logging.level)
         spec = parsed.providers[provider]
         self.backends = {
-            name: cloud_backend(name, spec, parsed) for name, model in parsed.models.items() if model.provider == provider
+            name: cloud_backend(name, spec, parsed)
+            for name, model in parsed.models.items()
+            if model.provider == provider
         }
 
     def _backend(self, model: str) -> Any:

@@ -8,7 +8,8 @@ Streaming: ``handle.options(stream=True).chat_stream.remote(request)``.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from ray import serve
 

@@ -109,7 +109,9 @@ class RouterIngress:
         engine = next(iter(self.engines.values()))
         if self._engine_status is None or not self._engine_status.get("ready"):
             try:
-                self._engine_status = await asyncio.wait_for(engine.status.remote(), timeout=ENGINE_STATUS_TIMEOUT_S)
+                self._engine_status = await asyncio.wait_for(
+                    engine.status.remote(), timeout=ENGINE_STATUS_TIMEOUT_S
+                )
             except Exception as exc:  # noqa: BLE001 - health reports, it never raises
                 return {"self_hosted_engine": {"ready": False, "reason": type(exc).__name__}}
         extra: dict[str, Any] = {"self_hosted_engine": self._engine_status}

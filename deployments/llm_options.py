@@ -33,8 +33,15 @@ CPU_ENGINE_DEPLOYMENT = "CPUEngine"  # the CPU profile's one engine deployment (
 
 # Engine arguments that have their own setting (or that Ray Serve LLM sets itself).
 RESERVED_ENGINE_KWARGS = frozenset(
-    {"model", "served_model_name", "tensor_parallel_size", "max_model_len", "gpu_memory_utilization",
-     "quantization", "kv_transfer_config"}
+    {
+        "model",
+        "served_model_name",
+        "tensor_parallel_size",
+        "max_model_len",
+        "gpu_memory_utilization",
+        "quantization",
+        "kv_transfer_config",
+    }
 )
 # KV connectors whose prefill and decode sides take different roles; the rest use kv_both.
 ROLE_SPLIT_CONNECTORS = frozenset({"LMCacheConnectorV1"})

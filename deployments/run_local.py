@@ -88,8 +88,8 @@ def use_private_auth() -> None:
 
 def descendants(exclude: set[int] | None = None) -> list[Any]:
     """This process's descendants (psutil processes), less the pids of ``exclude``."""
-    import ray  # noqa: F401 - puts Ray's own psutil (ray/thirdparty_files) on sys.path
     import psutil
+    import ray  # noqa: F401 - puts Ray's own psutil (ray/thirdparty_files) on sys.path
 
     return [p for p in psutil.Process().children(recursive=True) if p.pid not in (exclude or set())]
 
@@ -99,15 +99,17 @@ def kill_leftovers(processes: list[Any], node_id: str | None) -> list[Any]:
     that was seen, not a reused pid) and any HAProxy that Serve started for the node ``node_id``
     (found by its config file, ``/tmp/haproxy-serve/<node id>/``; one whose manager died first is
     no longer a descendant). Removes that node's HAProxy files. Returns what it killed."""
-    import ray  # noqa: F401 - puts Ray's own psutil on sys.path
     import psutil
+    import ray  # noqa: F401 - puts Ray's own psutil on sys.path
 
     mine = [p for p in processes if p.is_running()]
     if node_id:
         marker = f"{HAPROXY_FILES}/{node_id}/"
         for proc in psutil.process_iter(["name", "cmdline"]):
             args = proc.info["cmdline"] or []
-            named = "haproxy" in (proc.info["name"] or "") or (args and os.path.basename(args[0]) == "haproxy")
+            named = "haproxy" in (proc.info["name"] or "") or (
+                args and os.path.basename(args[0]) == "haproxy"
+            )
             if named and any(marker in a for a in args):
                 mine.append(proc)
     for proc in mine:
@@ -225,15 +227,30 @@ class Launcher:
             self.before = {p.pid for p in descendants()}
             metrics_port = int(os.environ.get("METRICS_PORT", "8080"))
             ray.init(
-                address="local", include_dashboard=False, log_to_driver=False, _temp_dir=self.temp_dir,
-                _metrics_export_port=metrics_port, namespace="hybrid-router",
+                address="local",
+                include_dashboard=False,
+                log_to_driver=False,
+                _temp_dir=self.temp_dir,
+                _metrics_export_port=metrics_port,
+                namespace="hybrid-router",
             )
             self.node_id = ray.get_runtime_context().get_node_id()
-            say(f"started a Ray cluster of its own at {ray.get_runtime_context().gcs_address} (temp dir {self.temp_dir})")
+            say(
+                f"started a Ray cluster of its own at {ray.get_runtime_context().gcs_address} (temp dir {self.temp_dir})"
+            )
             say(f"metrics at http://localhost:{metrics_port}/metrics (series ray_router_*)")
         else:
-            env_vars = {k: os.environ[k] for k in (LOG_DIR_ENV, "LOG_LEVEL", "HYBRID_ROUTER_STATE_DIR") if os.environ.get(k)}
-            ray.init(address=self.address, log_to_driver=False, runtime_env={"env_vars": env_vars}, namespace="hybrid-router")
+            env_vars = {
+                k: os.environ[k]
+                for k in (LOG_DIR_ENV, "LOG_LEVEL", "HYBRID_ROUTER_STATE_DIR")
+                if os.environ.get(k)
+            }
+            ray.init(
+                address=self.address,
+                log_to_driver=False,
+                runtime_env={"env_vars": env_vars},
+                namespace="hybrid-router",
+            )
             say(f"joined the Ray cluster at {self.address}; on exit only the router app is removed from it")
 
     def deploy(self, applications: list[tuple[dict[str, Any], Any]]) -> None:
@@ -247,11 +264,16 @@ class Launcher:
             existing = set(serve.status().applications)
             clash = [spec["name"] for spec, _ in applications if spec["name"] in existing]
             if clash:
-                raise SystemExit(f"hybrid-router: an application named {clash[0]!r} already runs on {self.address}")
+                raise SystemExit(
+                    f"hybrid-router: an application named {clash[0]!r} already runs on {self.address}"
+                )
         self.started_serve = not controller_running
-        logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its "ready at 0.0.0.0" and such: we say it below
+        logging.getLogger("ray.serve").setLevel(
+            logging.WARNING
+        )  # its "ready at 0.0.0.0" and such: we say it below
         serve.start(
-            proxy_location=self.serve_config.get("proxy_location"), http_options=self.serve_config.get("http_options")
+            proxy_location=self.serve_config.get("proxy_location"),
+            http_options=self.serve_config.get("http_options"),
         )
         for spec, app in applications:
             self.deployed.append(spec["name"])
@@ -292,7 +314,9 @@ class Launcher:
             except KeyboardInterrupt:
                 killed = kill_leftovers(children, self.node_id)
             if killed:
-                say(f"killed {len(killed)} leftover process(es): pids {', '.join(str(p.pid) for p in killed)}")
+                say(
+                    f"killed {len(killed)} leftover process(es): pids {', '.join(str(p.pid) for p in killed)}"
+                )
             self.timings["leftovers"] = time.monotonic() - clock
 
     def _shutdown_serve(self) -> None:
@@ -312,7 +336,9 @@ class Launcher:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--serve-config", type=Path, default=SERVE_CONFIG, help="a serve config (default: %(default)s)")
+    parser.add_argument(
+        "--serve-config", type=Path, default=SERVE_CONFIG, help="a serve config (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
 
     address = os.environ.get("RAY_ADDRESS") or None
@@ -329,7 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         # and the local shutdown setting: every Ray process started from here inherits them.
         os.environ.update(local_env())
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ports = [int(serve_config.get("http_options", {}).get("port", 8000)), int(os.environ.get("METRICS_PORT", "8080"))]
+        ports = [
+            int(serve_config.get("http_options", {}).get("port", 8000)),
+            int(os.environ.get("METRICS_PORT", "8080")),
+        ]
         if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
             ports += [int(os.environ.get(k, default)) for k, default in HAPROXY_PORTS.items()]
         busy = busy_ports(ports)

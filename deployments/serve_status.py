@@ -35,8 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
-    ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), namespace="serve", logging_level="ERROR",
-             log_to_driver=False)
+    ray.init(
+        address=os.environ.get("RAY_ADDRESS", "auto"),
+        namespace="serve",
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
     try:
         print(status_yaml(serve.status(), args[0] if args else None), end="")
     except KeyError as exc:

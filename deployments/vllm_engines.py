@@ -71,7 +71,9 @@ def _build_pd(entry: dict[str, Any]) -> Application:
     from ray.serve.llm.deployment import PDPrefillServer
 
     pd = PDServingArgs.model_validate({"prefill_config": entry["prefill"], "decode_config": entry["decode"]})
-    prefill = build_llm_deployment(pd.prefill_config, name_prefix=PREFILL_PREFIX, deployment_cls=PDPrefillServer)
+    prefill = build_llm_deployment(
+        pd.prefill_config, name_prefix=PREFILL_PREFIX, deployment_cls=PDPrefillServer
+    )
     return build_llm_deployment(
         pd.decode_config,
         name_prefix=DECODE_PREFIX,

@@ -44,9 +44,7 @@ SUBSET_PATH = Path(__file__).resolve().parent / "specs" / "openai-chat-subset.js
 _BASE_URI = "urn:hybrid-router:openai-chat-subset"
 
 # Keywords whose values are data, not subschemas: never rewrite inside them.
-_DATA_KEYWORDS = frozenset(
-    {"default", "enum", "const", "example", "examples", "required", "discriminator"}
-)
+_DATA_KEYWORDS = frozenset({"default", "enum", "const", "example", "examples", "required", "discriminator"})
 # Keywords whose values are maps of name -> subschema.
 _SCHEMA_MAP_KEYWORDS = frozenset(
     {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
@@ -189,7 +187,7 @@ def _compiled_subset():
     return compile_document(document)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _subset_validator(schema_name: str):
     schemas, _touched, validator_cls, registry = _compiled_subset()
     return _make_validator(schemas, validator_cls, registry, schema_name)

@@ -21,7 +21,9 @@ from app.observability.logs import log_event
 
 def error_response(exc: BaseException, headers: dict[str, str] | None = None) -> JSONResponse:
     """The one error answer: OpenAI's body, its status, ``retry-after`` and ``x-should-retry``."""
-    return JSONResponse(error_body(exc), status_code=status_of(exc), headers={**(headers or {}), **error_headers(exc)})
+    return JSONResponse(
+        error_body(exc), status_code=status_of(exc), headers={**(headers or {}), **error_headers(exc)}
+    )
 
 
 def error_event(exc: BaseException) -> bytes:
@@ -42,10 +44,14 @@ def param_of(loc: tuple[Any, ...]) -> str | None:
 
 def _is_union_tag(part: Any) -> bool:
     # pydantic names union branches in locations ('str', 'list[ContentPart]'); they are not params.
-    return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool", "function-after"))
+    return isinstance(part, str) and (
+        "[" in part or part in ("str", "int", "float", "bool", "function-after")
+    )
 
 
-def validation_error(exc: RequestValidationError, sent_content_type: str | None = None) -> InvalidRequestError:
+def validation_error(
+    exc: RequestValidationError, sent_content_type: str | None = None
+) -> InvalidRequestError:
     """The first problem of a request body, naming its ``param``. ``sent_content_type``: the
     client's content-type when it was not JSON's (``""``: none), for a body that is not JSON."""
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
@@ -95,4 +101,3 @@ def install_error_handlers(app: FastAPI) -> None:
             error_type=type(exc).__name__,
         )
         return error_response(exc)
-

@@ -104,11 +104,15 @@ def create_app(
     # body), then the body-size limit, then the JSON content-type, then the routes.
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodySizeLimit, max_bytes=service.config.limits.max_body_bytes)
-    app.add_middleware(AuthMiddleware, keys=KeyStore.from_env(service.config.auth), enabled=service.config.auth.enabled)
+    app.add_middleware(
+        AuthMiddleware, keys=KeyStore.from_env(service.config.auth), enabled=service.config.auth.enabled
+    )
     app.add_middleware(RequestIdMiddleware, echo=echo_request_id)
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | StreamingResponse:
+    async def chat_completions(
+        body: ChatCompletionRequest, request: Request
+    ) -> JSONResponse | StreamingResponse:
         payload = body.body()
         service.check(payload)
         request_id = request.state.request_id

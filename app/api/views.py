@@ -23,7 +23,9 @@ class RouterViews:
     def route(self, plan: RoutePlan, body: Mapping[str, Any]) -> dict[str, Any]:
         """``POST /v1/route``'s answer: the plan, its worst-case cost, quality and features."""
         primary = plan.primary
-        worst = self.service.catalog.pricer.worst_case(primary.model, plan.features.tokens, requested_max_tokens(body))
+        worst = self.service.catalog.pricer.worst_case(
+            primary.model, plan.features.tokens, requested_max_tokens(body)
+        )
         return {
             "model": primary.model,
             "provider": primary.provider,

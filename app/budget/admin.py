@@ -60,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("command", choices=["show", "reset"])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
     parser.add_argument("--day", help="YYYY-MM-DD in the budgets' time zone (default: today)")
-    parser.add_argument("--key", action="append", default=[], help="a budget key to reset (repeatable; default all)")
+    parser.add_argument(
+        "--key", action="append", default=[], help="a budget key to reset (repeatable; default all)"
+    )
     parser.add_argument("--yes", action="store_true", help="reset without asking")
     args = parser.parse_args(argv)
     if args.command == "reset" and not args.yes:

@@ -18,7 +18,9 @@ from app.observability.metrics import Metrics
 
 
 class AlertSender:
-    def __init__(self, webhook: WebhookConfig, metrics: Metrics, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, webhook: WebhookConfig, metrics: Metrics, env: Mapping[str, str] | None = None
+    ) -> None:
         self.webhook = webhook
         self.metrics = metrics
         env = os.environ if env is None else env
@@ -44,12 +46,20 @@ class AlertSender:
                 try:
                     response = await client.post(self.url or "", json=body)
                     if response.status_code < 500 and response.status_code != 429:
-                        log_event("budget_alert_sent", alert=alert["alert"], budget=alert["budget"],
-                                  status=response.status_code)
+                        log_event(
+                            "budget_alert_sent",
+                            alert=alert["alert"],
+                            budget=alert["budget"],
+                            status=response.status_code,
+                        )
                         return
                 except httpx.HTTPError as exc:
-                    log_event("budget_alert_post_failed", logging.WARNING, attempt=attempt + 1,
-                              error_type=type(exc).__name__)
+                    log_event(
+                        "budget_alert_post_failed",
+                        logging.WARNING,
+                        attempt=attempt + 1,
+                        error_type=type(exc).__name__,
+                    )
                 await asyncio.sleep(min(8.0, 0.5 * 2**attempt))
         log_event("budget_alert_undelivered", logging.ERROR, alert=alert["alert"], budget=alert["budget"])
 

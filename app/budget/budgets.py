@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from app.budget.alerts import AlertSender
@@ -28,7 +28,7 @@ from app.budget.ledger import Ledger, LedgerSettings, build_ledger, day_of
 from app.budget.money import KeySpend
 from app.budget.pricing import Pricer
 from app.config import LedgerConfig, RouterConfig
-from app.errors import BudgetReason, BudgetExhaustedError
+from app.errors import BudgetExhaustedError, BudgetReason
 from app.observability.metrics import Metrics
 
 TOTAL = "total"
@@ -47,7 +47,9 @@ def ledger_settings(config: LedgerConfig, env: Mapping[str, str] | None = None) 
     redis_url = env.get(config.redis_url_env)
     if config.backend == "redis" and not redis_url:
         raise ValueError(f"ledger.backend is redis but {config.redis_url_env} is not set")
-    return LedgerSettings(backend=config.backend, path=str(path), redis_url=redis_url, key_prefix=config.key_prefix)
+    return LedgerSettings(
+        backend=config.backend, path=str(path), redis_url=redis_url, key_prefix=config.key_prefix
+    )
 
 
 def ledger_for(config: LedgerConfig, env: Mapping[str, str] | None = None) -> Ledger:
@@ -73,7 +75,7 @@ class Budgets:
         metrics: Metrics,
         alerts: AlertSender,
         *,
-        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.config = config
         self.rules = config.cost_rules
@@ -118,7 +120,7 @@ class Budgets:
             if client[1] is not None:
                 limits = {**limits, client[0]: client[1]}
         pending = asyncio.ensure_future(
-            self.ledger.reserve(day, {k: amount for k in keys}, limits, ttl_s=self.rules.reservation_ttl_s)
+            self.ledger.reserve(day, dict.fromkeys(keys, amount), limits, ttl_s=self.rules.reservation_ttl_s)
         )
         try:
             rid = await asyncio.shield(pending)
@@ -139,7 +141,7 @@ class Budgets:
     async def settle(self, reservation: Reservation, cost: Decimal) -> None:
         """Records the real cost (durably, before returning); spend state and alerts follow in
         the background, so the answer does not wait for them."""
-        await self.ledger.settle(reservation.id, reservation.day, {k: cost for k in reservation.keys})
+        await self.ledger.settle(reservation.id, reservation.day, dict.fromkeys(reservation.keys, cost))
         self._schedule_refresh()
 
     def _schedule_refresh(self) -> None:
@@ -187,7 +189,9 @@ class Budgets:
         for key in self.keys_for(model):
             level = self._switch_level(key)
             if level is not None:
-                return BudgetReason(f"budget: {key} daily budget at {level:.0%} (self-hosted only until the reset)")
+                return BudgetReason(
+                    f"budget: {key} daily budget at {level:.0%} (self-hosted only until the reset)"
+                )
         return None
 
     # --- state, alerts, reporting ---------------------------------------------------------
@@ -226,22 +230,39 @@ class Budgets:
 
     async def _alerts(self, day: str, key: str, spent: Decimal, limit: Decimal) -> None:
         for rule in self.rules.alerts:
-            if spent >= limit * Decimal(str(rule.threshold)) and await self.ledger.mark_alert(day, key, rule.name):
+            if spent >= limit * Decimal(str(rule.threshold)) and await self.ledger.mark_alert(
+                day, key, rule.name
+            ):
                 self.alerts.fire(
-                    {"budget": key, "alert": rule.name, "action": rule.action, "threshold": rule.threshold,
-                     "spent_usd": float(spent), "limit_usd": float(limit), "day": day}
+                    {
+                        "budget": key,
+                        "alert": rule.name,
+                        "action": rule.action,
+                        "threshold": rule.threshold,
+                        "spent_usd": float(spent),
+                        "limit_usd": float(limit),
+                        "day": day,
+                    }
                 )
 
     def report(self) -> dict[str, Any]:
         """``GET /v1/budget``: spend, limit, alert level and routing mode per budget, today."""
         day = self.today()
-        keys = sorted(set(self.limits) | set(self._snapshot) | {self.config.budget_key(m) for m in self.config.models})
+        keys = sorted(
+            set(self.limits) | set(self._snapshot) | {self.config.budget_key(m) for m in self.config.models}
+        )
         budgets = {}
         for key in keys:
-            entry = self._snapshot.get(key, KeySpend(Decimal(0), Decimal(0))) if self._snapshot_day == day else KeySpend(Decimal(0), Decimal(0))
+            entry = (
+                self._snapshot.get(key, KeySpend(Decimal(0), Decimal(0)))
+                if self._snapshot_day == day
+                else KeySpend(Decimal(0), Decimal(0))
+            )
             ratio = self._ratio(key) if self._snapshot_day == day else 0.0
             fired = [a.name for a in self.rules.alerts if ratio is not None and ratio >= a.threshold]
-            switched = self._switch_level(key) is not None and self._snapshot_day == day and key != "self_hosted"
+            switched = (
+                self._switch_level(key) is not None and self._snapshot_day == day and key != "self_hosted"
+            )
             budgets[key] = {
                 "spent_usd": float(entry.spent),
                 "reserved_usd": float(entry.reserved),

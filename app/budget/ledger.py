@@ -34,8 +34,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from decimal import Decimal
+from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -43,7 +43,6 @@ from app.budget.money import DEFAULT_RETENTION_S, KeySpend
 from app.config import DEFAULT_KEY_PREFIX, DEFAULT_LEDGER_PATH
 
 T = TypeVar("T")
-
 
 
 class Ledger(Protocol):

@@ -157,7 +157,9 @@ class RedisLedger:
 
     async def reset(self, day: str, keys: list[str]) -> None:
         (spent,) = self._keys(day, "spent")
-        markers = [m for k in keys async for m in self.client.scan_iter(match=self._keys(day, f"alert:{k}:*")[0])]
+        markers = [
+            m for k in keys async for m in self.client.scan_iter(match=self._keys(day, f"alert:{k}:*")[0])
+        ]
         async with self.client.pipeline(transaction=True) as pipe:
             if keys:
                 pipe.hdel(spent, *keys)

@@ -173,7 +173,9 @@ class SQLiteLedger:
         def op(conn: sqlite3.Connection) -> None:
             def body() -> None:
                 for table in ("spend", "alerts"):
-                    conn.executemany(f"DELETE FROM {table} WHERE day = ? AND key = ?", [(day, k) for k in keys])
+                    conn.executemany(
+                        f"DELETE FROM {table} WHERE day = ? AND key = ?", [(day, k) for k in keys]
+                    )
 
             transaction(conn, body)
 

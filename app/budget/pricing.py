@@ -70,7 +70,10 @@ class Pricer:
         spec = self.models[model]
         pricing = spec.pricing
         if pricing.source == "fixed":
-            per_in, per_out = Decimal(str(pricing.input_per_million)), Decimal(str(pricing.output_per_million))
+            per_in, per_out = (
+                Decimal(str(pricing.input_per_million)),
+                Decimal(str(pricing.output_per_million)),
+            )
             return (usage.input_tokens * per_in + usage.output_tokens * per_out) / _MILLION
         from genai_prices import Usage, calc_price
 

@@ -38,19 +38,21 @@ KEY_VERSION = "v1"  # bump on any change to the key document: old entries then s
 
 # Fields that never change the answer: transport, accounting, routing (the resolved model is
 # keyed instead) and provider-side bookkeeping.
-IGNORED_FIELDS = frozenset({
-    "model",  # the resolved logical model is keyed instead
-    "stream",
-    "stream_options",
-    "user",
-    "safety_identifier",
-    "metadata",
-    "store",
-    "service_tier",
-    "prompt_cache_key",
-    "prompt_cache_retention",
-    *ROUTER_FIELDS,
-})
+IGNORED_FIELDS = frozenset(
+    {
+        "model",  # the resolved logical model is keyed instead
+        "stream",
+        "stream_options",
+        "user",
+        "safety_identifier",
+        "metadata",
+        "store",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        *ROUTER_FIELDS,
+    }
+)
 
 _LIMITS = ("max_tokens", "max_completion_tokens")
 
@@ -131,5 +133,7 @@ def cache_key(request: Mapping[str, Any], model: str) -> str:
     Equal for requests that must get the same answer (see the module docstring for the
     normalizations); different whenever a field that can change the answer differs.
     """
-    document = json.dumps(key_document(request, model), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    document = json.dumps(
+        key_document(request, model), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    )
     return f"{KEY_VERSION}:{hashlib.sha256(document.encode('ascii')).hexdigest()}"

@@ -11,10 +11,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from app import openai_wire as wire
 from app.cache.keys import cache_key, cacheable
 from app.cache.store import CacheStore, MemoryCache, RedisCache
 from app.config import CacheConfig
-from app import openai_wire as wire
 
 
 def store_for(config: CacheConfig, env: Mapping[str, str] | None = None) -> CacheStore | None:

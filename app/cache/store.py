@@ -28,7 +28,6 @@ from app import openai_wire as wire
 from app.observability.logs import log_event
 from app.openai_wire import Json
 
-
 _REFUSED_FINISH = frozenset({"content_filter"})
 
 
@@ -173,11 +172,19 @@ def completion_to_chunks(
     a last ``{"choices": [], "usage": ...}`` chunk (a caller not asked for usage drops it)."""
     chunk_id, model = id or wire.new_id(), completion.get("model", "")
     at = wire.now() if created is None else created
-    extra = {"system_fingerprint": completion["system_fingerprint"]} if completion.get("system_fingerprint") else {}
+    extra = (
+        {"system_fingerprint": completion["system_fingerprint"]}
+        if completion.get("system_fingerprint")
+        else {}
+    )
 
     def chunk(index: int, delta: Json, finish_reason: str | None = None, logprobs: Any = None) -> Json:
-        return {**wire.chunk(chunk_id, model, at, delta, index=index, finish_reason=finish_reason, logprobs=logprobs),
-                **extra}
+        return {
+            **wire.chunk(
+                chunk_id, model, at, delta, index=index, finish_reason=finish_reason, logprobs=logprobs
+            ),
+            **extra,
+        }
 
     chunks: list[Json] = []
     for position, choice in enumerate(completion.get("choices") or ()):
@@ -185,7 +192,9 @@ def completion_to_chunks(
         message = choice.get("message") or {}
         chunks.append(chunk(index, {"role": message.get("role") or "assistant"}))
         if message.get("content") or choice.get("logprobs"):
-            chunks.append(chunk(index, {"content": message.get("content") or ""}, logprobs=choice.get("logprobs")))
+            chunks.append(
+                chunk(index, {"content": message.get("content") or ""}, logprobs=choice.get("logprobs"))
+            )
         if message.get("refusal"):
             chunks.append(chunk(index, {"refusal": message["refusal"]}))
         for j, call in enumerate(message.get("tool_calls") or ()):
@@ -261,7 +270,12 @@ class _Choice:
         }
         if self.calls:
             message["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
-        return {"index": index, "message": message, "logprobs": self.logprobs, "finish_reason": self.finish_reason}
+        return {
+            "index": index,
+            "message": message,
+            "logprobs": self.logprobs,
+            "finish_reason": self.finish_reason,
+        }
 
 
 def chunks_to_completion(chunks: list[Json]) -> Json | None:
@@ -284,8 +298,9 @@ def chunks_to_completion(chunks: list[Json]) -> Json | None:
     if not choices or any(c.finish_reason is None for c in choices.values()):
         return None
     choice_list = [choices[i].result(i) for i in sorted(choices)]
-    completion = wire.completion(head.get("id") or wire.new_id(), head.get("model", ""), choice_list,
-                                 created=head.get("created"))
+    completion = wire.completion(
+        head.get("id") or wire.new_id(), head.get("model", ""), choice_list, created=head.get("created")
+    )
     if "system_fingerprint" in head:
         completion["system_fingerprint"] = head["system_fingerprint"]
     if usage:

@@ -34,20 +34,38 @@ def check_references(
 
     for name, provider in config.providers.items():
         if provider.kind == "openai_compatible" and not provider.base_url:
-            problems.append((f"providers.{name}.base_url", "an openai_compatible provider needs its base_url"))
+            problems.append(
+                (f"providers.{name}.base_url", "an openai_compatible provider needs its base_url")
+            )
         if provider.self_hosted and provider.kind != "openai_compatible":
-            problems.append((f"providers.{name}.self_hosted", "only openai_compatible providers take this flag"))
+            problems.append(
+                (f"providers.{name}.self_hosted", "only openai_compatible providers take this flag")
+            )
     for name, spec in config.models.items():
         if spec.provider not in providers:
             problems.append(
-                (f"models.{name}.provider", f"unknown provider {spec.provider!r}; expected one of {sorted(providers)}")
+                (
+                    f"models.{name}.provider",
+                    f"unknown provider {spec.provider!r}; expected one of {sorted(providers)}",
+                )
             )
-        elif spec.provider in config.providers and config.providers[spec.provider].is_self_hosted \
-                and spec.pricing.source != "fixed":
+        elif (
+            spec.provider in config.providers
+            and config.providers[spec.provider].is_self_hosted
+            and spec.pricing.source != "fixed"
+        ):
             problems.append((f"models.{name}.pricing", "self-hosted models need a fixed price"))
-        if spec.quality_role is not None and spec.quality_role not in config.quality.roles and intact("quality"):
-            problems.append((f"models.{name}.quality_role",
-                             f"unknown role {spec.quality_role!r}; expected one of {sorted(config.quality.roles)}"))
+        if (
+            spec.quality_role is not None
+            and spec.quality_role not in config.quality.roles
+            and intact("quality")
+        ):
+            problems.append(
+                (
+                    f"models.{name}.quality_role",
+                    f"unknown role {spec.quality_role!r}; expected one of {sorted(config.quality.roles)}",
+                )
+            )
     for branch, names in config.routing.auto.model_dump().items():
         need_models(f"routing.auto.{branch}", names)
     for name, chain in config.routing.fallbacks.items():
@@ -61,7 +79,9 @@ def check_references(
     for sname, strategy in config.strategies.items():
         base = f"strategies.{sname}"
         if sname.lower() in builtin:
-            problems.append((base, "a custom strategy cannot reuse a built-in strategy's name (names ignore case)"))
+            problems.append(
+                (base, "a custom strategy cannot reuse a built-in strategy's name (names ignore case)")
+            )
         if strategy.otherwise not in strategies:
             problems.append((f"{base}.otherwise", f"unknown strategy {strategy.otherwise!r}"))
         for i, rule in enumerate(strategy.decision_tree):
@@ -77,7 +97,12 @@ def check_references(
     budget_keys |= declared.get("providers", set()) | declared.get("budget_keys", set())
     for key in config.cost_rules.daily_budgets:
         if key not in budget_keys:
-            problems.append((f"cost_rules.daily_budgets.{key}", f"unknown budget key; expected one of {sorted(budget_keys)}"))
+            problems.append(
+                (
+                    f"cost_rules.daily_budgets.{key}",
+                    f"unknown budget key; expected one of {sorted(budget_keys)}",
+                )
+            )
     problems += _delegation_cycles(config)
     models_ok = intact("models", "providers") and not [p for p in problems if p[0].startswith("models.")]
     in_app = [m for m in config.models if config.provider_of(m).runs_in_this_app] if models_ok else []
@@ -105,7 +130,9 @@ def _delegation_cycles(config: RouterConfig) -> list[tuple[str, str]]:
             node, path = stack.pop()
             for nxt in edges.get(node, ()):
                 if nxt == start:
-                    problems.append((f"strategies.{start}", "delegates in a loop: " + " -> ".join([*path, nxt])))
+                    problems.append(
+                        (f"strategies.{start}", "delegates in a loop: " + " -> ".join([*path, nxt]))
+                    )
                     stack.clear()
                     break
                 if nxt in edges and nxt not in seen:

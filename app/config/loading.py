@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from app.config.checks import _overlaps, check_references
-from app.config.schema import ModelSpec, RouterConfig
+from app.config.schema import RouterConfig
 
 
 class ConfigError(Exception):
@@ -213,9 +213,15 @@ def _declared(raw: dict[str, Any]) -> dict[str, set[str]]:
 
     section = raw.get("providers")
     providers = section if isinstance(section, dict) else {}
-    budget_keys = {str(p["budget_key"]) for p in providers.values() if isinstance(p, dict) and p.get("budget_key")}
-    return {"models": keys("models"), "providers": keys("providers"), "strategies": keys("strategies"),
-            "budget_keys": budget_keys}
+    budget_keys = {
+        str(p["budget_key"]) for p in providers.values() if isinstance(p, dict) and p.get("budget_key")
+    }
+    return {
+        "models": keys("models"),
+        "providers": keys("providers"),
+        "strategies": keys("strategies"),
+        "budget_keys": budget_keys,
+    }
 
 
 def _describe(err: Any) -> tuple[str, str]:

@@ -234,7 +234,9 @@ class RetryConfig(StrictModel):
     attempts: int = Field(default=2, ge=1, description="Tries per target, the first included.")
     base_delay_s: float = Field(default=0.25, ge=0, description="First backoff; doubles each retry. 0: none.")
     max_delay_s: float = Field(
-        default=4.0, ge=0, description="Longest wait for one target (a longer Retry-After moves on); 0: retry at once."
+        default=4.0,
+        ge=0,
+        description="Longest wait for one target (a longer Retry-After moves on); 0: retry at once.",
     )
     jitter: float = Field(default=0.25, ge=0, le=1, description="Backoff spread, as a fraction.")
 
@@ -301,7 +303,8 @@ DEFAULT_KEY_PREFIX = "hybrid-router"
 
 class LedgerConfig(StrictModel):
     backend: Literal["sqlite", "redis"] = Field(
-        default="sqlite", description="sqlite: one node (replicas share the file); redis: replicas across nodes."
+        default="sqlite",
+        description="sqlite: one node (replicas share the file); redis: replicas across nodes.",
     )
     path: str = Field(default=DEFAULT_LEDGER_PATH, description="The SQLite file.")
     redis_url_env: str = Field(default="REDIS_URL", description="Environment variable with the Redis URL.")
@@ -323,7 +326,8 @@ class CPUEngineSettings(StrictModel):
     )
     allow_download: bool = Field(default=False, description="Try the Hugging Face hub when not cached.")
     demo_dir: str | None = Field(
-        default=None, description="Where the demo model is built (default: ~/.cache/hybrid-router/demo-model)."
+        default=None,
+        description="Where the demo model is built (default: ~/.cache/hybrid-router/demo-model).",
     )
     default_max_tokens: int = Field(default=256, gt=0)
     torch_threads: int | None = Field(default=None, gt=0)
@@ -364,7 +368,9 @@ class VLLMModelSettings(StrictModel):
         if self.min_replicas > self.max_replicas:
             raise ValueError("min_replicas must not exceed max_replicas")
         pd = self.disaggregation
-        if pd and (pd.prefill_replicas > pd.prefill_max_replicas or pd.decode_replicas > pd.decode_max_replicas):
+        if pd and (
+            pd.prefill_replicas > pd.prefill_max_replicas or pd.decode_replicas > pd.decode_max_replicas
+        ):
             raise ValueError("prefill/decode replicas must not exceed their maximums")
         return self
 
@@ -381,12 +387,15 @@ class DeploymentSettings(StrictModel):
 
 class ServingConfig(StrictModel):
     engine: Literal["cpu", "vllm"] = Field(
-        default="cpu", description="How self-hosted models run in this profile: cpu (transformers), vllm (GPUs)."
+        default="cpu",
+        description="How self-hosted models run in this profile: cpu (transformers), vllm (GPUs).",
     )
     cpu: CPUEngineSettings | None = None
     vllm: VLLMSettings | None = None
     ingress: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.5))
-    cpu_engine: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(max_ongoing_requests=16))
+    cpu_engine: DeploymentSettings = Field(
+        default_factory=lambda: DeploymentSettings(max_ongoing_requests=16)
+    )
     cloud_adapters: Literal["in_process", "deployment"] = Field(
         default="in_process",
         description="Run cloud adapters inside the ingress, or as one Serve deployment per provider.",
@@ -411,7 +420,9 @@ class ClientLimits(StrictModel):
 
     daily_budget_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     requests_per_minute: int | None = Field(default=None, gt=0)
-    tokens_per_minute: int | None = Field(default=None, gt=0, description="Prompt plus max_tokens, per minute.")
+    tokens_per_minute: int | None = Field(
+        default=None, gt=0, description="Prompt plus max_tokens, per minute."
+    )
 
 
 class AuthConfig(StrictModel):

@@ -61,7 +61,7 @@ class TokenTexts:
         if token in self.special:
             return ""
         joined = self.tok.decode(self._anchor + [token])
-        return joined[len(self._base):] if joined.startswith(self._base) else self.tok.decode([token])
+        return joined[len(self._base) :] if joined.startswith(self._base) else self.tok.decode([token])
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019
     def bytes(self, token: int) -> bytes:
@@ -117,8 +117,9 @@ class JsonConstraint:
     shortest completion in the tokenizer's own tokens, which the engine checked fits.
     """
 
-    def __init__(self, grammar: Grammar, texts: TokenTexts, prompt_len: int, max_new_tokens: int,
-                 eos_ids: list[int]) -> None:
+    def __init__(
+        self, grammar: Grammar, texts: TokenTexts, prompt_len: int, max_new_tokens: int, eos_ids: list[int]
+    ) -> None:
         self.grammar, self.texts = grammar, texts
         self.prompt_len, self.max_new_tokens, self.eos = prompt_len, max_new_tokens, list(eos_ids)
         self.state = grammar.initial()
@@ -137,7 +138,7 @@ class JsonConstraint:
 
     def sync(self, generated: list[int]) -> None:
         """Advance over the tokens generated since the last call."""
-        for token in generated[self.consumed:]:
+        for token in generated[self.consumed :]:
             if token not in self.eos:
                 self.state = self.grammar.advance(self.state, self.texts.text(token))
         self.consumed = len(generated)
@@ -181,9 +182,12 @@ class JsonConstraint:
         allowed = ids[costs <= left] if self.plan is None else ids[:0]
         if not len(allowed) and not self.complete:
             if self.plan is None:
-                self.plan, self.plan_start = closing_tokens(self.grammar, self.state, self.texts), self.consumed
+                self.plan, self.plan_start = (
+                    closing_tokens(self.grammar, self.state, self.texts),
+                    self.consumed,
+                )
             step = self.consumed - self.plan_start
-            allowed = torch.tensor(self.plan[step: step + 1], dtype=torch.long)
+            allowed = torch.tensor(self.plan[step : step + 1], dtype=torch.long)
         if self.complete or not len(allowed):
             allowed = torch.cat([allowed, torch.tensor(self.eos, dtype=torch.long)])
         return allowed
@@ -191,7 +195,7 @@ class JsonConstraint:
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        self.sync(input_ids[0, self.prompt_len:].tolist())
+        self.sync(input_ids[0, self.prompt_len :].tolist())
         mask = torch.full_like(scores, float("-inf"))
         mask[:, self.allowed()] = 0
         return scores + mask
@@ -209,8 +213,10 @@ class Penalties:
 
         scores = scores.clone()
         if self.presence or self.frequency:
-            generated = input_ids[0, self.prompt_len:]
-            counts = torch.bincount(generated, minlength=scores.shape[-1])[: scores.shape[-1]].to(scores.dtype)
+            generated = input_ids[0, self.prompt_len :]
+            counts = torch.bincount(generated, minlength=scores.shape[-1])[: scores.shape[-1]].to(
+                scores.dtype
+            )
             scores[0] -= self.frequency * counts + self.presence * (counts > 0).to(scores.dtype)
         for token, value in self.bias.items():
             scores[:, token] += value
@@ -237,8 +243,11 @@ class LogprobCapture:
 
         def item(tid: int, value: float) -> dict[str, Any]:
             raw = texts.bytes(tid)
-            return {"token": raw.decode("utf-8", errors="replace"), "logprob": max(value, -9999.0),
-                    "bytes": list(raw)}
+            return {
+                "token": raw.decode("utf-8", errors="replace"),
+                "logprob": max(value, -9999.0),
+                "bytes": list(raw),
+            }
 
         out = item(token, float(logprobs[token]))
         out["top_logprobs"] = []

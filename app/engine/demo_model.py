@@ -7,13 +7,12 @@ code path (tokenizer, chat template, ``generate``, streaming, token counts).
 
 from __future__ import annotations
 
-from typing import Any
-
 import os
 import shutil
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 MARKER = ".complete"
 SEED = 1234

@@ -122,14 +122,18 @@ class Grammar:
         """The shortest text that completes the document from ``state``."""
         alphabet = self.__dict__.get("_alphabet")
         if alphabet is None:
-            chars = set('"}],:0[{-a') | {c for n in self.nodes for a in n.alts if isinstance(a, str) for c in a}
+            chars = set('"}],:0[{-a') | {
+                c for n in self.nodes for a in n.alts if isinstance(a, str) for c in a
+            }
             chars |= {c for n in self.nodes for key, _, _ in n.props for c in key}
             alphabet = self.__dict__["_alphabet"] = sorted(chars)
         out: list[str] = []
         while not (self.complete(state) and self.min_close(state) == 0):
             need = self.min_close(state)
             ch, state = next(
-                (ch, nxt) for ch in alphabet if (nxt := self.advance(state, ch)) and self.min_close(nxt) == need - 1
+                (ch, nxt)
+                for ch in alphabet
+                if (nxt := self.advance(state, ch)) and self.min_close(nxt) == need - 1
             )
             out.append(ch)
         return "".join(out)
@@ -392,7 +396,14 @@ class _Compiler:
             self._any = self.add(Node(UNION))
             obj = self.add(Node(FREE, child=self._any))
             arr = self.add(Node(ARR, child=self._any))
-            kinds = [self.add(Node(STR)), self.add(Node(NUM)), self.add(Node(BOOL)), self.add(Node(NULL)), obj, arr]
+            kinds = [
+                self.add(Node(STR)),
+                self.add(Node(NUM)),
+                self.add(Node(BOOL)),
+                self.add(Node(NULL)),
+                obj,
+                arr,
+            ]
             self.nodes[self._any].alts = tuple(kinds)
         return self._any
 
@@ -499,7 +510,9 @@ class _Compiler:
         extra = schema.get("additionalProperties", True)
         if not props and not required:
             nid = self.add(Node(FREE))
-            self.nodes[nid].child = -1 if extra is False else self.node(extra, f"{where}/additionalProperties")
+            self.nodes[nid].child = (
+                -1 if extra is False else self.node(extra, f"{where}/additionalProperties")
+            )
             return nid
         if extra not in (True, False) and not isinstance(extra, dict):
             raise SchemaError(f"{where}: additionalProperties must be a boolean or a schema")

@@ -83,7 +83,9 @@ def read_fields(request: dict[str, Any], vocab_size: int, grammar_for: Any) -> F
     if fields.grammar is not None and request.get("stop"):
         raise UnsupportedFeatureError(
             "stop sequences cannot be combined with JSON-constrained output (response_format or a forced "
-            "tool call) on the self-hosted engine: they could cut the JSON short.", param="stop")
+            "tool call) on the self-hosted engine: they could cut the JSON short.",
+            param="stop",
+        )
     return fields
 
 
@@ -113,8 +115,9 @@ def _logprobs(request: dict[str, Any], fields: Fields) -> None:
         raise InvalidRequestError("`logprobs` must be a boolean.", param="logprobs")
     if top is not None:
         if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP_LOGPROBS:
-            raise InvalidRequestError(f"`top_logprobs` must be an integer from 0 to {MAX_TOP_LOGPROBS}.",
-                                      param="top_logprobs")
+            raise InvalidRequestError(
+                f"`top_logprobs` must be an integer from 0 to {MAX_TOP_LOGPROBS}.", param="top_logprobs"
+            )
         if not logprobs:
             raise InvalidRequestError("`top_logprobs` needs `logprobs: true`.", param="top_logprobs")
     fields.logprobs, fields.top_logprobs = bool(logprobs), int(top or 0)
@@ -134,10 +137,14 @@ def _penalties(request: dict[str, Any], fields: Fields, vocab_size: int) -> None
         except (TypeError, ValueError):
             token = -1
         if not 0 <= token < vocab_size:
-            raise InvalidRequestError(f"`logit_bias`: {key!r} is not a token id of this model (0 to "
-                                      f"{vocab_size - 1}).", param="logit_bias")
+            raise InvalidRequestError(
+                f"`logit_bias`: {key!r} is not a token id of this model (0 to {vocab_size - 1}).",
+                param="logit_bias",
+            )
         if isinstance(value, bool) or not isinstance(value, int | float) or not -100 <= value <= 100:
-            raise InvalidRequestError("`logit_bias` values must be numbers from -100 to 100.", param="logit_bias")
+            raise InvalidRequestError(
+                "`logit_bias` values must be numbers from -100 to 100.", param="logit_bias"
+            )
         fields.logit_bias[token] = float(value)
 
 
@@ -155,9 +162,15 @@ def _tools(request: dict[str, Any], fields: Fields) -> None:
         raise InvalidRequestError("`tools` must be a list.", param="tools")
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-            raise UnsupportedFeatureError("The self-hosted engine takes only function tools.", param=f"tools[{i}]")
+            raise UnsupportedFeatureError(
+                "The self-hosted engine takes only function tools.", param=f"tools[{i}]"
+            )
         function = tool.get("function")
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+        if (
+            not isinstance(function, dict)
+            or not isinstance(function.get("name"), str)
+            or not function["name"]
+        ):
             raise InvalidRequestError("Each tool needs `function.name`.", param=f"tools[{i}].function")
         fields.tools.append(function)
     if choice is None or choice == "auto":
@@ -167,12 +180,15 @@ def _tools(request: dict[str, Any], fields: Fields) -> None:
     elif isinstance(choice, dict) and choice.get("type") == "function":
         name = (choice.get("function") or {}).get("name")
         if name not in fields.tool_names:
-            raise InvalidRequestError(f"`tool_choice` names {name!r}, which is not in `tools`.", param="tool_choice")
+            raise InvalidRequestError(
+                f"`tool_choice` names {name!r}, which is not in `tools`.", param="tool_choice"
+            )
         fields.tool_mode, fields.named = "named", name
     else:
         raise UnsupportedFeatureError(
             "`tool_choice` must be none, auto, required or a function on the self-hosted engine.",
-            param="tool_choice")
+            param="tool_choice",
+        )
 
 
 def _parameters(function: dict[str, Any]) -> Any:
@@ -191,7 +207,9 @@ def _response_format(request: dict[str, Any], fields: Fields, grammar_for: Any) 
     if fields.tool_mode == "auto":
         raise UnsupportedFeatureError(
             "The self-hosted engine cannot combine `response_format` with `tool_choice: auto` (it constrains "
-            "the whole output); use tool_choice `required`, a named function or `none`.", param="response_format")
+            "the whole output); use tool_choice `required`, a named function or `none`.",
+            param="response_format",
+        )
     if kind == "json_object":
         fields.grammar = grammar_for({"type": "object"}, True)
         return
@@ -199,8 +217,9 @@ def _response_format(request: dict[str, Any], fields: Fields, grammar_for: Any) 
         spec = fmt.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
-            raise InvalidRequestError("`response_format.json_schema.schema` must be a JSON Schema object.",
-                                      param="response_format")
+            raise InvalidRequestError(
+                "`response_format.json_schema.schema` must be a JSON Schema object.", param="response_format"
+            )
         try:
             fields.grammar = grammar_for(schema, True)
         except SchemaError as exc:
@@ -217,8 +236,15 @@ def _tool_grammar(fields: Fields, grammar_for: Any) -> Grammar:
     if fields.tool_mode == "named":
         schema = _parameters(functions[0])
     else:
-        calls = [{"type": "object", "properties": {"name": {"const": f["name"]}, "arguments": _parameters(f)},
-                  "required": ["name", "arguments"], "additionalProperties": False} for f in functions]
+        calls = [
+            {
+                "type": "object",
+                "properties": {"name": {"const": f["name"]}, "arguments": _parameters(f)},
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+            for f in functions
+        ]
         call = calls[0] if len(calls) == 1 else {"anyOf": calls}
         schema = {"type": "array", "items": call, "minItems": 1} if fields.parallel else call
     try:
@@ -237,12 +263,15 @@ def template_messages(messages: list[dict[str, Any]], *, text_calls: bool) -> li
         content = message.get("content")
         if isinstance(content, list):
             message["content"] = "".join(
-                p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+                p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+            )
         calls = message.get("tool_calls")
         if calls:
             converted = [_call_for_template(c) for c in calls]
             if text_calls:
-                blocks = "\n".join(f"<tool_call>\n{json.dumps(c['function'])}\n</tool_call>" for c in converted)
+                blocks = "\n".join(
+                    f"<tool_call>\n{json.dumps(c['function'])}\n</tool_call>" for c in converted
+                )
                 message["content"] = ((message.get("content") or "") + "\n" + blocks).strip()
                 message.pop("tool_calls")
             else:
@@ -281,7 +310,11 @@ def with_tools_prompt(messages: list[dict[str, Any]], tools: list[dict[str, Any]
 # --- tool calls out ---------------------------------------------------------------------------
 def new_call(name: str, arguments: Any) -> dict[str, Any]:
     text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
-    return {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function", "function": {"name": name, "arguments": text}}
+    return {
+        "id": f"call_{uuid.uuid4().hex[:24]}",
+        "type": "function",
+        "function": {"name": name, "arguments": text},
+    }
 
 
 def forced_calls(text: str, fields: Fields) -> list[dict[str, Any]]:
@@ -320,12 +353,14 @@ def _marked_calls(text: str, names: list[str]) -> list[dict[str, Any]] | None:
             calls.extend(found)
         return calls
     if text.startswith("[TOOL_CALLS]"):
-        rest = text[len("[TOOL_CALLS]"):].strip()
+        rest = text[len("[TOOL_CALLS]") :].strip()
         match = re.fullmatch(r"([\w.\-]+)(?:\[CALL_ID\]\w+)?\[ARGS\](.*)", rest, flags=re.DOTALL)
         if match:
-            return _json_calls(json.dumps({"name": match.group(1), "arguments": _loads(match.group(2))}), names)
+            return _json_calls(
+                json.dumps({"name": match.group(1), "arguments": _loads(match.group(2))}), names
+            )
         return _json_calls(rest, names)
-    return _json_calls(text[len("<|python_tag|>"):].strip(), names)
+    return _json_calls(text[len("<|python_tag|>") :].strip(), names)
 
 
 def _loads(text: str) -> Any:
@@ -369,7 +404,7 @@ class ToolCallSniffer:
         start = min((i for i in (self.text.find(m, self.sent) for m in TOOL_MARKERS) if i >= 0), default=-1)
         end = start if start >= 0 else len(self.text) - _holdback(self.text)
         self.held = start >= 0
-        out = self.text[self.sent:end]
+        out = self.text[self.sent : end]
         self.sent = max(self.sent, end)
         return out
 
@@ -377,10 +412,10 @@ class ToolCallSniffer:
         """The content still to send, and the calls."""
         content, calls = parse_tool_calls(self.text, names)
         if not calls:
-            return self.text[self.sent:], []
+            return self.text[self.sent :], []
         rest = content or ""
         sent = self.text[: self.sent].strip()
-        return (rest[len(sent):] if rest.startswith(sent) else ""), calls
+        return (rest[len(sent) :] if rest.startswith(sent) else ""), calls
 
 
 def _holdback(text: str) -> int:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app import openai_wire as wire
 from app.engine.constrained import JsonConstraint, LogprobCapture, Penalties, TokenTexts, closing_tokens
 from app.engine.demo_model import build_demo_model, default_demo_model_dir
 from app.engine.json_grammar import Grammar, compile_schema
@@ -39,7 +40,6 @@ from app.engine.request_fields import (
     template_messages,
     with_tools_prompt,
 )
-from app import openai_wire as wire
 from app.errors import InvalidRequestError, UnsupportedFeatureError
 from app.observability.logs import log_event
 
@@ -73,10 +73,18 @@ class _Tracker:
     complete, or when ``cancel`` is set.
     """
 
-    def __init__(self, tokenizer: Any, job: _Job, emit: Callable[[str, list], None], cancel: threading.Event,
-                 decode: Callable[[list[int]], str] | None = None, constraint: JsonConstraint | None = None,
-                 capture: LogprobCapture | None = None, texts: TokenTexts | None = None,
-                 skip: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        job: _Job,
+        emit: Callable[[str, list], None],
+        cancel: threading.Event,
+        decode: Callable[[list[int]], str] | None = None,
+        constraint: JsonConstraint | None = None,
+        capture: LogprobCapture | None = None,
+        texts: TokenTexts | None = None,
+        skip: frozenset[int] = frozenset(),
+    ) -> None:
         self.tok, self.job, self.emit, self.cancel = tokenizer, job, emit, cancel
         self.decode = decode or (lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
         self.constraint, self.capture, self.texts, self.skip = constraint, capture, texts, skip
@@ -88,7 +96,7 @@ class _Tracker:
     def __call__(self, input_ids: Any, scores: Any = None, **kwargs: Any) -> Any:
         import torch
 
-        new = input_ids[0, len(self.job.prompt_ids) + len(self.ids):].tolist()
+        new = input_ids[0, len(self.job.prompt_ids) + len(self.ids) :].tolist()
         if self.capture is not None and self.capture.last is not None:
             for token in new[-1:]:
                 if token not in self.skip:
@@ -100,17 +108,19 @@ class _Tracker:
             self.constraint.sync(self.ids)
         if not self.stop_hit:
             self._decode(final=False)
-        done = self.stop_hit or self.cancel.is_set() or (self.constraint is not None and self.constraint.closed)
+        done = (
+            self.stop_hit or self.cancel.is_set() or (self.constraint is not None and self.constraint.closed)
+        )
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
     def _decode(self, final: bool) -> None:
-        prev = self.decode(self.ids[self.prefix:self.read])
-        new = self.decode(self.ids[self.prefix:])
+        prev = self.decode(self.ids[self.prefix : self.read])
+        new = self.decode(self.ids[self.prefix :])
         if len(new) > len(prev) and (final or not new.endswith("\ufffd")):
             for item in self.logprobs:
                 if item[0] is None:
                     item[0] = len(self.text)
-            self.text += new[len(prev):]
+            self.text += new[len(prev) :]
             self.prefix, self.read = self.read, len(self.ids)
         self._release(final)
 
@@ -121,7 +131,7 @@ class _Tracker:
             self.stop_hit, end = True, min(hits)
             self.text = self.text[:end]
         if end > self.sent:
-            self.emit(self.text[self.sent:end], self._entries_before(end))
+            self.emit(self.text[self.sent : end], self._entries_before(end))
             self.sent = end
 
     def _entries_before(self, end: int) -> list:
@@ -157,10 +167,18 @@ class _Tracker:
 class TransformersChatEngine:
     """Serve one Hugging Face causal LM on CPU; ``start()`` must run before requests."""
 
-    def __init__(self, model: str, *, served_name: str | None = None, demo_fallback: bool = True,
-                 demo_dir: Path | None = None, allow_download: bool = False,
-                 max_context: int | None = None, torch_threads: int | None = None,
-                 default_max_tokens: int = 256):
+    def __init__(
+        self,
+        model: str,
+        *,
+        served_name: str | None = None,
+        demo_fallback: bool = True,
+        demo_dir: Path | None = None,
+        allow_download: bool = False,
+        max_context: int | None = None,
+        torch_threads: int | None = None,
+        default_max_tokens: int = 256,
+    ):
         self.model_id = model
         self.served_name = served_name or model
         self.demo_fallback, self.demo_dir, self.allow_download = demo_fallback, demo_dir, allow_download
@@ -191,7 +209,7 @@ class TransformersChatEngine:
             torch.set_num_threads(self.torch_threads)
         try:
             self._load(self.model_id, self.allow_download)
-        except Exception as exc:  # noqa: BLE001 - any load failure is summarised below
+        except Exception as exc:
             reason = _summary(exc)
             if not self.demo_fallback:
                 raise RuntimeError(f"could not load model {self.model_id!r}: {reason}") from exc
@@ -200,10 +218,17 @@ class TransformersChatEngine:
                 f"!!! Could not load model {self.model_id!r} ({reason}). Serving the built-in DEMO model "
                 f"from {path} instead: it has random weights and produces gibberish. To serve a real model, "
                 f"download it first (`hf download {self.model_id}`), point the engine at a local model "
-                "directory, or enable allow_download.")
+                "directory, or enable allow_download."
+            )
             log.warning("%s", message)
-            log_event("demo_model", logging.WARNING, model=self.model_id, loaded=str(path), reason=reason,
-                      message=message)
+            log_event(
+                "demo_model",
+                logging.WARNING,
+                model=self.model_id,
+                loaded=str(path),
+                reason=reason,
+                message=message,
+            )
             self._load(str(path), False)
             self._demo, self._reason = True, reason
         self._ready = True
@@ -237,12 +262,20 @@ class TransformersChatEngine:
         self.tokenizer, self.model = tok, model.eval()
         self._texts = TokenTexts(tok)
         self._tool_tokens = frozenset(
-            i for i, added in getattr(tok, "added_tokens_decoder", {}).items() if getattr(added, "content", str(added)) in TOOL_TOKENS)
+            i
+            for i, added in getattr(tok, "added_tokens_decoder", {}).items()
+            if getattr(added, "content", str(added)) in TOOL_TOKENS
+        )
 
     def status(self) -> dict:
         """Configured model, what was actually loaded, demo flag/reason and readiness."""
-        return {"model": self.model_id, "loaded": self._loaded, "demo": self._demo,
-                "reason": self._reason, "ready": self._ready}
+        return {
+            "model": self.model_id,
+            "loaded": self._loaded,
+            "demo": self._demo,
+            "reason": self._reason,
+            "ready": self._ready,
+        }
 
     @property
     def active_generations(self) -> int:
@@ -260,13 +293,16 @@ class TransformersChatEngine:
         if not self._ready:
             raise RuntimeError("engine not started: call start() first")
         if request.get("n") not in (None, 1):
-            raise UnsupportedFeatureError("The self-hosted engine returns one choice: n must be 1.", param="n")
+            raise UnsupportedFeatureError(
+                "The self-hosted engine returns one choice: n must be 1.", param="n"
+            )
         fields = read_fields(request, len(self.tokenizer), self.grammar)
         ids, context = self.prompt_ids(request, fields), self.context_length
         if len(ids) >= context:
             raise ValueError(f"prompt is {len(ids)} tokens; the model's context is {context} tokens")
-        max_tokens = _first(request.get("max_completion_tokens"), request.get("max_tokens"),
-                            self.default_max_tokens)
+        max_tokens = _first(
+            request.get("max_completion_tokens"), request.get("max_tokens"), self.default_max_tokens
+        )
         if not _is_int(max_tokens) or max_tokens < 1:
             raise InvalidRequestError("max_tokens must be a positive integer", param="max_tokens")
         seed = request.get("seed")
@@ -278,10 +314,14 @@ class TransformersChatEngine:
         if fields.grammar is not None:
             shortest = len(closing_tokens(fields.grammar, fields.grammar.initial(), self._token_texts()))
             if shortest > budget:
-                what = "the forced tool call" if fields.tool_mode in ("required", "named") else "response_format"
+                what = (
+                    "the forced tool call" if fields.tool_mode in ("required", "named") else "response_format"
+                )
                 raise InvalidRequestError(
                     f"{budget} completion tokens cannot hold the shortest JSON that {what} allows "
-                    f"({shortest} tokens); raise max_tokens.", param="max_tokens")
+                    f"({shortest} tokens); raise max_tokens.",
+                    param="max_tokens",
+                )
         return _Job(ids, budget, _sampling(request), seed, stops, fields)
 
     def grammar(self, schema: dict, strict: bool) -> Grammar:
@@ -306,11 +346,15 @@ class TransformersChatEngine:
         messages = request.get("messages")
         if not isinstance(messages, list) or not messages:
             raise ValueError("messages must be a non-empty list")
-        tools = [{"type": "function", "function": f} for f in fields.tools] if fields and fields.tools else None
+        tools = (
+            [{"type": "function", "function": f} for f in fields.tools] if fields and fields.tools else None
+        )
         text = self._render(template_messages(messages, text_calls=False), tools)
         if tools and text == self._render(template_messages(messages, text_calls=False), None):
             # The template ignores tools: describe them, and past calls, in plain text.
-            plain = with_tools_prompt(template_messages(messages, text_calls=True), fields.tools if fields else [])
+            plain = with_tools_prompt(
+                template_messages(messages, text_calls=True), fields.tools if fields else []
+            )
             text = self._render(plain, None)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -318,8 +362,9 @@ class TransformersChatEngine:
         template = None if self.tokenizer.chat_template else FALLBACK_TEMPLATE
         try:
             return self.tokenizer.apply_chat_template(
-                messages, tools=tools, chat_template=template, tokenize=False, add_generation_prompt=True)
-        except Exception as exc:  # noqa: BLE001 - templates raise arbitrary errors on bad conversations
+                messages, tools=tools, chat_template=template, tokenize=False, add_generation_prompt=True
+            )
+        except Exception as exc:
             raise ValueError(f"the model's chat template rejected the messages: {_summary(exc)}") from exc
 
     def _generate(self, job: _Job, tracker: _Tracker) -> None:
@@ -330,9 +375,16 @@ class TransformersChatEngine:
             torch.manual_seed(job.seed)
         processors = [p for p in (tracker.capture, self._penalties(job), tracker.constraint) if p is not None]
         self.model.generate(
-            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=job.max_new_tokens,
-            eos_token_id=self._eos or None, pad_token_id=self._pad, stopping_criteria=self._criteria([tracker]),
-            logits_processor=self._processors(processors), repetition_penalty=1.0, **job.sampling)
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=job.max_new_tokens,
+            eos_token_id=self._eos or None,
+            pad_token_id=self._pad,
+            stopping_criteria=self._criteria([tracker]),
+            logits_processor=self._processors(processors),
+            repetition_penalty=1.0,
+            **job.sampling,
+        )
 
     def _penalties(self, job: _Job) -> Penalties | None:
         f = job.fields
@@ -346,7 +398,9 @@ class TransformersChatEngine:
         constraint = decode = None
         skip = frozenset(self.tokenizer.all_special_ids)
         if fields.grammar is not None:
-            constraint = JsonConstraint(fields.grammar, texts, len(job.prompt_ids), job.max_new_tokens, self._eos)
+            constraint = JsonConstraint(
+                fields.grammar, texts, len(job.prompt_ids), job.max_new_tokens, self._eos
+            )
 
             def decode(ids: list[int]) -> str:  # exactly the text the constraint checked
                 return "".join(texts.text(i) for i in ids)
@@ -356,6 +410,7 @@ class TransformersChatEngine:
 
             def decode(ids: list[int]) -> str:
                 return self.tokenizer.decode([i for i in ids if i not in drop], skip_special_tokens=False)
+
         capture = LogprobCapture() if fields.logprobs else None
         return _Tracker(self.tokenizer, job, emit, cancel, decode, constraint, capture, texts, skip)
 
@@ -417,8 +472,12 @@ class TransformersChatEngine:
         if calls:
             message["tool_calls"], finish = calls, "tool_calls"
         logprobs = {"content": entries, "refusal": None} if job.fields.logprobs else None
-        return wire.completion(wire.new_id(), self.served_name, [wire.choice(0, message, finish, logprobs)],
-                               usage=wire.usage(len(job.prompt_ids), n_out))
+        return wire.completion(
+            wire.new_id(),
+            self.served_name,
+            [wire.choice(0, message, finish, logprobs)],
+            usage=wire.usage(len(job.prompt_ids), n_out),
+        )
 
     async def stream(self, request: dict) -> AsyncIterator[dict]:
         """Yield ``chat.completion.chunk`` dicts: role, content deltas, finish, then a usage-only chunk.
@@ -465,7 +524,9 @@ class TransformersChatEngine:
                     yield chunk({"tool_calls": [{"index": index, **call}]}, entries=held_entries)
                     held_entries = []
                 yield chunk({}, "tool_calls" if calls else finish)
-                yield wire.usage_chunk(rid, self.served_name, created, wire.usage(len(job.prompt_ids), item[2]))
+                yield wire.usage_chunk(
+                    rid, self.served_name, created, wire.usage(len(job.prompt_ids), item[2])
+                )
 
 
 def _answer(text: str, finish: str, fields: Fields) -> tuple[str | None, list[dict]]:

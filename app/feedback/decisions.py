@@ -115,8 +115,9 @@ class DecisionLog:
                     raise
                 self._failures = 0
                 self._forget(batch)
-                log_event("feedback_decisions_dropped", logging.WARNING, dropped=len(batch),
-                          reason="store_error")
+                log_event(
+                    "feedback_decisions_dropped", logging.WARNING, dropped=len(batch), reason="store_error"
+                )
                 raise
             self._failures = 0
             self._forget(batch)
@@ -130,8 +131,12 @@ class DecisionLog:
         try:
             await self.flush()
         except Exception as exc:  # noqa: BLE001 - kept pending; the next flush tries again
-            log_event("feedback_flush_failed", logging.WARNING, error_type=type(exc).__name__,
-                      pending=self.pending())
+            log_event(
+                "feedback_flush_failed",
+                logging.WARNING,
+                error_type=type(exc).__name__,
+                pending=self.pending(),
+            )
 
     async def saved(self, request_id: str) -> None:
         """Returns once ``request_id``'s record, if this replica holds it, is in the store."""

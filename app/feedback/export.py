@@ -84,11 +84,18 @@ def parse_since(text: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     summary = (__doc__ or "").split("\n\n")[0]
     parser = argparse.ArgumentParser(prog="python -m app.feedback.export", description=summary)
-    parser.add_argument("--config", default=os.environ.get("ROUTER_CONFIG", DEFAULT_CONFIG),
-                        help="router config YAML (default: $ROUTER_CONFIG, else %(default)s)")
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("ROUTER_CONFIG", DEFAULT_CONFIG),
+        help="router config YAML (default: $ROUTER_CONFIG, else %(default)s)",
+    )
     parser.add_argument("--out", default="-", help="JSONL file to write (default: stdout)")
-    parser.add_argument("--since", type=parse_since, default=0.0,
-                        help="only ratings given at or after this (unix seconds or ISO date/time)")
+    parser.add_argument(
+        "--since",
+        type=parse_since,
+        default=0.0,
+        help="only ratings given at or after this (unix seconds or ISO date/time)",
+    )
     args = parser.parse_args(argv)
 
     async def run() -> int:

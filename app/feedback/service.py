@@ -74,8 +74,9 @@ class FeedbackService:
         if added.status != "recorded" or added.decision is None:
             raise _not_found(self.store.retention_s)
         model = added.decision.model
-        log_event("feedback", request_id=request_id, model=model, strategy=added.decision.strategy,
-                  score=value)
+        log_event(
+            "feedback", request_id=request_id, model=model, strategy=added.decision.strategy, score=value
+        )
         return {"request_id": request_id, "score": value, "model": model, "recorded": True}
 
 

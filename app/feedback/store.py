@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal, Protocol
 
-
 REQUEST_ID_CHARS = 64  # the longest request id the router keeps (longer ones are cut to this)
 
 
@@ -111,8 +110,7 @@ class FeedbackStore(Protocol):
         """Stores every decision whose request id has none yet (one round trip for the batch)."""
         ...
 
-    async def decision(self, request_id: str) -> Decision | None:
-        ...
+    async def decision(self, request_id: str) -> Decision | None: ...
 
     async def add_rating(self, rating: Rating, *, owner: str | None) -> Added:
         """Atomically records ``rating`` (see the module's contracts). ``owner`` None: any
@@ -128,8 +126,7 @@ class FeedbackStore(Protocol):
         """Drops decisions and ratings older than ``retention_s`` at ``now`` (unix time)."""
         ...
 
-    async def close(self) -> None:
-        ...
+    async def close(self) -> None: ...
 
 
 def owns(owner: str | None, client: str | None) -> bool:

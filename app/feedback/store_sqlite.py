@@ -134,4 +134,3 @@ def _page(after: tuple[float, str], batch: int) -> Callable[[sqlite3.Connection]
         ).fetchall()
 
     return op
-

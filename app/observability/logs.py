@@ -67,7 +67,7 @@ class JsonLinesFile(logging.Handler):
                 if self._fd is None:
                     return
                 while data:
-                    data = data[os.write(self._fd, data):]
+                    data = data[os.write(self._fd, data) :]
         except Exception:  # noqa: BLE001 - logging never raises into the request
             self.handleError(record)
 

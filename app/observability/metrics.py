@@ -16,12 +16,22 @@ OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 # name -> (kind, description, labels)
 SERIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "router_requests": ("counter", "Chat requests by answering model, provider, strategy and status.",
-                        ("model", "provider", "strategy", "status")),
-    "router_routed_requests": ("counter", "Answered requests by where they ran and prompt size "
-                               "(under_50k, 50k_to_100k, over_100k tokens).", ("self_hosted", "prompt_size")),
+    "router_requests": (
+        "counter",
+        "Chat requests by answering model, provider, strategy and status.",
+        ("model", "provider", "strategy", "status"),
+    ),
+    "router_routed_requests": (
+        "counter",
+        "Answered requests by where they ran and prompt size (under_50k, 50k_to_100k, over_100k tokens).",
+        ("self_hosted", "prompt_size"),
+    ),
     "router_cost_usd": ("counter", "Spend in USD by model and provider.", ("model", "provider")),
-    "router_fallbacks": ("counter", "Targets that failed and handed over to the next.", ("from_model", "to_model", "reason")),
+    "router_fallbacks": (
+        "counter",
+        "Targets that failed and handed over to the next.",
+        ("from_model", "to_model", "reason"),
+    ),
     "router_retries": ("counter", "Retries of a target after a retryable error.", ("model",)),
     "router_tokens": ("counter", "Tokens by model and direction (in, out).", ("model", "direction")),
     "router_cache_hits": ("counter", "Answers served from the response cache.", ("model",)),
@@ -30,10 +40,17 @@ SERIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "router_overhead_seconds": ("histogram", "Time spent in the router itself, apart from backends.", ()),
     "router_budget_spend_usd": ("gauge", "Spend so far today per budget (provider or total).", ("provider",)),
     "router_budget_limit_usd": ("gauge", "Daily budget limit per provider (or total).", ("provider",)),
-    "router_budget_alerts": ("counter", "Budget alerts fired, once per budget and alert a day.", ("provider", "alert")),
+    "router_budget_alerts": (
+        "counter",
+        "Budget alerts fired, once per budget and alert a day.",
+        ("provider", "alert"),
+    ),
     "router_breaker_state": ("gauge", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", ("model",)),
-    "router_backend_up": ("gauge", "1 when the model can take requests now, else 0.",
-                          ("model", "provider", "self_hosted")),
+    "router_backend_up": (
+        "gauge",
+        "1 when the model can take requests now, else 0.",
+        ("model", "provider", "self_hosted"),
+    ),
 }
 
 
@@ -51,7 +68,9 @@ def in_serve_replica() -> bool:
 class _Series:
     """One series on either backend, with ``inc`` / ``set`` / ``observe`` taking a label dict."""
 
-    def __init__(self, name: str, kind: str, description: str, labels: tuple[str, ...], registry: Any) -> None:
+    def __init__(
+        self, name: str, kind: str, description: str, labels: tuple[str, ...], registry: Any
+    ) -> None:
         self.kind = kind
         self.labels = labels
         buckets = OVERHEAD_BUCKETS if name == "router_overhead_seconds" else LATENCY_BUCKETS
@@ -111,4 +130,3 @@ def metrics() -> Metrics:
     import prometheus_client
 
     return Metrics(prometheus_client.CollectorRegistry())
-

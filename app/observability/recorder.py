@@ -106,8 +106,13 @@ class Recorder:
         m, target = self.metrics, outcome.target
         model, provider = (target.model, target.provider) if target else ("none", "none")
         elapsed = now() - outcome.started
-        m.record("router_requests", model=model, provider=provider, strategy=outcome.plan.strategy,
-                 status=self._status(outcome, error))
+        m.record(
+            "router_requests",
+            model=model,
+            provider=provider,
+            strategy=outcome.plan.strategy,
+            status=self._status(outcome, error),
+        )
         m.record("router_request_duration_seconds", elapsed, model=model)
         m.record("router_overhead_seconds", max(0.0, elapsed - outcome.backend_s))
         if outcome.first_token_s is not None:
@@ -115,8 +120,11 @@ class Recorder:
         if outcome.cost_usd is not None:
             m.record("router_cost_usd", float(outcome.cost_usd), model=model, provider=provider)
         if target is not None and outcome.status == "ok":
-            m.record("router_routed_requests", self_hosted=str(self.catalog.is_self_hosted(model)).lower(),
-                     prompt_size=prompt_size(outcome.plan.features.tokens))
+            m.record(
+                "router_routed_requests",
+                self_hosted=str(self.catalog.is_self_hosted(model)).lower(),
+                prompt_size=prompt_size(outcome.plan.features.tokens),
+            )
         if outcome.cache == "hit":
             m.record("router_cache_hits", model=model)
         for direction, key in (("in", "prompt_tokens"), ("out", "completion_tokens")):

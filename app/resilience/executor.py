@@ -103,7 +103,10 @@ class Executor:
                 too_small = self.catalog.models[target.model].context_window
                 last = self._failed(tracker, target, exc)
             except RouterError as exc:
-                if not (exc.retryable or (self.settings.fallback_on_client_errors and isinstance(exc, CLIENT_ERRORS))):
+                if not (
+                    exc.retryable
+                    or (self.settings.fallback_on_client_errors and isinstance(exc, CLIENT_ERRORS))
+                ):
                     raise
                 last = self._failed(tracker, target, exc)
         raise self._exhausted(tracker, last)
@@ -126,7 +129,9 @@ class Executor:
                 raise
             except TimeoutError:
                 breaker.failure()
-                raise DeadlineExceeded(f"The request's deadline of {self.settings.deadline_s:g} s passed.") from None
+                raise DeadlineExceeded(
+                    f"The request's deadline of {self.settings.deadline_s:g} s passed."
+                ) from None
             except RouterError as exc:
                 if not exc.retryable:
                     breaker.release()
@@ -140,7 +145,13 @@ class Executor:
                 tracker.retries += 1
                 if self.metrics is not None:
                     self.metrics.record("router_retries", model=target.model)
-                log_event("retry", request_id=tracker.request_id, model=target.model, reason=type(exc).__name__, wait_s=round(wait, 3))
+                log_event(
+                    "retry",
+                    request_id=tracker.request_id,
+                    model=target.model,
+                    reason=type(exc).__name__,
+                    wait_s=round(wait, 3),
+                )
                 await self.sleep(wait)
                 continue
             except Exception as exc:  # a bug below must not pass as the backend's health
@@ -167,7 +178,9 @@ class Executor:
             detail=cause.message,
         )
         if self.metrics is not None:
-            self.metrics.record("router_fallbacks", from_model=source, to_model=to.model, reason=type(cause).__name__)
+            self.metrics.record(
+                "router_fallbacks", from_model=source, to_model=to.model, reason=type(cause).__name__
+            )
 
     @staticmethod
     def _exhausted(tracker: Tracker, last: RouterError | None) -> RouterError:
@@ -176,4 +189,6 @@ class Executor:
         ):
             return last  # a prompt no window could take is the client's 400; no budget left, a 429
         tried = "; ".join(f"{m}: {why}" for m, why in tracker.failures)
-        return UpstreamUnavailableError(f"Every model in the plan failed ({tried}).", code="all_backends_failed")
+        return UpstreamUnavailableError(
+            f"Every model in the plan failed ({tried}).", code="all_backends_failed"
+        )

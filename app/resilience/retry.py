@@ -24,7 +24,9 @@ class RetryPolicy:
     def attempts(self) -> int:
         return self.settings.attempts
 
-    def delay(self, attempt: int, retry_after: float | None = None, remaining: float | None = None) -> float | None:
+    def delay(
+        self, attempt: int, retry_after: float | None = None, remaining: float | None = None
+    ) -> float | None:
         s = self.settings
         if retry_after is not None:
             if retry_after > s.max_delay_s:

@@ -126,14 +126,14 @@ _MAKING_VERBS = sig.CODE_GENERATION_VERBS - {"translate", "convert", "port"}
 
 
 def _translation_first(text: sig.Text) -> bool:
-    """"Translate this into Spanish" is a translation; "write a function that translates text into
+    """ "Translate this into Spanish" is a translation; "write a function that translates text into
     Spanish" is code."""
     translate, making = text.first(sig.TRANSLATION), text.first(_MAKING_VERBS)
     return making is None or (translate is not None and translate < making)
 
 
 def _codes(words: tuple[str, ...]) -> bool:
-    """"Code a snake game", "code up the parser": "code" as the request's verb (not "code review")."""
+    """ "Code a snake game", "code up the parser": "code" as the request's verb (not "code review")."""
     return words[:1] == ("code",) and len(words) > 1 and words[1] in sig.OBJECT_FILLERS | {"up"}
 
 
@@ -161,7 +161,14 @@ def score(signals: tuple[str, ...]) -> float:
 
 
 def complexity_signals(
-    own: str, text: sig.Text, *, task: str, tokens: int, has_images: bool, has_tools: bool, has_code: bool,
+    own: str,
+    text: sig.Text,
+    *,
+    task: str,
+    tokens: int,
+    has_images: bool,
+    has_tools: bool,
+    has_code: bool,
     long_prompt: int,
 ) -> tuple[str, ...]:
     """Which of the routing guide's complexity signals a request shows, in ``SIGNAL_WEIGHTS`` order."""
@@ -337,11 +344,15 @@ class Analyzer:
     def count_exactly(self, request: Mapping[str, Any]) -> int:
         """The exact prompt token count; slow for huge prompts, so callers run it in a thread."""
         messages = list(request.get("messages") or [])
-        return self.counter.request(messages, request.get("tools") or request.get("functions"), exact=True).tokens
+        return self.counter.request(
+            messages, request.get("tools") or request.get("functions"), exact=True
+        ).tokens
 
     def with_exact_tokens(self, features: Features, tokens: int) -> Features:
         """``features`` with an exact token count, and the long-context signal redone to match."""
         others = tuple(s for s in features.complexity_signals if s != "long_context")
         long_prompt = ("long_context",) if tokens >= self.thresholds.long_prompt_signal_tokens else ()
         signals = tuple(s for s in SIGNAL_WEIGHTS if s in others or s in long_prompt)
-        return replace(features, tokens=tokens, tokens_exact=True, complexity_signals=signals, complexity=score(signals))
+        return replace(
+            features, tokens=tokens, tokens_exact=True, complexity_signals=signals, complexity=score(signals)
+        )

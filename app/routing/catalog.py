@@ -51,7 +51,9 @@ class Catalog:
 
     # Rankings: each returns model names, best first; ties keep catalog order.
     def by_latency(self, models: Iterable[str]) -> list[str]:
-        return sorted(models, key=lambda m: (-self.models[m].weights.latency, self.models[m].typical_latency_ms))
+        return sorted(
+            models, key=lambda m: (-self.models[m].weights.latency, self.models[m].typical_latency_ms)
+        )
 
     def by_quality(self, models: Iterable[str]) -> list[str]:
         return sorted(models, key=lambda m: -self.models[m].weights.quality)

@@ -84,7 +84,7 @@ def _tech_word_nearby(words: tuple[str, ...], i: int) -> bool:
 
 
 def _is_code_object(words: tuple[str, ...], i: int) -> bool:
-    """"write a program", "implement the algorithm": the noun is the object of a code verb."""
+    """ "write a program", "implement the algorithm": the noun is the object of a code verb."""
     if words[i] not in sig.CODE_OBJECTS:
         return False
     for j in range(i - 1, max(-1, i - 1 - VERB_REACH), -1):
@@ -96,7 +96,7 @@ def _is_code_object(words: tuple[str, ...], i: int) -> bool:
 
 
 def _does_code(words: tuple[str, ...], i: int) -> bool:
-    """"a function that reverses", "a method to parse": what code does, said of the noun."""
+    """ "a function that reverses", "a method to parse": what code does, said of the noun."""
     if words[i] not in sig.DOING_NOUNS:
         return False
     link, verb = words[i + 1 : i + 2], words[i + 2 : i + 3]

@@ -85,7 +85,7 @@ def drop_material(text: str) -> str:
 
 
 def _introduces_material(line: str) -> bool:
-    """"... below", "the following ...", "here is ...", or "this"/"these" before a colon or before a
+    """ "... below", "the following ...", "here is ...", or "this"/"these" before a colon or before a
     kind of material ("this email", "these notes")."""
     line = line.strip()
     if line[-1:] not in ":.?!":

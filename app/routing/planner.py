@@ -90,20 +90,30 @@ class Planner:
         self.catalog = catalog
         self.strategies = strategies
 
-    def plan(self, features: Features, strategy: str, availability: Availability = always_available) -> RoutePlan:
+    def plan(
+        self, features: Features, strategy: str, availability: Availability = always_available
+    ) -> RoutePlan:
         preference = self.strategies.prefer(strategy, features)
         fitting = self.fitting(features)
         ranked: list[tuple[str, str]] = []
         if preference.rank is not None:
-            ranked = preference.rank([m for m in fitting if preference.allowed(m) and availability(m) is None])
+            ranked = preference.rank(
+                [m for m in fitting if preference.allowed(m) and availability(m) is None]
+            )
         plan = self._choose(strategy, features, self._candidates(preference, ranked), availability)
         margin = margin_of(features, self.catalog) if preference.rank is not None else None
-        return replace(plan, quality=self.catalog.quality.predict(features.quality_inputs, fitting), margin=margin)
+        return replace(
+            plan, quality=self.catalog.quality.predict(features.quality_inputs, fitting), margin=margin
+        )
 
-    def plan_explicit(self, model: str, features: Features, availability: Availability = always_available) -> RoutePlan:
+    def plan_explicit(
+        self, model: str, features: Features, availability: Availability = always_available
+    ) -> RoutePlan:
         """A model named by the client: no routing, and no silent switch to another model."""
         plan = self._choose("explicit", features, [(model, "requested by the client")], availability)
-        return replace(plan, quality=self.catalog.quality.predict(features.quality_inputs, self.fitting(features)))
+        return replace(
+            plan, quality=self.catalog.quality.predict(features.quality_inputs, self.fitting(features))
+        )
 
     def fitting(self, features: Features) -> list[str]:
         """The models that can take this request whatever their health: window and capabilities."""
@@ -130,10 +140,14 @@ class Planner:
     def unfit_reason(self, model: str, features: Features) -> str | None:
         """Why ``model`` cannot take this request whatever its health, or None."""
         spec = self.catalog.models[model]
-        output = min(features.max_tokens or self.catalog.config.routing.default_max_tokens, spec.max_output_tokens)
+        output = min(
+            features.max_tokens or self.catalog.config.routing.default_max_tokens, spec.max_output_tokens
+        )
         prompt = features.tokens if features.tokens_exact else int(features.tokens * ESTIMATE_MARGIN)
         if prompt + output > spec.context_window:
-            return f"context window {spec.context_window:,} < {prompt:,} prompt + {output:,} completion tokens"
+            return (
+                f"context window {spec.context_window:,} < {prompt:,} prompt + {output:,} completion tokens"
+            )
         for capability, _param, why in needs(features):
             if capability not in spec.capabilities:
                 return why
@@ -201,7 +215,8 @@ class Planner:
             if missing:  # no model has this one
                 capability, param, _ = missing[0]
                 return UnsupportedFeatureError(
-                    f"No model this request may use supports {NEED_WORDS[capability]} (`{param}`).{hint}", param=param
+                    f"No model this request may use supports {NEED_WORDS[capability]} (`{param}`).{hint}",
+                    param=param,
                 )
             words = " and ".join(f"{NEED_WORDS[c]} (`{p}`)" for c, p, _ in wanted)
             return UnsupportedFeatureError(
@@ -209,7 +224,9 @@ class Planner:
             )
         detail = "; ".join(f"{m}: {why}" for m, why in dropped[:6])
         if any(isinstance(why, BudgetReason) for _, why in dropped):
-            return BudgetExhaustedError(f"Daily budgets leave no model that can serve this request ({detail}).")
+            return BudgetExhaustedError(
+                f"Daily budgets leave no model that can serve this request ({detail})."
+            )
         return NoHealthyBackendError(
             f"No model can serve this request now ({detail}).",
             retry_helps=any(m not in off for m in capable),

@@ -48,7 +48,9 @@ def _output_tokens(features: Features, catalog: Catalog) -> int:
 
 
 def _balanced_rest(features: Features, catalog: Catalog, allowed: Callable[[str], bool]) -> list[str]:
-    return catalog.by_balance(catalog.names(allowed), catalog.config.routing.balanced_weights, features.complexity)
+    return catalog.by_balance(
+        catalog.names(allowed), catalog.config.routing.balanced_weights, features.complexity
+    )
 
 
 def context_or_latency_branch(features: Features, catalog: Catalog) -> tuple[list[str], str] | None:
@@ -56,7 +58,10 @@ def context_or_latency_branch(features: Features, catalog: Catalog) -> tuple[lis
     t, targets = catalog.config.routing.thresholds, catalog.config.routing.auto
     approx = "" if features.tokens_exact else "~"
     if features.tokens > t.long_context_tokens:
-        return targets.long_context, f"{approx}{features.tokens:,} tokens > {t.long_context_tokens:,}: long context"
+        return (
+            targets.long_context,
+            f"{approx}{features.tokens:,} tokens > {t.long_context_tokens:,}: long context",
+        )
     if features.tokens >= t.medium_context_tokens:
         return targets.medium_context, (
             f"{approx}{features.tokens:,} tokens >= {t.medium_context_tokens:,}: moderate context, cheap cloud"
@@ -75,7 +80,10 @@ def auto_branch(features: Features, catalog: Catalog) -> tuple[list[str], str]:
     if features.task == "code_generation":
         return targets.code_generation, "code generation task"
     if features.complexity >= t.high_complexity:
-        return targets.high_complexity, f"complexity {features.complexity:.2f} >= {t.high_complexity}: premium"
+        return (
+            targets.high_complexity,
+            f"complexity {features.complexity:.2f} >= {t.high_complexity}: premium",
+        )
     if kept is not None:
         return kept
     return targets.default, "simple request: cost-effective self-hosted default"
@@ -85,7 +93,9 @@ def margin_of(features: Features, catalog: Catalog) -> float:
     return features.quality_margin if features.quality_margin is not None else catalog.config.quality.margin
 
 
-def rank_by_quality(features: Features, catalog: Catalog, label: str) -> Callable[[list[str]], list[tuple[str, str]]]:
+def rank_by_quality(
+    features: Features, catalog: Catalog, label: str
+) -> Callable[[list[str]], list[tuple[str, str]]]:
     """Given the models that fit, the cheapest whose predicted quality is within the margin of the
     best (its configured fallback chain follows it). A code-generation request looks at
     code-capable models (the catalog's code model among them) when any fits."""
@@ -102,20 +112,34 @@ def rank_by_quality(features: Features, catalog: Catalog, label: str) -> Callabl
         best = max(quality[m] for m in pool)
         near = catalog.by_cost([m for m in pool if quality[m] >= best - margin], features.tokens, output)
         choice = near[0]
-        return [(choice, f"{label}: cheapest with predicted quality {quality[choice]:.2f}, "
-                         f"within {margin:g} of the best ({best:.2f})")]
+        return [
+            (
+                choice,
+                f"{label}: cheapest with predicted quality {quality[choice]:.2f}, "
+                f"within {margin:g} of the best ({best:.2f})",
+            )
+        ]
 
     return rank
 
 
-def _auto_preference(features: Features, catalog: Catalog, allowed: Callable[[str], bool], label: str) -> Preference:
+def _auto_preference(
+    features: Features, catalog: Catalog, allowed: Callable[[str], bool], label: str
+) -> Preference:
     rest = _balanced_rest(features, catalog, allowed)
     kept = context_or_latency_branch(features, catalog)
     if kept is not None:
         models, why = kept
-        return Preference([(m, f"{label}: {why}") for m in models], allowed, rest, f"{label}: next best by balanced score")
-    return Preference([], allowed, rest, f"{label}: next best by balanced score",
-                      rank=rank_by_quality(features, catalog, label))
+        return Preference(
+            [(m, f"{label}: {why}") for m in models], allowed, rest, f"{label}: next best by balanced score"
+        )
+    return Preference(
+        [],
+        allowed,
+        rest,
+        f"{label}: next best by balanced score",
+        rank=rank_by_quality(features, catalog, label),
+    )
 
 
 def auto(features: Features, catalog: Catalog) -> Preference:
@@ -224,7 +248,9 @@ class StrategyRegistry:
                 inner = self.prefer(action.strategy, features)
                 bound = _both(allowed, inner.allowed)
                 picks = [(m, f"{label} -> {why}") for m, why in inner.picks if bound(m)]
-                return Preference(picks, bound, [m for m in inner.rest if bound(m)], inner.rest_reason, inner.rank)
+                return Preference(
+                    picks, bound, [m for m in inner.rest if bound(m)], inner.rest_reason, inner.rank
+                )
             models = action.models or _balanced_rest(features, catalog, allowed)
             return Preference(
                 picks=[(m, f"{label} matched {dict(rule.condition) or 'always'}") for m in models],

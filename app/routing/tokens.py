@@ -75,7 +75,9 @@ class TokenCounter:
         if len(text) <= self.exact_chars:
             return TokenCount(len(encoding().encode_ordinary(text)), True)
         if exact:
-            return TokenCount(sum(len(encoding().encode_ordinary(p)) for p in pieces(text, PIECE_CHARS)), True)
+            return TokenCount(
+                sum(len(encoding().encode_ordinary(p)) for p in pieces(text, PIECE_CHARS)), True
+            )
         return TokenCount(self._estimate(text), False)
 
     def _estimate(self, text: str) -> int:
@@ -90,7 +92,11 @@ class TokenCounter:
         return round(len(text) * sampled_tokens / sampled_chars)
 
     def request(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, *, exact: bool = False
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        exact: bool = False,
     ) -> TokenCount:
         total, all_exact = REPLY_PRIMER, True
         for message in messages:

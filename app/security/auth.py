@@ -86,7 +86,9 @@ def key_problems(config: AuthConfig, env: Mapping[str, str] | None = None) -> li
         for name, key in key_pairs(env.get(variable, "")):
             if name in names:
                 where = "twice" if names[name] == variable else f"in {names[name]} too"
-                problems.append((variable, f"the key name {name!r} is given {where}; each name must be unique"))
+                problems.append(
+                    (variable, f"the key name {name!r} is given {where}; each name must be unique")
+                )
             names.setdefault(name, variable)
             if not key:
                 problems.append((variable, f"the key named {name!r} is empty"))
@@ -127,11 +129,18 @@ class AuthMiddleware:
         key = presented_key(dict(scope.get("headers") or ()))
         client = self.keys.identify(key) if key else None
         if client is None:
-            message = "Incorrect API key provided." if key else "You didn't provide an API key (Authorization: Bearer ...)."
+            message = (
+                "Incorrect API key provided."
+                if key
+                else "You didn't provide an API key (Authorization: Bearer ...)."
+            )
             error = AuthenticationError(message)
             body = json.dumps(error_body(error)).encode()
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                       (b"www-authenticate", b"Bearer")]
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"www-authenticate", b"Bearer"),
+            ]
             headers += [(k.encode(), v.encode()) for k, v in error_headers(error).items()]
             await send({"type": "http.response.start", "status": 401, "headers": headers})
             await send({"type": "http.response.body", "body": body})

@@ -56,8 +56,10 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     def _message(self) -> str:
-        return (f"The request body is larger than the router accepts ({self.max_bytes:,} bytes; "
-                "the router config's limits.max_body_bytes).")
+        return (
+            f"The request body is larger than the router accepts ({self.max_bytes:,} bytes; "
+            "the router config's limits.max_body_bytes)."
+        )
 
     async def _refuse(self, send: Send) -> None:
         error = PayloadTooLargeError(self._message())
@@ -74,7 +76,8 @@ def check_request(body: Mapping[str, Any], limits: RequestLimits) -> None:
     messages = body.get("messages") or []
     if len(messages) > limits.max_messages:
         raise InvalidRequestError(
-            f"At most {limits.max_messages} messages are accepted ({_setting('max_messages')}).", param="messages"
+            f"At most {limits.max_messages} messages are accepted ({_setting('max_messages')}).",
+            param="messages",
         )
     for i, message in enumerate(messages):
         if _text_size(message.get("content")) > limits.max_message_chars:
@@ -86,12 +89,15 @@ def check_request(body: Mapping[str, Any], limits: RequestLimits) -> None:
         value = body.get(field)
         if value is not None and value > limits.max_tokens_ceiling:
             raise InvalidRequestError(
-                f"{field} may be at most {limits.max_tokens_ceiling} ({_setting('max_tokens_ceiling')}).", param=field
+                f"{field} may be at most {limits.max_tokens_ceiling} ({_setting('max_tokens_ceiling')}).",
+                param=field,
             )
     n = body.get("n")
     if n is not None and n > limits.n_ceiling:
         why = " (the self-hosted engines answer one choice per request)" if limits.n_ceiling == 1 else ""
-        raise InvalidRequestError(f"n may be at most {limits.n_ceiling}{why}; {_setting('n_ceiling')}.", param="n")
+        raise InvalidRequestError(
+            f"n may be at most {limits.n_ceiling}{why}; {_setting('n_ceiling')}.", param="n"
+        )
 
 
 def _setting(name: str) -> str:

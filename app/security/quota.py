@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from app.budget.ledger import Ledger
@@ -25,7 +25,10 @@ def client_key(name: str) -> str:
 
 class Quota:
     def __init__(
-        self, config: AuthConfig, ledger: Ledger, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+        self,
+        config: AuthConfig,
+        ledger: Ledger,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.config = config
         self.ledger = ledger
@@ -52,7 +55,10 @@ class Quota:
         if limits.requests_per_minute:
             amounts[f"rpm:{client}"], caps[f"rpm:{client}"] = Decimal(1), Decimal(limits.requests_per_minute)
         if limits.tokens_per_minute:
-            amounts[f"tpm:{client}"], caps[f"tpm:{client}"] = Decimal(tokens), Decimal(limits.tokens_per_minute)
+            amounts[f"tpm:{client}"], caps[f"tpm:{client}"] = (
+                Decimal(tokens),
+                Decimal(limits.tokens_per_minute),
+            )
         if not amounts:
             return
         granted = await self.ledger.reserve(window, amounts, caps, ttl_s=2 * WINDOW_S)

@@ -23,7 +23,11 @@ SERVE_ENV = CONFIGS / "serve.env"
 
 def serve_env_file() -> dict[str, str]:
     """``serve.env`` as written: KEY=VALUE lines, # comments."""
-    pairs = (line.split("=", 1) for line in SERVE_ENV.read_text().splitlines() if line.strip() and not line.startswith("#"))
+    pairs = (
+        line.split("=", 1)
+        for line in SERVE_ENV.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
     return {key.strip(): value.strip() for key, value in pairs}
 
 

@@ -61,7 +61,11 @@ def gpu_config(source: str, accelerator: str) -> dict[str, Any]:
     from deployments.configs.profiles import router_config
 
     config = router_config("gke")
-    config["providers"]["offline"] = {"kind": "openai_compatible", "base_url": "http://127.0.0.1:9/v1", "self_hosted": True}
+    config["providers"]["offline"] = {
+        "kind": "openai_compatible",
+        "base_url": "http://127.0.0.1:9/v1",
+        "self_hosted": True,
+    }
     for name in ("codellama-13b", "mistral-7b-fast"):
         config["models"][name]["provider"] = "offline"
     config["serving"]["ingress"] = {"num_replicas": 1, "num_cpus": 0}
@@ -92,13 +96,19 @@ def router_url(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("gpu")
     source = model_source(tmp)
-    ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
-             runtime_env={"env_vars": {"HYBRID_ROUTER_STATE_DIR": os.environ["HYBRID_ROUTER_STATE_DIR"]}})
+    ray.init(
+        include_dashboard=False,
+        log_to_driver=False,
+        ignore_reinit_error=True,
+        runtime_env={"env_vars": {"HYBRID_ROUTER_STATE_DIR": os.environ["HYBRID_ROUTER_STATE_DIR"]}},
+    )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     url = f"http://127.0.0.1:{port}"
     try:
-        serve.run(build_app({"config": gpu_config(source, accelerator_type())}), name="router", route_prefix="/")
+        serve.run(
+            build_app({"config": gpu_config(source, accelerator_type())}), name="router", route_prefix="/"
+        )
         _wait_ready(url)
         yield url
     finally:
@@ -148,7 +158,10 @@ def test_stream_through_the_ingress_ends_with_usage(sdk):
     )
     content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert content, "the stream carries tokens"
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] in (["stop"], ["length"])
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] in (
+        ["stop"],
+        ["length"],
+    )
     assert chunks[-1].usage is not None and 0 < chunks[-1].usage.completion_tokens <= 8
     assert {c.model for c in chunks} == {SERVED}
 
@@ -160,8 +173,12 @@ def test_a_request_vllm_refuses_is_a_400(sdk):
 
 
 # Issue #14: vLLM gets tools, response_format and logprobs whole and honours them itself.
-WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"],
-           "additionalProperties": False}
+WEATHER = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 20}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
 
 
 def test_response_format_json_schema_is_honoured(sdk):
@@ -173,7 +190,9 @@ def test_response_format_json_schema_is_honoured(sdk):
 
 
 def test_logprobs_are_honoured(sdk):
-    answer = sdk.chat.completions.create(model=SERVED, messages=HELLO, max_tokens=4, logprobs=True, top_logprobs=2)
+    answer = sdk.chat.completions.create(
+        model=SERVED, messages=HELLO, max_tokens=4, logprobs=True, top_logprobs=2
+    )
     content = answer.choices[0].logprobs.content
     assert content and all(len(t.top_logprobs) == 2 for t in content)
 
@@ -182,7 +201,12 @@ def test_forced_tool_call_is_honoured(sdk):
     import json
 
     tool = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}
-    answer = sdk.chat.completions.create(model=SERVED, messages=HELLO, max_tokens=64, tools=[tool],
-                                         tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    answer = sdk.chat.completions.create(
+        model=SERVED,
+        messages=HELLO,
+        max_tokens=64,
+        tools=[tool],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )
     call = answer.choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather" and set(json.loads(call.function.arguments)) == {"city"}

@@ -57,7 +57,9 @@ def default_config() -> dict:
 
 def for_this_machine(config: dict, tmp: Path) -> dict:
     config["serving"]["cpu"].update(
-        model="hybrid-router-tests/model-that-is-not-cached", demo_dir=str(tmp / "demo-model"), torch_threads=1
+        model="hybrid-router-tests/model-that-is-not-cached",
+        demo_dir=str(tmp / "demo-model"),
+        torch_threads=1,
     )
     for deployment in ("ingress", "cpu_engine", "adapter"):
         config["serving"].setdefault(deployment, {})["num_cpus"] = 0
@@ -69,7 +71,11 @@ def with_fakes(config: dict, fakes: dict) -> dict:
     providers["openai"].update(api_key_env="TEST_OPENAI_KEY", base_url=f"{fakes['openai'].url}/v1")
     providers["anthropic"].update(api_key_env="TEST_ANTHROPIC_KEY", base_url=fakes["anthropic"].url)
     providers["vertex_ai"].update(project_env="TEST_GCP_PROJECT", base_url=fakes["gemini"].url)
-    providers["kserve"] = {"kind": "openai_compatible", "base_url": f"{fakes['vllm'].url}/v1", "self_hosted": True}
+    providers["kserve"] = {
+        "kind": "openai_compatible",
+        "base_url": f"{fakes['vllm'].url}/v1",
+        "self_hosted": True,
+    }
     config["models"]["mistral-7b-fast"]["provider"] = "kserve"
     config["serving"]["cloud_adapters"] = "deployment"
     return config
@@ -114,8 +120,10 @@ def cluster(fakes, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("logs")
     CLUSTER["log_file"] = log_dir / "router.jsonl"
     env = {
-        **FAKE_ENV, **fakes["metadata"].env(),
-        "HYBRID_ROUTER_STATE_DIR": os.environ["HYBRID_ROUTER_STATE_DIR"], "ROUTER_LOG_DIR": str(log_dir),
+        **FAKE_ENV,
+        **fakes["metadata"].env(),
+        "HYBRID_ROUTER_STATE_DIR": os.environ["HYBRID_ROUTER_STATE_DIR"],
+        "ROUTER_LOG_DIR": str(log_dir),
     }
     port = free_port()
     CLUSTER["metrics_port"] = free_port()
@@ -130,8 +138,13 @@ def cluster(fakes, tmp_path_factory):
     node_id = None
     try:
         ray.init(
-            address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir,
-            runtime_env={"env_vars": env}, _metrics_export_port=CLUSTER["metrics_port"],
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            _temp_dir=temp_dir,
+            runtime_env={"env_vars": env},
+            _metrics_export_port=CLUSTER["metrics_port"],
         )
         node_id = ray.get_runtime_context().get_node_id()
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -19,7 +19,11 @@ WEATHER = [
         "function": {
             "name": "get_weather",
             "description": "Current weather in a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
         },
     }
 ]
@@ -43,7 +47,9 @@ def test_every_model_is_available_with_keys_and_credentials(cloud_url):
 
 @pytest.mark.parametrize(("model", "provider"), EXPLICIT)
 def test_explicit_cloud_model_answers(sdk, model, provider):
-    raw = sdk.chat.completions.with_raw_response.create(model=model, messages=ask("Say hello."), max_tokens=50)
+    raw = sdk.chat.completions.with_raw_response.create(
+        model=model, messages=ask("Say hello."), max_tokens=50
+    )
     completion = raw.parse()
     assert completion.model == model
     assert raw.headers["x-router-provider"] == provider
@@ -60,12 +66,18 @@ def test_explicit_cloud_model_streams(sdk, model, provider):
     plain = sdk.chat.completions.create(model=model, messages=ask("Say hello."), max_tokens=50)
     chunks = list(
         sdk.chat.completions.create(
-            model=model, messages=ask("Say hello."), max_tokens=50, stream=True, stream_options={"include_usage": True}
+            model=model,
+            messages=ask("Say hello."),
+            max_tokens=50,
+            stream=True,
+            stream_options={"include_usage": True},
         )
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == plain.choices[0].message.content
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "stop"
+    ]
     assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
     assert {c.model for c in chunks} == {model}
 
@@ -92,14 +104,20 @@ def test_tool_calls_round_trip_through_every_provider(sdk, model, provider):
 def test_streamed_tool_calls(sdk, model, provider):
     chunks = list(
         sdk.chat.completions.create(
-            model=model, messages=ask("What is the weather in Paris?"), tools=WEATHER, max_tokens=100, stream=True
+            model=model,
+            messages=ask("What is the weather in Paris?"),
+            tools=WEATHER,
+            max_tokens=100,
+            stream=True,
         )
     )
     calls = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
     assert calls[0].function.name == "get_weather"
     arguments = "".join(tc.function.arguments or "" for tc in calls)
     assert isinstance(json.loads(arguments), dict)
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "tool_calls"
+    ]
 
 
 def test_auto_routes_a_long_document_to_gemini_pro(sdk):
@@ -116,14 +134,19 @@ def test_rules_route_complex_analysis_to_premium_cloud(sdk):
         "Analyze the following code for security vulnerabilities, suggest fixes, and explain the potential "
         "impact of each vulnerability in detail.\n```python\nimport os\nos.system(input())\n```"
     )
-    raw = sdk.chat.completions.with_raw_response.create(model="auto:rules", messages=ask(prompt), max_tokens=100)
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="auto:rules", messages=ask(prompt), max_tokens=100
+    )
     assert raw.headers["x-router-model"] == "claude-opus"
     assert raw.parse().model == "claude-opus"
 
 
 def test_fast_strategy_uses_the_openai_compatible_binding(sdk, fakes):
     raw = sdk.chat.completions.with_raw_response.create(
-        model="auto", messages=ask("Quick summary of this ticket"), max_tokens=20, extra_body={"routing_strategy": "fast"}
+        model="auto",
+        messages=ask("Quick summary of this ticket"),
+        max_tokens=20,
+        extra_body={"routing_strategy": "fast"},
     )
     assert raw.headers["x-router-model"] == "mistral-7b-fast"
     assert raw.headers["x-router-provider"] == "kserve"
@@ -152,7 +175,10 @@ def test_no_key_reaches_any_response(cloud_url, sdk):
         httpx.get(f"{cloud_url}/health").text,
         httpx.get(f"{cloud_url}/v1/models").text,
         sdk.chat.completions.with_raw_response.create(model="gpt", messages=ask("hi")).text,
-        httpx.post(f"{cloud_url}/v1/chat/completions", json={"model": "gpt", "messages": ask("[[fault@fake-openai:401]]")}).text,
+        httpx.post(
+            f"{cloud_url}/v1/chat/completions",
+            json={"model": "gpt", "messages": ask("[[fault@fake-openai:401]]")},
+        ).text,
     ]
     for secret in FAKE_ENV.values():
         if secret != FAKE_ENV["TEST_GCP_PROJECT"]:

@@ -30,7 +30,9 @@ def client(fakes):
             yield test_client
 
 
-@pytest.mark.parametrize(("model", "provider"), [("gpt", "openai"), ("claude-haiku", "anthropic"), ("gemini-flash", "vertex_ai")])
+@pytest.mark.parametrize(
+    ("model", "provider"), [("gpt", "openai"), ("claude-haiku", "anthropic"), ("gemini-flash", "vertex_ai")]
+)
 def test_each_provider_answers_and_streams_in_process(client, model, provider):
     body = {"model": model, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 50}
     plain = client.post("/v1/chat/completions", json=body)

@@ -38,8 +38,12 @@ def test_each_answer_leaves_its_route_decision_line_in_the_file_within_seconds(r
         request_id = f"req-logs-{uuid.uuid4().hex[:12]}"
         response = httpx.post(
             f"{router_url}/v1/chat/completions",
-            json={"model": "auto", "messages": [{"role": "user", "content": f"{secret_prompt} {i}"}], "max_tokens": 4,
-                  "stream": i % 2 == 1},
+            json={
+                "model": "auto",
+                "messages": [{"role": "user", "content": f"{secret_prompt} {i}"}],
+                "max_tokens": 4,
+                "stream": i % 2 == 1,
+            },
             headers={"x-request-id": request_id},
             timeout=60,
         )
@@ -64,4 +68,7 @@ def test_each_answer_leaves_its_route_decision_line_in_the_file_within_seconds(r
 def test_the_demo_model_warning_is_in_the_file(router_url):
     events = [r for r in records(CLUSTER["log_file"]) if r.get("event") == "demo_model"]
     assert events and events[0]["level"] == "warning"
-    assert "DEMO" in events[0]["message"] and events[0]["model"] == "hybrid-router-tests/model-that-is-not-cached"
+    assert (
+        "DEMO" in events[0]["message"]
+        and events[0]["model"] == "hybrid-router-tests/model-that-is-not-cached"
+    )

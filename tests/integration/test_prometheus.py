@@ -37,9 +37,14 @@ def prometheus(metrics_url, tmp_path_factory):
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     process = subprocess.Popen(
-        ["prometheus", f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "prometheus",
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -65,11 +70,17 @@ def send_traffic(cloud_url: str) -> None:
     with httpx.Client(base_url=cloud_url, timeout=60) as client:
         for model in ("gpt", "claude-haiku", "gemini-flash", "mistral-7b-instruct"):
             client.post("/v1/chat/completions", json={"model": model, "messages": ask, "max_tokens": 8})
-        client.post("/v1/chat/completions", json={"model": "auto", "messages": ask, "max_tokens": 8, "stream": True})
+        client.post(
+            "/v1/chat/completions", json={"model": "auto", "messages": ask, "max_tokens": 8, "stream": True}
+        )
         client.post("/v1/chat/completions", json={"model": "gpt", "messages": ask, "temperature": 0})
-        client.post("/v1/chat/completions", json={"model": "gpt", "messages": ask, "temperature": 0})  # a cache hit
+        client.post(
+            "/v1/chat/completions", json={"model": "gpt", "messages": ask, "temperature": 0}
+        )  # a cache hit
         doc = "Revenue grew in every region this quarter. " * 15000 + "[[fault@fake-gemini:503]] Summarize."
-        client.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": doc}]})
+        client.post(
+            "/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": doc}]}
+        )
         client.post("/v1/chat/completions", json={"model": "no-such-model", "messages": ask})
         client.get("/v1/budget")
         client.get("/health")

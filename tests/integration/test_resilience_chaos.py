@@ -30,8 +30,12 @@ def kill_replicas(app: str, deployment: str) -> int:
 
 
 async def one_stream(client: httpx.AsyncClient, url: str, started: asyncio.Event) -> dict:
-    body = {"model": "auto:rules", "messages": [{"role": "user", "content": "Tell me a long story."}],
-            "max_tokens": 400, "stream": True}
+    body = {
+        "model": "auto:rules",
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+        "max_tokens": 400,
+        "stream": True,
+    }
     events: list[str] = []
     async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
         async for line in response.aiter_lines():
@@ -39,7 +43,11 @@ async def one_stream(client: httpx.AsyncClient, url: str, started: asyncio.Event
                 events.append(line[6:])
                 if len(events) == 3:
                     started.set()
-    return {"status": response.status_code, "events": events, "fallbacks": response.headers.get("x-router-fallbacks")}
+    return {
+        "status": response.status_code,
+        "events": events,
+        "fallbacks": response.headers.get("x-router-fallbacks"),
+    }
 
 
 async def test_killing_the_engine_replica_mid_stream_ends_every_stream_cleanly(cloud_url):
@@ -63,8 +71,11 @@ async def test_killing_the_engine_replica_mid_stream_ends_every_stream_cleanly(c
             assert errors[0]["error"]["type"] and errors[0]["error"]["message"]
     assert broken >= 1, "the kill should have cut at least one running stream"
     # The app keeps serving: auto routing answers at once (from a fallback while the engine is back up).
-    answer = httpx.post(f"{cloud_url}/v1/chat/completions", timeout=60,
-                        json={"model": "auto", "messages": [{"role": "user", "content": "What is Kubernetes?"}]})
+    answer = httpx.post(
+        f"{cloud_url}/v1/chat/completions",
+        timeout=60,
+        json={"model": "auto", "messages": [{"role": "user", "content": "What is Kubernetes?"}]},
+    )
     assert answer.status_code == 200, answer.text
     _wait_for_engine(cloud_url)
 
@@ -75,8 +86,15 @@ def _wait_for_engine(url: str, timeout: float = 120) -> None:
     while time.monotonic() < deadline:
         health = httpx.get(f"{url}/health", timeout=10).json()
         if health["models"]["mistral-7b-instruct"]["available"]:
-            response = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
-                "model": "mistral-7b-instruct", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+            response = httpx.post(
+                f"{url}/v1/chat/completions",
+                timeout=60,
+                json={
+                    "model": "mistral-7b-instruct",
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "max_tokens": 2,
+                },
+            )
             if response.status_code == 200:
                 return
         time.sleep(1)

@@ -44,11 +44,16 @@ def test_no_key_reaches_a_response(cloud_url):
         "models": shown(httpx.get(f"{cloud_url}/v1/models", timeout=30)),
     }
     for model, provider in PROVIDERS:
-        response = httpx.post(chat, json={"model": model, "messages": ask("Say hello."), "max_tokens": 20}, timeout=60)
+        response = httpx.post(
+            chat, json={"model": model, "messages": ask("Say hello."), "max_tokens": 20}, timeout=60
+        )
         assert response.status_code == 200, response.text
         assert response.headers["x-router-provider"] == provider
         seen[f"{model} chat"] = shown(response)
-    for model, fault in [("gpt", "[[fault@fake-openai:401]]"), ("claude-haiku", "[[fault@fake-anthropic:401]]")]:
+    for model, fault in [
+        ("gpt", "[[fault@fake-openai:401]]"),
+        ("claude-haiku", "[[fault@fake-anthropic:401]]"),
+    ]:
         refused = httpx.post(chat, json={"model": model, "messages": ask(f"hi {fault}")}, timeout=60)
         assert refused.status_code == 502, refused.text  # the provider refused the router's key
         assert refused.json()["error"]["code"] == "upstream_authentication_failed"

@@ -35,7 +35,9 @@ def test_seed_example_one_answers_from_self_hosted(sdk):
 
 def test_raw_http_answer_conforms(router_url):
     response = httpx.post(
-        f"{router_url}/v1/chat/completions", json={"model": "auto", "messages": KUBERNETES, "max_tokens": 8}, timeout=60
+        f"{router_url}/v1/chat/completions",
+        json={"model": "auto", "messages": KUBERNETES, "max_tokens": 8},
+        timeout=60,
     )
     assert response.status_code == 200
     assert_conforms(response.json(), "CreateChatCompletionResponse")
@@ -93,7 +95,9 @@ def test_route_plans_the_seed_examples(router_url):
     def plan(body, **params):
         return httpx.post(f"{router_url}/v1/route", json=body, params=params, timeout=30).json()
 
-    code = plan({"model": "auto", "messages": [{"role": "user", "content": "Write a Python REST API with FastAPI"}]})
+    code = plan(
+        {"model": "auto", "messages": [{"role": "user", "content": "Write a Python REST API with FastAPI"}]}
+    )
     assert code["model"] == "codellama-13b"
     explicit = plan({"model": "gemini-1.5-pro", "messages": KUBERNETES}, assume_available="true")
     assert explicit["model"] == "gemini-pro"
@@ -104,7 +108,9 @@ def test_route_plans_the_seed_examples(router_url):
 
 def test_cloud_only_without_keys_is_503(sdk):
     with pytest.raises(openai.APIStatusError) as excinfo:
-        sdk.chat.completions.create(model="auto", messages=KUBERNETES, extra_body={"routing_strategy": "cloud_only"})
+        sdk.chat.completions.create(
+            model="auto", messages=KUBERNETES, extra_body={"routing_strategy": "cloud_only"}
+        )
     assert excinfo.value.status_code == 503
     assert excinfo.value.body["code"] == "no_healthy_backend"
 

@@ -82,7 +82,7 @@ def top_level_comparisons(expr: str) -> list[tuple[int, str]]:
     for i, c, depth in _scan(expr):
         if i < skip_to or depth != 0 or c not in "=!<>":
             continue
-        two = expr[i:i + 2]
+        two = expr[i : i + 2]
         if two in ("==", "!=", ">=", "<="):
             found.append((i, two))
             skip_to = i + 2
@@ -96,23 +96,35 @@ def split_comparison(expr: str) -> tuple[str, str, str]:
     found = top_level_comparisons(expr)
     if len(found) != 1:
         raise ValueError(f"want exactly one top-level comparison, found {[op for _, op in found]}: {expr}")
-    (i, op), = found
-    threshold = expr[i + len(op):].strip()
+    ((i, op),) = found
+    threshold = expr[i + len(op) :].strip()
     if threshold.startswith("bool "):
         raise ValueError(f"an alert's comparison must filter, not use bool: {expr}")
     return expr[:i].strip(), op, threshold
 
 
 _KEYWORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
-    "offset", "atan2", "inf", "nan",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "atan2",
+    "inf",
+    "nan",
 }
 _LABEL_LISTS = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 _IDENT = re.compile(r"(?<![\w:$.])([a-zA-Z_:][a-zA-Z0-9_:]*)(?![\w:])")
 _MATCHER_LABEL = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
 
 
-_STRING = re.compile(r'''"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`''')
+_STRING = re.compile(r""""(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`""")
 
 
 def _without_strings(expr: str) -> str:
@@ -129,7 +141,7 @@ def metric_names(expr: str) -> set[str]:
     names = set()
     for m in _IDENT.finditer(text):
         word = m.group(1)
-        if word.lower() in _KEYWORDS or text[m.end():].lstrip().startswith("("):
+        if word.lower() in _KEYWORDS or text[m.end() :].lstrip().startswith("("):
             continue
         names.add(word)
     return names
@@ -154,8 +166,11 @@ def dashboard_queries() -> list[str]:
         for target in panel.get("targets", []):
             expr = (target.get("expr") or "").strip()
             if expr:
-                queries.append(expr.replace("${__rate_interval}", RATE_INTERVAL)
-                               .replace("$__rate_interval", RATE_INTERVAL))
+                queries.append(
+                    expr.replace("${__rate_interval}", RATE_INTERVAL).replace(
+                        "$__rate_interval", RATE_INTERVAL
+                    )
+                )
     return queries
 
 

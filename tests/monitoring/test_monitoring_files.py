@@ -27,20 +27,36 @@ needs_promtool = pytest.mark.skipif(
 RULES_FILE_NAME = "hybrid-router-rules.yaml"
 
 ALERTS = {
-    "DailyBudgetExceeded", "HighRouterLatency", "SelfHostedModelsDown", "HighFallbackRate",
+    "DailyBudgetExceeded",
+    "HighRouterLatency",
+    "SelfHostedModelsDown",
+    "HighFallbackRate",
     "CloudOveruseOpportunity",
 }
 README_URL = "https://github.com/hybrid-router/hybrid-router/blob/main/README.md"
 TROUBLESHOOTING_ANCHORS = {
-    "all-requests-going-to-cloud", "high-cloud-costs", "slow-response-times",
-    "self-hosted-model-failures", "wrong-model-selection",
+    "all-requests-going-to-cloud",
+    "high-cloud-costs",
+    "slow-response-times",
+    "self-hosted-model-failures",
+    "wrong-model-selection",
 }
 REQUIRED_PANELS = {
     # the seed guide's three
-    "Request Distribution", "Cost Over Time", "Latency by Model",
-    "Fallback Rate", "Self-Hosted vs Cloud Share", "Budget Spend vs Limit", "Breaker State by Model",
-    "Backend Up by Model", "Time to First Token by Model", "Router Overhead", "Requests by Status",
-    "Cost per Day by Provider", "Tokens In/Out by Model", "Cache Hit Ratio",
+    "Request Distribution",
+    "Cost Over Time",
+    "Latency by Model",
+    "Fallback Rate",
+    "Self-Hosted vs Cloud Share",
+    "Budget Spend vs Limit",
+    "Breaker State by Model",
+    "Backend Up by Model",
+    "Time to First Token by Model",
+    "Router Overhead",
+    "Requests by Status",
+    "Cost per Day by Provider",
+    "Tokens In/Out by Model",
+    "Cache Hit Ratio",
 }
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 AGGREGATIONS = ("sum", "max", "min", "avg", "count")
@@ -59,13 +75,15 @@ def _all_exprs() -> list[tuple[str, str]]:
 def _series_of(metric: str) -> tuple[str, str]:
     """``ray_router_x_total`` -> (``router_x``, kind), checking the suffix fits the kind."""
     assert metric.startswith("ray_"), f"{metric}: the router's series reach Prometheus as ray_router_*"
-    bare = metric[len("ray_"):]
+    bare = metric[len("ray_") :]
     for name, (kind, _, _) in SERIES.items():
         for suffix in SUFFIXES[kind]:
             if bare == name + suffix:
                 return name, kind
-    raise AssertionError(f"{metric}: not one of the router's series (app.observability.metrics.SERIES) "
-                         f"with its kind's suffix (counter _total, histogram _bucket/_sum/_count, gauge none)")
+    raise AssertionError(
+        f"{metric}: not one of the router's series (app.observability.metrics.SERIES) "
+        f"with its kind's suffix (counter _total, histogram _bucket/_sum/_count, gauge none)"
+    )
 
 
 # --- (a), (b): promtool ------------------------------------------------------------------------
@@ -81,7 +99,9 @@ def rules_dir(tmp_path: Path) -> Path:
 
 def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     assert PROMTOOL is not None
-    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 @needs_promtool
@@ -100,8 +120,10 @@ def test_promtool_unit_tests(rules_dir: Path) -> None:
 @needs_promtool
 def test_dashboard_queries_parse(tmp_path: Path) -> None:
     """Each dashboard query, as a recording rule, passes promtool's PromQL parser."""
-    rules = [{"record": f"hybrid_router:dashboard_query_{i}", "expr": expr}
-             for i, expr in enumerate(q.dashboard_queries())]
+    rules = [
+        {"record": f"hybrid_router:dashboard_query_{i}", "expr": expr}
+        for i, expr in enumerate(q.dashboard_queries())
+    ]
     (tmp_path / "dashboard.yaml").write_text(
         yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, width=10_000), encoding="utf-8"
     )
@@ -130,8 +152,13 @@ def test_unit_tests_cover_every_alert() -> None:
                 assert set(alert["exp_annotations"]) == set(rules[name]["annotations"])
             if check.get("exp_alerts"):
                 fires.add(name)
-                earlier_empty = [c for c in checks if c["alertname"] == name and not c.get("exp_alerts")
-                                 and _minutes(c["eval_time"]) < _minutes(check["eval_time"])]
+                earlier_empty = [
+                    c
+                    for c in checks
+                    if c["alertname"] == name
+                    and not c.get("exp_alerts")
+                    and _minutes(c["eval_time"]) < _minutes(check["eval_time"])
+                ]
                 if earlier_empty:
                     pending_then_fires.add(name)
             elif name not in firing_cases:
@@ -159,7 +186,9 @@ def test_exprs_use_only_router_series(where: str, expr: str) -> None:
         if metric.endswith("_bucket"):
             assert "histogram_quantile(" in expr, f"{where}: {metric} outside histogram_quantile"
         if kind == "counter":
-            assert re.search(rf"\b(rate|increase)\(\s*{metric}\b", expr), f"{where}: counter {metric} not rated"
+            assert re.search(rf"\b(rate|increase)\(\s*{metric}\b", expr), (
+                f"{where}: counter {metric} not rated"
+            )
     unknown = q.label_names(expr) - allowed_labels
     assert not unknown, f"{where}: labels {sorted(unknown)} are not the router's ({expr})"
 
@@ -169,8 +198,9 @@ def test_exprs_aggregate_away_replica_labels(where: str, expr: str) -> None:
     """Every operand is aggregated (sum/max/min/avg/count, by the router's labels only), so
     Ray's replica, WorkerId, NodeAddress... never reach a panel or an alert."""
     for operand in _operands(expr):
-        operand = re.sub(r"^(on|ignoring)\s*\([^)]*\)\s*(group_left|group_right)?\s*(\([^)]*\))?\s*", "",
-                         operand.strip())
+        operand = re.sub(
+            r"^(on|ignoring)\s*\([^)]*\)\s*(group_left|group_right)?\s*(\([^)]*\))?\s*", "", operand.strip()
+        )
         if re.fullmatch(r"[0-9.e+]+", operand):
             continue
         m = re.match(r"histogram_quantile\(\s*[0-9.]+\s*,\s*(.*)\)$", operand, re.DOTALL)
@@ -190,7 +220,7 @@ def _operands(expr: str) -> list[str]:
     for i, c, depth in q._scan(expr):
         if i < skip or depth != 0:
             continue
-        two = expr[i:i + 2]
+        two = expr[i : i + 2]
         if two in ("==", "!=", ">=", "<="):
             cuts.append((i, 2))
             skip = i + 2
@@ -216,8 +246,13 @@ def test_configmap_holds_exactly_the_dashboard() -> None:
 
 
 def test_make_configmap_is_up_to_date() -> None:
-    done = subprocess.run([sys.executable, str(q.MONITORING / "make_configmap.py"), "--check"],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, str(q.MONITORING / "make_configmap.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -243,7 +278,9 @@ def test_dashboard_has_the_panels() -> None:
 @pytest.mark.parametrize("panel", q.panels(), ids=lambda p: p.get("title", "?"))
 def test_dashboard_panel(panel: dict[str, Any]) -> None:
     assert panel["type"] in {"timeseries", "stat", "bargauge", "gauge", "table"}
-    assert {"h", "w", "x", "y"} <= set(panel["gridPos"]) and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+    assert {"h", "w", "x", "y"} <= set(panel["gridPos"]) and panel["gridPos"]["x"] + panel["gridPos"][
+        "w"
+    ] <= 24
     assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
     targets = panel.get("targets") or []
     assert any((t.get("expr") or "").strip() for t in targets), "no target with an expr"
@@ -331,7 +368,8 @@ def test_podmonitor() -> None:
     assert pm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert pm["spec"]["namespaceSelector"]["matchNames"] == ["production"]
     assert pm["spec"]["selector"]["matchLabels"] == {
-        "ray.io/is-ray-node": "yes", "app.kubernetes.io/name": "hybrid-router",
+        "ray.io/is-ray-node": "yes",
+        "app.kubernetes.io/name": "hybrid-router",
     }
     (endpoint,) = pm["spec"]["podMetricsEndpoints"]
     assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("metrics", "/metrics", "15s")

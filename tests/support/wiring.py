@@ -28,7 +28,9 @@ async def no_wait(_seconds: float) -> None:
     """A ``sleep`` for the service: retries back off without waiting."""
 
 
-def scripted_backends(config: RouterConfig, down: Mapping[str, str] | None = None) -> dict[str, ScriptedBackend]:
+def scripted_backends(
+    config: RouterConfig, down: Mapping[str, str] | None = None
+) -> dict[str, ScriptedBackend]:
     """One scripted backend per catalog model; ``down`` names models unavailable, with the reason."""
     backends = {name: ScriptedBackend(name) for name in config.models}
     for name, reason in (down or {}).items():
@@ -42,7 +44,9 @@ def make_service(
     """The service as the ingress wires it, over scripted backends; retries do not sleep."""
     config = config or default_config()
     kwargs.setdefault("sleep", no_wait)
-    return RouterService(config, dict(backends) if backends is not None else scripted_backends(config), **kwargs)
+    return RouterService(
+        config, dict(backends) if backends is not None else scripted_backends(config), **kwargs
+    )
 
 
 @contextmanager

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
+from app.config import BUILTIN_STRATEGIES as CONFIG_BUILTIN_STRATEGIES
 from app.config import RouterConfig, load_config, parse_config
 from app.routing.analysis import Analyzer, Features
 from app.routing.catalog import Catalog
 from app.routing.planner import Planner
 from app.routing.strategies import StrategyRegistry
-from app.config import BUILTIN_STRATEGIES as CONFIG_BUILTIN_STRATEGIES
 
 DEFAULT_CONFIG_PATH = Path(__file__).parents[2] / "deployments" / "configs" / "router.yaml"
 

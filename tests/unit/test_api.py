@@ -77,7 +77,12 @@ def test_stream_through_the_sdk(sdk):
 
 
 def test_stream_events_conform_and_end_with_done(client):
-    body = {"model": "auto:rules", "messages": SIMPLE, "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": "auto:rules",
+        "messages": SIMPLE,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     response = client.post("/v1/chat/completions", json=body)
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.headers["x-router-model"] == "mistral-7b-instruct"
@@ -91,7 +96,9 @@ def test_stream_events_conform_and_end_with_done(client):
 
 
 def test_routing_strategy_field_and_auto_prefix(sdk):
-    by_field = sdk.chat.completions.create(model="auto", messages=SIMPLE, extra_body={"routing_strategy": "fast"})
+    by_field = sdk.chat.completions.create(
+        model="auto", messages=SIMPLE, extra_body={"routing_strategy": "fast"}
+    )
     by_prefix = sdk.chat.completions.create(model="auto:fast", messages=SIMPLE)
     assert by_field.model == by_prefix.model == "mistral-7b-fast"
 
@@ -105,7 +112,12 @@ def test_explicit_alias_bypasses_routing(client, backends):
 
 
 def test_unknown_fields_pass_through_and_router_fields_do_not(client, backends):
-    body = {"model": "auto", "messages": SIMPLE, "routing_strategy": "cost", "some_new_openai_field": {"x": 1}}
+    body = {
+        "model": "auto",
+        "messages": SIMPLE,
+        "routing_strategy": "cost",
+        "some_new_openai_field": {"x": 1},
+    }
     assert client.post("/v1/chat/completions", json=body).status_code == 200
     sent = backends["mistral-7b-instruct"].calls[0]
     assert sent["some_new_openai_field"] == {"x": 1}
@@ -139,7 +151,9 @@ def test_non_retryable_failure_is_returned_not_retried(client, backends):
 
 def test_stream_failure_before_content_falls_back_cleanly(client, backends):
     backends["mistral-7b-instruct"].outcomes = [UpstreamRateLimitedError("busy")] * 2
-    response = client.post("/v1/chat/completions", json={"model": "auto:rules", "messages": SIMPLE, "stream": True})
+    response = client.post(
+        "/v1/chat/completions", json={"model": "auto:rules", "messages": SIMPLE, "stream": True}
+    )
     assert response.headers["x-router-model"] == "mistral-7b-fast"
     assert response.headers["x-router-fallbacks"] == "1"
     chunks = [json.loads(e) for e in sse_events(response)[:-1]]
@@ -152,7 +166,9 @@ def test_stream_failure_before_content_falls_back_cleanly(client, backends):
 
 def test_stream_failure_after_content_ends_with_error_event(client, backends):
     backends["mistral-7b-instruct"].outcomes = [("cut", 2)]
-    response = client.post("/v1/chat/completions", json={"model": "auto:rules", "messages": SIMPLE, "stream": True})
+    response = client.post(
+        "/v1/chat/completions", json={"model": "auto:rules", "messages": SIMPLE, "stream": True}
+    )
     events = sse_events(response)
     assert events[-1] == "[DONE]"
     error = json.loads(events[-2])
@@ -183,7 +199,10 @@ def test_route_plans_without_calling_a_model(client, backends):
 
 def test_route_skips_unavailable_models_with_reasons(client):
     doc = "Revenue grew in every region this quarter. " * 15000
-    body = {"model": "auto:rules", "messages": [{"role": "user", "content": doc + "Summarize the key points."}]}
+    body = {
+        "model": "auto:rules",
+        "messages": [{"role": "user", "content": doc + "Summarize the key points."}],
+    }
     plan = client.post("/v1/route", json=body).json()
     assert plan["model"] == "claude-sonnet"
     assert {"model": "gemini-pro", "reason": "GOOGLE_CLOUD_PROJECT not set"} in plan["dropped"]
@@ -215,17 +234,37 @@ def test_health_says_when_every_self_hosted_model_is_down(client, backends):
     ("body", "status", "param", "code"),
     [
         ({"model": "no-such-model", "messages": SIMPLE}, 404, "model", "model_not_found"),
-        ({"model": "auto", "routing_strategy": "fastest", "messages": SIMPLE}, 404, "routing_strategy", "strategy_not_found"),
+        (
+            {"model": "auto", "routing_strategy": "fastest", "messages": SIMPLE},
+            404,
+            "routing_strategy",
+            "strategy_not_found",
+        ),
         ({"model": "auto:fastest", "messages": SIMPLE}, 404, "model", "strategy_not_found"),
-        ({"model": "auto:fast", "routing_strategy": "cost", "messages": SIMPLE}, 400, "routing_strategy", None),
-        ({"model": "auto:rules", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role", None),
+        (
+            {"model": "auto:fast", "routing_strategy": "cost", "messages": SIMPLE},
+            400,
+            "routing_strategy",
+            None,
+        ),
+        (
+            {"model": "auto:rules", "messages": [{"role": "robot", "content": "x"}]},
+            400,
+            "messages[0].role",
+            None,
+        ),
         ({"model": "auto:rules", "messages": []}, 400, "messages", None),
         ({"model": "auto:rules"}, 400, "messages", None),
         ({"model": "auto:rules", "messages": SIMPLE, "temperature": 5}, 400, "temperature", None),
         ({"model": "auto:rules", "messages": SIMPLE, "max_tokens": 0}, 400, "max_tokens", None),
         ({"model": "auto:rules", "messages": SIMPLE, "n": 3}, 400, "n", None),
         ({"model": "auto:rules", "messages": SIMPLE, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", None),
-        ({"model": "auto:rules", "messages": [{"role": "user", "content": "x " * 2_000_000}]}, 400, "messages", "context_length_exceeded"),
+        (
+            {"model": "auto:rules", "messages": [{"role": "user", "content": "x " * 2_000_000}]},
+            400,
+            "messages",
+            "context_length_exceeded",
+        ),
     ],
 )
 def test_bad_requests_get_openai_errors(client, body, status, param, code):
@@ -262,7 +301,10 @@ def test_sdk_raises_typed_errors(sdk):
 
 def test_route_decision_log_has_no_prompt_text(client, decisions):
     secret = "my-very-private-question-about-kubernetes"
-    client.post("/v1/chat/completions", json={"model": "auto:rules", "messages": [{"role": "user", "content": secret}]})
+    client.post(
+        "/v1/chat/completions",
+        json={"model": "auto:rules", "messages": [{"role": "user", "content": secret}]},
+    )
     [line] = [d for d in decisions if d["event"] == "route_decision"]
     assert line["model"] == "mistral-7b-instruct" and line["strategy"] == "rules"
     assert line["cost_usd"] > 0 and line["prompt_tokens"] > 0 and line["status"] == "ok"
@@ -295,7 +337,10 @@ def test_prompt_logging_is_off_unless_the_operator_turns_it_on(backends, decisio
     raw = yaml.safe_load(CONFIG.read_text())
     raw["logging"]["log_prompts"] = True
     with app_client(make_service(parse_config(raw), backends)) as client:
-        client.post("/v1/chat/completions", json={"model": "auto:rules", "messages": [{"role": "user", "content": "tell me about ducks"}]})
+        client.post(
+            "/v1/chat/completions",
+            json={"model": "auto:rules", "messages": [{"role": "user", "content": "tell me about ducks"}]},
+        )
     [line] = [d for d in decisions if d["event"] == "route_decision"]
     assert line["prompt"] == "tell me about ducks"
 

@@ -53,7 +53,11 @@ def tool_completion() -> dict[str, Any]:
     out = completion(None)
     out["choices"][0]["finish_reason"] = "tool_calls"
     out["choices"][0]["message"]["tool_calls"] = [
-        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+        },
         {"id": "call_2", "type": "function", "function": {"name": "get_time", "arguments": '{"tz": "CET"}'}},
     ]
     return out
@@ -98,17 +102,27 @@ def test_key_is_versioned_sha256() -> None:
     [
         pytest.param(
             body(),
-            body(messages=[{"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
-                           {"role": "user", "content": [{"type": "text", "text": "Hi there"}]}]),
+            body(
+                messages=[
+                    {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+                    {"role": "user", "content": [{"type": "text", "text": "Hi there"}]},
+                ]
+            ),
             id="string-vs-text-part",
         ),
         pytest.param(body(stop="END"), body(stop=["END"]), id="stop-string-vs-list"),
         pytest.param(body(stop=["a", "b"]), body(stop=["b", "a", "a"]), id="stop-order"),
         pytest.param(body(max_tokens=100), body(max_completion_tokens=100), id="max-tokens-aliases"),
-        pytest.param(body(max_tokens=100), body(max_tokens=100, max_completion_tokens=100), id="both-limits-equal"),
-        pytest.param(body(stream=True, stream_options={"include_usage": True}), body(stream=False), id="stream"),
+        pytest.param(
+            body(max_tokens=100), body(max_tokens=100, max_completion_tokens=100), id="both-limits-equal"
+        ),
+        pytest.param(
+            body(stream=True, stream_options={"include_usage": True}), body(stream=False), id="stream"
+        ),
         pytest.param(body(user="alice", metadata={"team": "a"}), body(user="bob"), id="user-metadata"),
-        pytest.param(body(model="auto:fast", routing_strategy="fast", max_latency_ms=500), body(), id="routing"),
+        pytest.param(
+            body(model="auto:fast", routing_strategy="fast", max_latency_ms=500), body(), id="routing"
+        ),
         pytest.param(body(temperature=0.0), body(temperature=0), id="float-vs-int"),
         pytest.param(body(n=1), body(), id="n-default"),
         pytest.param(body(seed=None, top_p=None), body(), id="none-is-absent"),
@@ -132,11 +146,26 @@ TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"
     "changed",
     [
         pytest.param(body(messages=[{"role": "user", "content": "Hi there!"}]), id="message"),
-        pytest.param(body(messages=[{"role": "system", "content": "Be brief."},
-                                    {"role": "assistant", "content": "Hi there"}]), id="role"),
-        pytest.param(body(messages=[{"role": "user", "content": [{"type": "text", "text": "Hi"},
-                                                                  {"type": "text", "text": " there"}]}]),
-                     id="two-text-parts"),
+        pytest.param(
+            body(
+                messages=[
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "assistant", "content": "Hi there"},
+                ]
+            ),
+            id="role",
+        ),
+        pytest.param(
+            body(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": " there"}],
+                    }
+                ]
+            ),
+            id="two-text-parts",
+        ),
         pytest.param(body(temperature=0.5), id="temperature"),
         pytest.param(body(seed=1), id="seed"),
         pytest.param(body(tools=[TOOL]), id="tools"),
@@ -160,7 +189,9 @@ def test_any_change_that_matters_changes_the_key(changed: dict[str, Any]) -> Non
 
 def test_model_and_differing_limits_change_the_key() -> None:
     assert cache_key(body(), MODEL) != cache_key(body(), "claude-sonnet")
-    assert cache_key(body(max_tokens=10, max_completion_tokens=20), MODEL) != cache_key(body(max_tokens=10), MODEL)
+    assert cache_key(body(max_tokens=10, max_completion_tokens=20), MODEL) != cache_key(
+        body(max_tokens=10), MODEL
+    )
     assert cache_key(body(tools=[TOOL]), MODEL) != cache_key(
         body(tools=[{**TOOL, "function": {**TOOL["function"], "name": "other"}}]), MODEL
     )
@@ -374,7 +405,9 @@ def _essentials(c: dict[str, Any]) -> list[tuple[Any, ...]]:
     ]
 
 
-@pytest.mark.parametrize("original", [completion(), tool_completion(), _finish("length")], ids=["text", "tools", "length"])
+@pytest.mark.parametrize(
+    "original", [completion(), tool_completion(), _finish("length")], ids=["text", "tools", "length"]
+)
 def test_replay_round_trips(original: dict[str, Any]) -> None:
     chunks = completion_to_chunks(original)
     for item in chunks:
@@ -393,13 +426,24 @@ def test_replay_round_trips(original: dict[str, Any]) -> None:
 
 def test_replay_tool_call_deltas_carry_everything() -> None:
     chunks = completion_to_chunks(tool_completion(), id="chatcmpl-new", created=123)
-    calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks if c["choices"] and
-             "tool_calls" in c["choices"][0]["delta"]]
+    calls = [
+        c["choices"][0]["delta"]["tool_calls"][0]
+        for c in chunks
+        if c["choices"] and "tool_calls" in c["choices"][0]["delta"]
+    ]
     assert calls == [
-        {"index": 0, "id": "call_1", "type": "function",
-         "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-        {"index": 1, "id": "call_2", "type": "function",
-         "function": {"name": "get_time", "arguments": '{"tz": "CET"}'}},
+        {
+            "index": 0,
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+        },
+        {
+            "index": 1,
+            "id": "call_2",
+            "type": "function",
+            "function": {"name": "get_time", "arguments": '{"tz": "CET"}'},
+        },
     ]
     assert {(c["id"], c["created"]) for c in chunks} == {("chatcmpl-new", 123)}
 
@@ -412,20 +456,50 @@ def test_replay_does_not_mutate_the_completion() -> None:
 
 
 def _chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> dict[str, Any]:
-    choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-    return {"id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": 1_700_000_001,
-            "model": MODEL, "system_fingerprint": "fp_1", "choices": choices, "usage": None, **extra}
+    choices = (
+        [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+    )
+    return {
+        "id": "chatcmpl-stream",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_001,
+        "model": MODEL,
+        "system_fingerprint": "fp_1",
+        "choices": choices,
+        "usage": None,
+        **extra,
+    }
 
 
 # An OpenAI stream with stream_options.include_usage: two parallel tool calls, arguments in pieces.
 TOOL_STREAM = [
     _chunk({"role": "assistant", "content": None, "refusal": None}),
-    _chunk({"tool_calls": [{"index": 0, "id": "call_A", "type": "function",
-                            "function": {"name": "get_weather", "arguments": ""}}]}),
+    _chunk(
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_A",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""},
+                }
+            ]
+        }
+    ),
     _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"ci'}}]}),
     _chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'ty": "Par'}}]}),
-    _chunk({"tool_calls": [{"index": 1, "id": "call_B", "type": "function",
-                            "function": {"name": "get_time", "arguments": ""}}]}),
+    _chunk(
+        {
+            "tool_calls": [
+                {
+                    "index": 1,
+                    "id": "call_B",
+                    "type": "function",
+                    "function": {"name": "get_time", "arguments": ""},
+                }
+            ]
+        }
+    ),
     _chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'is"}'}}]}),
     _chunk({"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}),
     _chunk({}, "tool_calls"),
@@ -445,7 +519,11 @@ def test_assembles_a_stream_with_tool_call_deltas() -> None:
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] is None
     assert choice["message"]["tool_calls"] == [
-        {"id": "call_A", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        {
+            "id": "call_A",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+        },
         {"id": "call_B", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
     ]
     assert assembled["usage"]["total_tokens"] == 110
@@ -458,8 +536,20 @@ def test_assembles_text_pieces_and_repeated_call_ids() -> None:
         _chunk({"content": "Hel"}),
         _chunk({"content": "lo"}),
         # Some servers repeat id and name in every tool-call delta.
-        _chunk({"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{"}}]}),
-        _chunk({"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "}"}}]}),
+        _chunk(
+            {
+                "tool_calls": [
+                    {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{"}}
+                ]
+            }
+        ),
+        _chunk(
+            {
+                "tool_calls": [
+                    {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "}"}}
+                ]
+            }
+        ),
         _chunk({}, "stop"),
     ]
     assembled = chunks_to_completion(stream)
@@ -467,15 +557,19 @@ def test_assembles_text_pieces_and_repeated_call_ids() -> None:
     assert_conforms(assembled, "CreateChatCompletionResponse")
     message = assembled["choices"][0]["message"]
     assert message["content"] == "Hello"
-    assert message["tool_calls"] == [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    assert message["tool_calls"] == [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    ]
 
 
 @pytest.mark.parametrize(
     "stream",
     [
         pytest.param(TOOL_STREAM[:-2], id="cut-before-finish"),
-        pytest.param([c for c in TOOL_STREAM if not (c["choices"] and c["choices"][0]["finish_reason"])],
-                     id="usage-but-no-finish"),
+        pytest.param(
+            [c for c in TOOL_STREAM if not (c["choices"] and c["choices"][0]["finish_reason"])],
+            id="usage-but-no-finish",
+        ),
         pytest.param([], id="empty"),
         pytest.param([TOOL_STREAM[-1]], id="usage-only"),
     ],

@@ -3,7 +3,7 @@ through the ledger; over a limit, a 429 with Retry-After; /v1/budget shows a key
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import prometheus_client
@@ -22,7 +22,11 @@ from tests.conformance import assert_conforms
 from tests.support.wiring import make_service
 
 CONFIG = Path(__file__).parents[2] / "deployments/configs/router.yaml"
-ASK = {"model": "auto:rules", "messages": [{"role": "user", "content": "What is Kubernetes?"}], "max_tokens": 10}
+ASK = {
+    "model": "auto:rules",
+    "messages": [{"role": "user", "content": "What is Kubernetes?"}],
+    "max_tokens": 10,
+}
 ALICE = {"authorization": "Bearer sk-alice"}
 BOB = {"authorization": "Bearer sk-bob"}
 OPS = {"authorization": "Bearer sk-ops"}
@@ -30,7 +34,7 @@ OPS = {"authorization": "Bearer sk-ops"}
 
 class Clock:
     def __init__(self) -> None:
-        self.now = datetime(2026, 11, 26, 12, 0, 10, tzinfo=timezone.utc)
+        self.now = datetime(2026, 11, 26, 12, 0, 10, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -48,8 +52,14 @@ def replica(tmp_path: Path, monkeypatch, clock: Clock, auth: dict) -> TestClient
     service = make_service(
         config,
         metrics=metrics,
-        budgets=Budgets(config, Pricer(config.models), ledger, metrics,
-                        AlertSender(config.cost_rules.webhook, metrics, env={}), now=clock),
+        budgets=Budgets(
+            config,
+            Pricer(config.models),
+            ledger,
+            metrics,
+            AlertSender(config.cost_rules.webhook, metrics, env={}),
+            now=clock,
+        ),
     )
     service.quota.now = clock
     return TestClient(create_app(service))
@@ -58,9 +68,14 @@ def replica(tmp_path: Path, monkeypatch, clock: Clock, auth: dict) -> TestClient
 def test_requests_per_minute_across_two_replicas(tmp_path, monkeypatch):
     clock = Clock()
     auth = {"limits": {"requests_per_minute": 3}}
-    with replica(tmp_path, monkeypatch, clock, auth) as one, replica(tmp_path, monkeypatch, clock, auth) as two:
-        statuses = [(one if i % 2 else two).post("/v1/chat/completions", json=ASK, headers=ALICE).status_code
-                    for i in range(5)]
+    with (
+        replica(tmp_path, monkeypatch, clock, auth) as one,
+        replica(tmp_path, monkeypatch, clock, auth) as two,
+    ):
+        statuses = [
+            (one if i % 2 else two).post("/v1/chat/completions", json=ASK, headers=ALICE).status_code
+            for i in range(5)
+        ]
         assert statuses == [200, 200, 200, 429, 429]  # three in this minute, whichever replica took them
         refused = one.post("/v1/chat/completions", json=ASK, headers=ALICE)
         assert_conforms(refused.json(), "ErrorResponse")
@@ -99,4 +114,8 @@ def test_a_keys_daily_budget_and_what_each_key_sees(tmp_path, monkeypatch):
 def test_no_limits_without_auth(tmp_path, monkeypatch, auth):
     clock = Clock()
     with replica(tmp_path, monkeypatch, clock, {**auth, "limits": {"requests_per_minute": 1}}) as client:
-        assert [client.post("/v1/chat/completions", json=ASK).status_code for _ in range(3)] == [200, 200, 200]
+        assert [client.post("/v1/chat/completions", json=ASK).status_code for _ in range(3)] == [
+            200,
+            200,
+            200,
+        ]

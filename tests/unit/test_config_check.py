@@ -108,7 +108,11 @@ def test_daily_budgets_must_be_positive_and_finite(raw_config, budget):
         ("limits", {"max_tokens_ceiling": -1}, "limits.max_tokens_ceiling"),
         ("auth", {"limits": {"daily_budget_usd": -5}}, "auth.limits.daily_budget_usd"),
         ("auth", {"limits": {"requests_per_minute": 0}}, "auth.limits.requests_per_minute"),
-        ("auth", {"key_limits": {"team-a": {"tokens_per_minute": -1}}}, "auth.key_limits.team-a.tokens_per_minute"),
+        (
+            "auth",
+            {"key_limits": {"team-a": {"tokens_per_minute": -1}}},
+            "auth.key_limits.team-a.tokens_per_minute",
+        ),
         ("cache", {"ttl_s": 0}, "cache.ttl_s"),
     ],
 )
@@ -156,11 +160,23 @@ def test_check_command_reads_a_serve_config_as_build_app_would(tmp_path, raw_con
     local = ROOT / "deployments/configs/local.yaml"  # args: {} -> $ROUTER_CONFIG
     assert check_main([str(local)]) == 1
     assert "bad.yaml: cost_rules.daily_budgets.total: " in capsys.readouterr().err
-    serve = write(tmp_path / "serve.yaml", {"applications": [
-        {"name": "router", "import_path": "deployments.builder:build_app", "args": {"config": broken(raw_config)}}
-    ]})
+    serve = write(
+        tmp_path / "serve.yaml",
+        {
+            "applications": [
+                {
+                    "name": "router",
+                    "import_path": "deployments.builder:build_app",
+                    "args": {"config": broken(raw_config)},
+                }
+            ]
+        },
+    )
     assert check_main([str(serve)]) == 1
-    assert "serve.yaml (application 'router', args.config): routing.fallbakcs: unknown key" in capsys.readouterr().err
+    assert (
+        "serve.yaml (application 'router', args.config): routing.fallbakcs: unknown key"
+        in capsys.readouterr().err
+    )
 
 
 def test_check_command_without_files_checks_what_make_run_would(tmp_path, raw_config, monkeypatch, capsys):
@@ -179,7 +195,11 @@ def test_check_command_runs_as_a_module_in_seconds(tmp_path, raw_config):
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "app.check_config", str(bad)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 1
     assert time.monotonic() - started < 30
@@ -210,7 +230,12 @@ def test_make_run_exits_non_zero_within_seconds_listing_every_problem(tmp_path, 
     env = {**os.environ, "BIN": str(fake_bin), "ROUTER_CONFIG": str(bad)}
     started = time.monotonic()
     result = subprocess.run(
-        ["bash", str(ROOT / "scripts/run-local.sh")], env=env, capture_output=True, text=True, timeout=60, check=False
+        ["bash", str(ROOT / "scripts/run-local.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode != 0
     assert time.monotonic() - started < 60
@@ -255,7 +280,10 @@ AUTH = load_config(DEFAULT_CONFIG_PATH).auth
     ("env", "fragment"),
     [
         ({"ROUTER_API_KEYS": "team-a:sk-1,team-b:sk-2,team-a:sk-3"}, "'team-a' is given twice"),
-        ({"ROUTER_API_KEYS": "team-a:sk-1", "ROUTER_ADMIN_KEYS": "team-a:sk-9"}, "'team-a' is given in ROUTER_API_KEYS too"),
+        (
+            {"ROUTER_API_KEYS": "team-a:sk-1", "ROUTER_ADMIN_KEYS": "team-a:sk-9"},
+            "'team-a' is given in ROUTER_API_KEYS too",
+        ),
         ({"ROUTER_API_KEYS": "team-a:sk-1,team-b:sk-1"}, "'team-b' has the same key as 'team-a'"),
         ({"ROUTER_API_KEYS": "team-a:"}, "the key named 'team-a' is empty"),
     ],

@@ -184,9 +184,13 @@ def test_request_with_every_message_role_passes():
             {"role": "developer", "content": "Be brief."},
             {"role": "system", "content": [{"type": "text", "text": "You are helpful."}]},
             {"role": "user", "content": "Hi"},
-            {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-            ]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
             {"role": "tool", "content": "42", "tool_call_id": "call_1"},
             {"role": "function", "content": None, "name": "f"},
         ],
@@ -277,19 +281,21 @@ def test_openapi_30_nullable_translation():
         "openapi": "3.0.3",
         "info": {"title": "t", "version": "1"},
         "paths": {},
-        "components": {"schemas": {
-            "Thing": {
-                "type": "object",
-                "required": ["a", "b", "c"],
-                "properties": {
-                    "a": {"type": "string", "nullable": True, "enum": ["x"]},
-                    "b": {"$ref": "#/components/schemas/Inner"},
-                    "c": {"type": "integer", "nullable": False},
-                    "nullable": {"type": "string"},  # a property that happens to be called "nullable"
+        "components": {
+            "schemas": {
+                "Thing": {
+                    "type": "object",
+                    "required": ["a", "b", "c"],
+                    "properties": {
+                        "a": {"type": "string", "nullable": True, "enum": ["x"]},
+                        "b": {"$ref": "#/components/schemas/Inner"},
+                        "c": {"type": "integer", "nullable": False},
+                        "nullable": {"type": "string"},  # a property that happens to be called "nullable"
+                    },
                 },
-            },
-            "Inner": {"type": "object", "nullable": True, "properties": {"n": {"type": "integer"}}},
-        }},
+                "Inner": {"type": "object", "nullable": True, "properties": {"n": {"type": "integer"}}},
+            }
+        },
     }
     validator = conformance.validator_for(doc, "Thing")
     assert validator.is_valid({"a": None, "b": None, "c": 1, "nullable": "s"})

@@ -45,11 +45,18 @@ WEATHER_SCHEMA = {
 }
 WEATHER_TOOL = {
     "type": "function",
-    "function": {"name": "get_weather", "description": "The weather in a city.", "parameters": WEATHER_SCHEMA},
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": WEATHER_SCHEMA,
+    },
 }
 TIME_TOOL = {
     "type": "function",
-    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}}},
+    "function": {
+        "name": "get_time",
+        "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}},
+    },
 }
 
 
@@ -98,12 +105,21 @@ def sdk(client) -> openai.OpenAI:
 
 @pytest.fixture
 def llm(client) -> ChatOpenAI:
-    return ChatOpenAI(model="auto", base_url="http://testserver/v1", api_key="unused", http_client=client,
-                      max_retries=0, max_tokens=96, temperature=0)
+    return ChatOpenAI(
+        model="auto",
+        base_url="http://testserver/v1",
+        api_key="unused",
+        http_client=client,
+        max_retries=0,
+        max_tokens=96,
+        temperature=0,
+    )
 
 
 def chat(client: TestClient, **body: Any):
-    return client.post("/v1/chat/completions", json={"model": "auto", "messages": ASK, "max_tokens": 48, **body})
+    return client.post(
+        "/v1/chat/completions", json={"model": "auto", "messages": ASK, "max_tokens": 48, **body}
+    )
 
 
 def sse(response) -> list[dict[str, Any]]:
@@ -115,7 +131,8 @@ def sse(response) -> list[dict[str, Any]]:
 # --- tools ----------------------------------------------------------------------------------
 def test_tool_choice_required_returns_a_call_matching_the_tool_schema(sdk, handle):
     raw = sdk.chat.completions.with_raw_response.create(
-        model="auto", messages=ASK, tools=[WEATHER_TOOL], tool_choice="required", max_tokens=96, temperature=0)
+        model="auto", messages=ASK, tools=[WEATHER_TOOL], tool_choice="required", max_tokens=96, temperature=0
+    )
     assert raw.headers["x-router-model"] == "mistral-7b-instruct"  # the local profile's self-hosted model
     assert_conforms(raw.http_response.json(), "CreateChatCompletionResponse")
     answer = raw.parse()
@@ -131,8 +148,14 @@ def test_tool_choice_required_returns_a_call_matching_the_tool_schema(sdk, handl
 
 def test_a_named_function_is_called_even_among_several_tools(sdk):
     answer = sdk.chat.completions.create(
-        model="auto", messages=ASK, tools=[TIME_TOOL, WEATHER_TOOL], parallel_tool_calls=False,
-        tool_choice={"type": "function", "function": {"name": "get_weather"}}, max_tokens=96, temperature=0)
+        model="auto",
+        messages=ASK,
+        tools=[TIME_TOOL, WEATHER_TOOL],
+        parallel_tool_calls=False,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=96,
+        temperature=0,
+    )
     (call,) = answer.choices[0].message.tool_calls
     assert call.function.name == "get_weather" and answer.choices[0].finish_reason == "tool_calls"
     jsonschema.validate(json.loads(call.function.arguments), WEATHER_SCHEMA)
@@ -140,21 +163,39 @@ def test_a_named_function_is_called_even_among_several_tools(sdk):
 
 def test_required_with_several_tools_calls_one_of_them(sdk):
     answer = sdk.chat.completions.create(
-        model="auto", messages=ASK, tools=[TIME_TOOL, WEATHER_TOOL], tool_choice="required",
-        parallel_tool_calls=False, max_tokens=96, temperature=1, seed=5)
+        model="auto",
+        messages=ASK,
+        tools=[TIME_TOOL, WEATHER_TOOL],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=96,
+        temperature=1,
+        seed=5,
+    )
     (call,) = answer.choices[0].message.tool_calls
     assert call.function.name in ("get_time", "get_weather")
     assert isinstance(json.loads(call.function.arguments), dict)
 
 
 def test_forced_tool_call_streams_as_tool_call_chunks(client):
-    response = chat(client, tools=[WEATHER_TOOL], tool_choice="required", max_tokens=96, stream=True,
-                    stream_options={"include_usage": True})
+    response = chat(
+        client,
+        tools=[WEATHER_TOOL],
+        tool_choice="required",
+        max_tokens=96,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = sse(response)
     for chunk in chunks:
         assert_conforms(chunk, "CreateChatCompletionStreamResponse")
-    calls = [d["tool_calls"][0] for c in chunks if c["choices"] for d in [c["choices"][0]["delta"]]
-             if d.get("tool_calls")]
+    calls = [
+        d["tool_calls"][0]
+        for c in chunks
+        if c["choices"]
+        for d in [c["choices"][0]["delta"]]
+        if d.get("tool_calls")
+    ]
     assert calls and all(c["function"]["name"] == "get_weather" for c in calls)
     jsonschema.validate(json.loads(calls[0]["function"]["arguments"]), WEATHER_SCHEMA)
     finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
@@ -186,17 +227,22 @@ def test_a_conversation_with_tool_results_goes_through(sdk):
 
 # --- response_format ------------------------------------------------------------------------
 def test_json_object_is_a_json_object(sdk):
-    answer = sdk.chat.completions.create(model="auto", messages=ASK, max_tokens=40, temperature=0,
-                                         response_format={"type": "json_object"})
+    answer = sdk.chat.completions.create(
+        model="auto", messages=ASK, max_tokens=40, temperature=0, response_format={"type": "json_object"}
+    )
     assert answer.choices[0].finish_reason == "stop"
     assert isinstance(json.loads(answer.choices[0].message.content), dict)
 
 
 @pytest.mark.parametrize("temperature", [0, 1.2])
 def test_json_schema_output_validates_against_the_schema(sdk, temperature):
-    fmt = {"type": "json_schema", "json_schema": {"name": "weather", "schema": WEATHER_SCHEMA, "strict": True}}
-    answer = sdk.chat.completions.create(model="auto", messages=ASK, max_tokens=48, temperature=temperature,
-                                         seed=11, response_format=fmt)
+    fmt = {
+        "type": "json_schema",
+        "json_schema": {"name": "weather", "schema": WEATHER_SCHEMA, "strict": True},
+    }
+    answer = sdk.chat.completions.create(
+        model="auto", messages=ASK, max_tokens=48, temperature=temperature, seed=11, response_format=fmt
+    )
     assert answer.choices[0].finish_reason == "stop"
     jsonschema.validate(json.loads(answer.choices[0].message.content), WEATHER_SCHEMA)
 
@@ -219,8 +265,9 @@ def test_recursive_schema_with_refs_and_any_of(sdk):
         "$ref": "#/$defs/Node",
     }  # fmt: skip
     fmt = {"type": "json_schema", "json_schema": {"name": "tree", "schema": schema, "strict": True}}
-    answer = sdk.chat.completions.create(model="auto", messages=ASK, max_tokens=64, temperature=1, seed=3,
-                                         response_format=fmt)
+    answer = sdk.chat.completions.create(
+        model="auto", messages=ASK, max_tokens=64, temperature=1, seed=3, response_format=fmt
+    )
     jsonschema.validate(json.loads(answer.choices[0].message.content), schema)
 
 
@@ -230,15 +277,20 @@ def test_logprobs_are_the_models_own(engine, client, sdk):
 
     raw = chat(client, max_tokens=5, temperature=0, logprobs=True, top_logprobs=3).json()
     assert_conforms(raw, "CreateChatCompletionResponse")
-    answer = sdk.chat.completions.create(model="auto", messages=ASK, max_tokens=5, temperature=0,
-                                         logprobs=True, top_logprobs=3)
+    answer = sdk.chat.completions.create(
+        model="auto", messages=ASK, max_tokens=5, temperature=0, logprobs=True, top_logprobs=3
+    )
     choice = answer.choices[0]
     content = choice.logprobs.content
     assert len(content) == 5 and "".join(t.token for t in content) == choice.message.content
     for item in content:
         assert item.logprob <= 0 and bytes(item.bytes).decode() == item.token
-        assert len(item.top_logprobs) == 3 and item.top_logprobs[0].logprob >= item.logprob  # greedy: the top one
-        assert [t.logprob for t in item.top_logprobs] == sorted((t.logprob for t in item.top_logprobs), reverse=True)
+        assert (
+            len(item.top_logprobs) == 3 and item.top_logprobs[0].logprob >= item.logprob
+        )  # greedy: the top one
+        assert [t.logprob for t in item.top_logprobs] == sorted(
+            (t.logprob for t in item.top_logprobs), reverse=True
+        )
     prompt = torch.tensor([engine.prompt_ids({"messages": ASK})])
     with torch.no_grad():
         first = torch.log_softmax(engine.model(prompt).logits[0, -1].float(), -1)
@@ -265,8 +317,9 @@ def test_logit_bias_and_penalties_are_applied(engine, sdk):
         greedy_first = int(engine.model(prompt).logits[0, -1].argmax())
 
     def first_and_text(**extra: Any) -> tuple[str, str]:
-        answer = sdk.chat.completions.create(model="auto", messages=ASK, max_tokens=30, temperature=0,
-                                             logprobs=True, **extra)
+        answer = sdk.chat.completions.create(
+            model="auto", messages=ASK, max_tokens=30, temperature=0, logprobs=True, **extra
+        )
         return answer.choices[0].logprobs.content[0].token, answer.choices[0].message.content
 
     plain_first, plain = first_and_text()
@@ -290,19 +343,57 @@ def test_logit_bias_and_penalties_are_applied(engine, sdk):
         ({"logit_bias": {"999999": 5}}, "logit_bias"),
         ({"tool_choice": "required"}, "tool_choice"),
         ({"tools": [{"type": "web_search"}]}, "tools[0]"),
-        ({"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+        (
+            {"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+        ),
         ({"response_format": {"type": "json_object"}, "tools": [WEATHER_TOOL]}, "response_format"),
         ({"response_format": {"type": "json_object"}, "stop": ["}"]}, "stop"),
         ({"response_format": {"type": "json_object"}, "max_tokens": 1}, "max_tokens"),
         ({"response_format": {"type": "yaml"}}, "response_format"),
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
-            "type": "string", "pattern": "^a+$"}}}}, "response_format"),
-        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
-            "type": "object", "properties": {"when": {"type": "string", "format": "date-time"}}}}}},
-         "response_format"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "strict": True, "parameters": {
-            "type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}}}],
-          "tool_choice": "required"}, "tools"),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "^a+$"}},
+                }
+            },
+            "response_format",
+        ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "x",
+                        "schema": {
+                            "type": "object",
+                            "properties": {"when": {"type": "string", "format": "date-time"}},
+                        },
+                    },
+                }
+            },
+            "response_format",
+        ),
+        (
+            {
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": "f",
+                            "strict": True,
+                            "parameters": {
+                                "type": "object",
+                                "properties": {"n": {"type": "integer", "minimum": 1}},
+                            },
+                        },
+                    }
+                ],
+                "tool_choice": "required",
+            },
+            "tools",
+        ),
     ],
 )
 def test_what_the_engine_cannot_honour_is_a_400_naming_it(client, sdk, extra, param):
@@ -316,8 +407,17 @@ def test_what_the_engine_cannot_honour_is_a_400_naming_it(client, sdk, extra, pa
 
 
 def test_harmless_fields_are_accepted(client):
-    response = chat(client, max_tokens=4, user="u-1", metadata={"team": "a"}, store=False, service_tier="auto",
-                    modalities=["text"], safety_identifier="s", prompt_cache_key="k")
+    response = chat(
+        client,
+        max_tokens=4,
+        user="u-1",
+        metadata={"team": "a"},
+        store=False,
+        service_tier="auto",
+        modalities=["text"],
+        safety_identifier="s",
+        prompt_cache_key="k",
+    )
     assert response.status_code == 200, response.text
 
 
@@ -331,17 +431,22 @@ def test_a_model_without_the_capability_named_explicitly_is_a_400(client, extra,
 
 
 def test_route_shows_models_dropped_for_json_mode(client):
-    plan = client.post("/v1/route?assume_available=true",
-                       json={"model": "auto", "messages": ASK, "response_format": {"type": "json_object"}}).json()
+    plan = client.post(
+        "/v1/route?assume_available=true",
+        json={"model": "auto", "messages": ASK, "response_format": {"type": "json_object"}},
+    ).json()
     assert ("claude-haiku", "no json_mode capability for response_format") in [
-        (d["model"], d["reason"]) for d in plan["dropped"]]
+        (d["model"], d["reason"]) for d in plan["dropped"]
+    ]
 
 
 @pytest.mark.parametrize(
     ("capability", "extra", "param"),
-    [("json_mode", {"response_format": {"type": "json_object"}}, "response_format"),
-     ("logprobs", {"logprobs": True}, "logprobs"),
-     ("tools", {"tools": [WEATHER_TOOL], "tool_choice": "required"}, "tools")],
+    [
+        ("json_mode", {"response_format": {"type": "json_object"}}, "response_format"),
+        ("logprobs", {"logprobs": True}, "logprobs"),
+        ("tools", {"tools": [WEATHER_TOOL], "tool_choice": "required"}, "tools"),
+    ],
 )
 def test_local_profile_without_the_capability_is_a_400_not_a_silent_200(engine, capability, extra, param):
     import yaml

@@ -20,8 +20,8 @@ from app.budget.budgets import STATE_DIR_ENV, ledger_for
 from app.config import RouterConfig
 from app.errors import UpstreamBadRequestError
 from app.feedback import export
-from app.feedback.service import FeedbackService
 from app.feedback.backends import store_for
+from app.feedback.service import FeedbackService
 from app.feedback.store import Decision
 from app.service import RouterService
 from tests.conformance import assert_conforms
@@ -81,8 +81,13 @@ def test_a_rated_answer_is_stored_and_exported_with_its_features_and_no_prompt(s
     assert response.json() == {"request_id": rid, "score": 0.8, "model": MISTRAL, "recorded": True}
     (row,) = export.read_rows(config)
     assert row == {
-        "request_id": rid, "model": MISTRAL, "strategy": "rules", "features": row["features"], "score": 0.8,
-        "created_at": row["created_at"], "rated_at": row["rated_at"],
+        "request_id": rid,
+        "model": MISTRAL,
+        "strategy": "rules",
+        "features": row["features"],
+        "score": 0.8,
+        "created_at": row["created_at"],
+        "rated_at": row["rated_at"],
     }
     assert row["features"] == {**features, "metadata": []}
     assert row["created_at"] <= row["rated_at"]
@@ -96,7 +101,10 @@ def test_thumbs_up_and_down_are_one_and_zero(state_dir: Path) -> None:
         assert rate(client, request_id=up, rating="up").json()["score"] == 1.0
         assert rate(client, request_id=down, rating="down").json()["score"] == 0.0
         assert rate(client, request_id=streamed, score=1).json() == {
-            "request_id": streamed, "score": 1.0, "model": MISTRAL, "recorded": True
+            "request_id": streamed,
+            "score": 1.0,
+            "model": MISTRAL,
+            "recorded": True,
         }
 
 
@@ -233,8 +241,13 @@ def counted_service() -> tuple[RouterService, CountingStore]:
     """A service whose feedback store (the config's, in the test's state dir) counts writes."""
     config = make_config()
     store = CountingStore(store_for(config.ledger))
-    service = make_service(config, scripted_backends(config), ledger_for(config.ledger), FakeNow(),
-                           feedback=FeedbackService(store))
+    service = make_service(
+        config,
+        scripted_backends(config),
+        ledger_for(config.ledger),
+        FakeNow(),
+        feedback=FeedbackService(store),
+    )
     return service, store
 
 

@@ -53,7 +53,12 @@ def store(stores: Store) -> FeedbackStore:
 
 
 def decision(
-    request_id: str, client: str | None = None, *, at: float = T0, model: str = MISTRAL, prompt: str | None = None
+    request_id: str,
+    client: str | None = None,
+    *,
+    at: float = T0,
+    model: str = MISTRAL,
+    prompt: str | None = None,
 ) -> Decision:
     return Decision(request_id, model, "auto", at, dict(FEATURES), client, prompt)
 
@@ -89,8 +94,16 @@ async def test_a_rating_is_recorded_once_and_exported_with_its_decision(stores: 
     assert added.status == "recorded" and added.decision == decision("r1", prompt="What is Kubernetes?")
     assert (await first.add_rating(rating("r1", 0.1), owner=None)).status == "duplicate"
     assert await rows(stores.new()) == [
-        {"request_id": "r1", "model": MISTRAL, "strategy": "auto", "features": FEATURES,
-         "score": 0.75, "created_at": T0, "rated_at": T0 + 60, "prompt": "What is Kubernetes?"}
+        {
+            "request_id": "r1",
+            "model": MISTRAL,
+            "strategy": "auto",
+            "features": FEATURES,
+            "score": 0.75,
+            "created_at": T0,
+            "rated_at": T0 + 60,
+            "prompt": "What is Kubernetes?",
+        }
     ]
 
 
@@ -172,4 +185,3 @@ async def test_redis_keys_expire_after_the_retention(redis_url: str) -> None:  #
     finally:
         await store.client.delete(*[k async for k in store.client.scan_iter(f"{store.prefix}:*")])
         await store.close()
-

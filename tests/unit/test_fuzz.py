@@ -53,8 +53,12 @@ FUZZ = settings(
     derandomize=True,
     database=None,
     # Generation is slow and filtered for OpenAI's large request schema; that is expected here.
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large,
-                           HealthCheck.large_base_example],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
 )
 
 
@@ -98,7 +102,7 @@ def build_app() -> ServiceOnce:
     raw = yaml.safe_load(CONFIG.read_text())
     raw["auth"] = {"enabled": False}
     raw["ledger"]["path"] = "fuzz-ledger.db"  # in this run's state folder (tests/conftest.py), alone
-    raw["cost_rules"]["daily_budgets"] = {k: 1_000_000.0 for k in raw["cost_rules"]["daily_budgets"]}
+    raw["cost_rules"]["daily_budgets"] = dict.fromkeys(raw["cost_rules"]["daily_budgets"], 1000000.0)
     config = parse_config(raw)
     service = make_service(config)
     return ServiceOnce(create_app(service))
@@ -139,7 +143,11 @@ def _steer(_context, body: Any):
     if not (isinstance(body, dict) and isinstance(body.get("model"), str)):
         return st.just(body)
     models = st.sampled_from([*KNOWN_MODELS, body["model"]])
-    streams = st.sampled_from([body.get("stream"), True]) if isinstance(body.get("stream", False), bool) else st.none()
+    streams = (
+        st.sampled_from([body.get("stream"), True])
+        if isinstance(body.get("stream", False), bool)
+        else st.none()
+    )
 
     def steered(choice: tuple[str, bool | None]) -> dict[str, Any]:
         model, stream = choice
@@ -196,7 +204,9 @@ def openai_shapes(ctx, response, case) -> None:
             assert events and events[-1] == "[DONE]", events[-3:]
             for event in events[:-1]:
                 data = json.loads(event)
-                assert_conforms(data, "ErrorResponse" if "error" in data else "CreateChatCompletionStreamResponse")
+                assert_conforms(
+                    data, "ErrorResponse" if "error" in data else "CreateChatCompletionStreamResponse"
+                )
         else:
             assert_conforms(_json(response), "CreateChatCompletionResponse")
     elif full_path == "/v1/models":

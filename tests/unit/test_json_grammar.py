@@ -53,8 +53,11 @@ def random_document(grammar, rng: random.Random, budget: int) -> str:
     while not grammar.closed(state):
         if grammar.complete(state) and rng.random() < 0.2:
             break
-        options = [(ch, nxt) for ch in CHARS if (nxt := grammar.advance(state, ch))
-                   and grammar.min_close(nxt) <= budget - len(text) - 1]
+        options = [
+            (ch, nxt)
+            for ch in CHARS
+            if (nxt := grammar.advance(state, ch)) and grammar.min_close(nxt) <= budget - len(text) - 1
+        ]
         if not options and grammar.complete(state):
             break  # the decoder allows only end-of-text here
         assert options, f"stuck after {text!r}"
@@ -63,8 +66,11 @@ def random_document(grammar, rng: random.Random, budget: int) -> str:
     return text
 
 
-@pytest.mark.parametrize("schema", [PERSON, TREE, {"type": "object"}, {"type": "array"}, True],
-                         ids=["person", "tree", "object", "array", "anything"])
+@pytest.mark.parametrize(
+    "schema",
+    [PERSON, TREE, {"type": "object"}, {"type": "array"}, True],
+    ids=["person", "tree", "object", "array", "anything"],
+)
 def test_every_walk_ends_in_a_document_the_schema_accepts_within_its_budget(schema):
     grammar = compile_schema(schema)
     rng = random.Random(7)
@@ -80,8 +86,10 @@ def test_every_walk_ends_in_a_document_the_schema_accepts_within_its_budget(sche
     "text",
     [
         '{"name":"Al","age":3,"tags":["a"],"kind":"person"}',
-        ('{"name": "Alice", "age": -12, "score": 1.5e-3, "nick": null, "tags": [3, null, "bb"], "ok": true,'
-        ' "kind": "person"}'),
+        (
+            '{"name": "Alice", "age": -12, "score": 1.5e-3, "nick": null, "tags": [3, null, "bb"], "ok": true,'
+            ' "kind": "person"}'
+        ),
         '{\n  "name": "\\u00e9t\\"",\n  "age": 0,\n  "tags": ["a"],\n  "kind": "person"\n}',
     ],
 )
@@ -104,8 +112,8 @@ def test_valid_documents_are_accepted_and_closed(text):
         '{"name":"Al","age":3,"tags":["a"]}',  # kind is required
         '{"name":"Al","age":3,"tags":["a"],"kind":"person","extra":1',  # additionalProperties false
         '{"name":"A\nb"',  # control characters must be escaped
-        ' {',  # the document starts at once
-        '{' + " " * (MAX_WS + 1),  # no endless whitespace
+        " {",  # the document starts at once
+        "{" + " " * (MAX_WS + 1),  # no endless whitespace
     ],
 )
 def test_invalid_prefixes_are_refused(text):
@@ -114,7 +122,15 @@ def test_invalid_prefixes_are_refused(text):
 
 def test_min_close_is_the_length_of_the_shortest_completion():
     grammar = compile_schema(PERSON)
-    for prefix in ["", "{", '{"na', '{"name":"x', '{"name":"xy","age":-', '{"name":"xy","age":1,"n', '{"name":"ab",']:
+    for prefix in [
+        "",
+        "{",
+        '{"na',
+        '{"name":"x',
+        '{"name":"xy","age":-',
+        '{"name":"xy","age":1,"n',
+        '{"name":"ab",',
+    ]:
         state = feed(grammar, prefix)
         rest = grammar.shortest(state)
         assert len(rest) == grammar.min_close(state)
@@ -144,8 +160,12 @@ def test_top_level_number_may_end_or_go_on():
         {"allOf": [{"type": "string"}, {"maxLength": 2}]},
         {"$ref": "https://example.com/schema.json"},
         {"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}},
-        {"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}, "required": ["a"],
-         "$defs": {"A": {"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}, "required": ["a"]}}},
+        {
+            "type": "object",
+            "properties": {"a": {"$ref": "#/$defs/A"}},
+            "required": ["a"],
+            "$defs": {"A": {"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}, "required": ["a"]}},
+        },
         False,
         {"type": "date"},
     ],
@@ -169,16 +189,35 @@ NAMES = ["get_weather", "get_time"]
 @pytest.mark.parametrize(
     ("text", "content", "calls"),
     [
-        ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>', None,
-         [("get_weather", {"city": "Paris"})]),
-        (('Let me check.\n<tool_call>{"name": "get_weather", "arguments": {"city": "A"}}</tool_call>\n'
-         '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>'), "Let me check.",
-         [("get_weather", {"city": "A"}), ("get_time", {})]),
-        ('[TOOL_CALLS] [{"name": "get_time", "arguments": {"zone": "UTC"}}]', None, [("get_time", {"zone": "UTC"})]),
+        (
+            '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
+            None,
+            [("get_weather", {"city": "Paris"})],
+        ),
+        (
+            (
+                'Let me check.\n<tool_call>{"name": "get_weather", "arguments": {"city": "A"}}</tool_call>\n'
+                '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>'
+            ),
+            "Let me check.",
+            [("get_weather", {"city": "A"}), ("get_time", {})],
+        ),
+        (
+            '[TOOL_CALLS] [{"name": "get_time", "arguments": {"zone": "UTC"}}]',
+            None,
+            [("get_time", {"zone": "UTC"})],
+        ),
         ('[TOOL_CALLS]get_time[ARGS]{"zone": "UTC"}', None, [("get_time", {"zone": "UTC"})]),
-        ('<|python_tag|>{"name": "get_time", "parameters": {"zone": "CET"}}', None, [("get_time", {"zone": "CET"})]),
-        ('  {"name": "get_weather", "arguments": "{\\"city\\": \\"Rome\\"}"}', None,
-         [("get_weather", {"city": "Rome"})]),
+        (
+            '<|python_tag|>{"name": "get_time", "parameters": {"zone": "CET"}}',
+            None,
+            [("get_time", {"zone": "CET"})],
+        ),
+        (
+            '  {"name": "get_weather", "arguments": "{\\"city\\": \\"Rome\\"}"}',
+            None,
+            [("get_weather", {"city": "Rome"})],
+        ),
         ('{"name": "unknown_tool", "arguments": {}}', '{"name": "unknown_tool", "arguments": {}}', []),
         ('<tool_call>{"name": "get_weather", "arguments": {"city": </tool_call>', None, []),
         ("Just text.", "Just text.", []),
@@ -195,8 +234,16 @@ def test_parse_tool_calls(text, content, calls):
 
 def test_sniffer_streams_text_and_holds_back_calls():
     sniffer = ToolCallSniffer()
-    out = "".join(sniffer.feed(d) for d in ["Sure", ", checking <tool", "_call>", '{"name": "get_time", ',
-                                            '"arguments": {}}</tool_call>'])
+    out = "".join(
+        sniffer.feed(d)
+        for d in [
+            "Sure",
+            ", checking <tool",
+            "_call>",
+            '{"name": "get_time", ',
+            '"arguments": {}}</tool_call>',
+        ]
+    )
     assert out == "Sure, checking "
     rest, calls = sniffer.finish(NAMES)
     assert rest == "" and calls[0]["function"]["name"] == "get_time"

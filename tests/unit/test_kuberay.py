@@ -538,7 +538,12 @@ def test_keys_come_from_the_secret_only() -> None:
     assert secret_env <= set(env_of(ray_container(GROUPS["head"])))
     settings = one("ConfigMap", "configmap.yaml")["data"]
     needed = {p.project_env for p in config.providers.values() if p.project_env}
-    assert needed | {config.ledger.redis_url_env, config.cache.redis_url_env, "LOG_LEVEL", "ROUTER_LOG_DIR"} <= set(settings)
+    assert needed | {
+        config.ledger.redis_url_env,
+        config.cache.redis_url_env,
+        "LOG_LEVEL",
+        "ROUTER_LOG_DIR",
+    } <= set(settings)
     assert not set(settings) & secret_env
 
 

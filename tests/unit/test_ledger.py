@@ -12,9 +12,9 @@ import multiprocessing
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
-import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,9 +28,9 @@ import pytest
 import yaml
 
 from app.budget.ledger import KeySpend, Ledger, LedgerSettings, build_ledger, day_of
-from app.budget.money import from_nanos, to_nanos
 from app.budget.ledger_redis import RedisLedger
 from app.budget.ledger_sqlite import SQLiteLedger
+from app.budget.money import from_nanos, to_nanos
 from tests.unit.redis_fixture import redis_url  # noqa: F401 - the fixture
 
 D = Decimal
@@ -423,9 +423,18 @@ def _start_redis(port: int, data_dir: Path, args: list[str]) -> subprocess.Popen
     import redis
 
     proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-         "--dir", str(data_dir), *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data_dir),
+            *args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     client = redis.Redis(port=port)
     try:
@@ -457,7 +466,9 @@ async def test_spend_survives_a_redis_restart_with_the_manifests_persistence(tmp
     proc = _start_redis(port, tmp_path, args)
     try:
         ledger = RedisLedger(url, prefix="restart")
-        rid = await ledger.reserve(day, {"anthropic": D("0.5"), "total": D("0.5")}, {"total": D("10")}, ttl_s=60)
+        rid = await ledger.reserve(
+            day, {"anthropic": D("0.5"), "total": D("0.5")}, {"total": D("10")}, ttl_s=60
+        )
         assert rid is not None
         await ledger.settle(rid, day, {"anthropic": D("0.25"), "total": D("0.25")})
         await ledger.record(day, {"self_hosted": D("0.01"), "total": D("0.01")})
@@ -489,7 +500,9 @@ async def test_an_operator_reset_zeroes_spend_and_clears_alerts_of_those_keys_on
     assert await admin.reset(ledger, DAY, ["anthropic", "total"]) == ["anthropic", "total"]
     assert await spent(ledger, "anthropic") == 0 and await spent(ledger, "total") == 0
     assert await spent(ledger, "openai") == D("3")
-    assert (await ledger.spend(DAY))["anthropic"].reserved == D("1")  # requests in flight still count and settle
+    assert (await ledger.spend(DAY))["anthropic"].reserved == D(
+        "1"
+    )  # requests in flight still count and settle
     assert await ledger.mark_alert(DAY, "anthropic", "daily_budget_80_percent")  # can fire again
     assert not await ledger.mark_alert(DAY, "openai", "daily_budget_80_percent")
     await ledger.settle(live, DAY, {"anthropic": D("0.5")})
@@ -498,7 +511,9 @@ async def test_an_operator_reset_zeroes_spend_and_clears_alerts_of_those_keys_on
     assert all(s.spent == 0 for s in (await ledger.spend(DAY)).values())
 
 
-def test_the_admin_command_shows_and_resets_the_configured_ledger(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_the_admin_command_shows_and_resets_the_configured_ledger(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
     from app.budget import admin
     from app.budget.budgets import STATE_DIR_ENV
 

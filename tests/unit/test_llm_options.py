@@ -45,7 +45,11 @@ def configs_of(dicts: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, An
     """(logical model, LLMConfig kwargs) for every deployment, both sides of a PD pair included."""
     out = []
     for model, entry in dicts.items():
-        out += [(model, entry[side]) for side in ("prefill", "decode")] if is_disaggregated(entry) else [(model, entry)]
+        out += (
+            [(model, entry[side]) for side in ("prefill", "decode")]
+            if is_disaggregated(entry)
+            else [(model, entry)]
+        )
     return out
 
 
@@ -64,7 +68,9 @@ def gpu_bundles(config: Any) -> tuple[list[dict[str, float]], str]:
         devices = kwargs.get("tensor_parallel_size", 1) * kwargs.get("pipeline_parallel_size", 1)
         group = config.placement_group_config
         if group is None:
-            return GPUAccelerator().default_bundles(num_devices=devices, accelerator_type_str=config.accelerator_type), "PACK"
+            return GPUAccelerator().default_bundles(
+                num_devices=devices, accelerator_type_str=config.accelerator_type
+            ), "PACK"
         tag = {f"accelerator_type:{config.accelerator_type}": 0.001}
         return [{**group["bundle_per_worker"], **tag} for _ in range(devices)], group["strategy"]
 
@@ -108,11 +114,19 @@ def test_every_deployment_autoscales_with_a_target(gke, dicts):
         assert autoscaling["target_ongoing_requests"] == settings.target_ongoing_requests
         assert autoscaling["min_replicas"] <= autoscaling["initial_replicas"] <= autoscaling["max_replicas"]
     plain = dicts["mistral-7b-instruct"]["deployment_config"]["autoscaling_config"]
-    assert plain == {"min_replicas": 1, "max_replicas": 4, "initial_replicas": 1, "target_ongoing_requests": 16}
+    assert plain == {
+        "min_replicas": 1,
+        "max_replicas": 4,
+        "initial_replicas": 1,
+        "target_ongoing_requests": 16,
+    }
     code = dicts["codellama-13b"]["deployment_config"]
     assert code["max_ongoing_requests"] == 32
     assert code["autoscaling_config"] == {
-        "min_replicas": 1, "max_replicas": 2, "initial_replicas": 1, "target_ongoing_requests": 8
+        "min_replicas": 1,
+        "max_replicas": 2,
+        "initial_replicas": 1,
+        "target_ongoing_requests": 8,
     }
 
 
@@ -130,12 +144,19 @@ def test_disaggregated_model_has_prefill_and_decode_with_nixl(dicts):
         side: {k: c.deployment_config["autoscaling_config"][k] for k in ("min_replicas", "max_replicas")}
         for side, c in (("prefill", prefill), ("decode", decode))
     }
-    assert bounds == {"prefill": {"min_replicas": 1, "max_replicas": 2}, "decode": {"min_replicas": 1, "max_replicas": 4}}
+    assert bounds == {
+        "prefill": {"min_replicas": 1, "max_replicas": 2},
+        "decode": {"min_replicas": 1, "max_replicas": 4},
+    }
     assert not is_disaggregated(dicts["mistral-7b-instruct"])
 
 
 def test_connector_roles():
-    assert kv_transfer_config("NixlConnector", "prefill") == kv_transfer_config("NixlConnector", "decode") == NIXL
+    assert (
+        kv_transfer_config("NixlConnector", "prefill")
+        == kv_transfer_config("NixlConnector", "decode")
+        == NIXL
+    )
     assert kv_transfer_config("LMCacheConnectorV1", "prefill")["kv_role"] == "kv_producer"
     assert kv_transfer_config("LMCacheConnectorV1", "decode")["kv_role"] == "kv_consumer"
 
@@ -147,7 +168,10 @@ def test_quantization_and_extra_engine_arguments_reach_the_engine():
     )
     kwargs = llm_config_dicts(parse_config(raw))["codellama-13b"]["engine_kwargs"]
     assert kwargs["quantization"] == "awq" and kwargs["enable_prefix_caching"] is True
-    assert "quantization" not in llm_config_dicts(parse_config(router_config("gke")))["mistral-7b-instruct"]["engine_kwargs"]
+    assert (
+        "quantization"
+        not in llm_config_dicts(parse_config(router_config("gke")))["mistral-7b-instruct"]["engine_kwargs"]
+    )
 
 
 @pytest.mark.parametrize("key", ["tensor_parallel_size", "served_model_name", "kv_transfer_config"])
@@ -173,14 +197,20 @@ def test_deployment_names_per_model(gke, dicts):
 
 def test_cpu_profile_watches_the_one_cpu_engine():
     local = parse_config(router_config("local"))
-    assert deployment_names(local) == {m: ["CPUEngine"] for m in ("mistral-7b-instruct", "codellama-13b", "mistral-7b-fast")}
+    assert deployment_names(local) == {
+        m: ["CPUEngine"] for m in ("mistral-7b-instruct", "codellama-13b", "mistral-7b-fast")
+    }
     assert engine_deployment_names(local) == ["CPUEngine"]
     assert llm_config_dicts(local) == {}
 
 
 def test_a_model_served_elsewhere_is_not_watched():
     raw = router_config("gke")
-    raw["providers"]["kserve"] = {"kind": "openai_compatible", "base_url": "http://kserve/v1", "self_hosted": True}
+    raw["providers"]["kserve"] = {
+        "kind": "openai_compatible",
+        "base_url": "http://kserve/v1",
+        "self_hosted": True,
+    }
     raw["models"]["mistral-7b-fast"]["provider"] = "kserve"
     del raw["serving"]["vllm"]["models"]["mistral-7b-fast"]
     assert set(deployment_names(parse_config(raw))) == {"mistral-7b-instruct", "codellama-13b"}
@@ -189,7 +219,9 @@ def test_a_model_served_elsewhere_is_not_watched():
 def test_vllm_profile_needs_settings_for_every_self_hosted_model():
     raw = router_config("gke")
     del raw["serving"]["vllm"]["models"]["codellama-13b"]
-    with pytest.raises(ConfigError, match="serving.vllm.models.codellama-13b: a self-hosted model needs its vLLM"):
+    with pytest.raises(
+        ConfigError, match="serving.vllm.models.codellama-13b: a self-hosted model needs its vLLM"
+    ):
         parse_config(raw)
     no_section = copy.deepcopy(router_config("gke"))
     del no_section["serving"]["vllm"]
@@ -212,7 +244,9 @@ def test_importing_the_vllm_module_imports_neither_ray_serve_llm_nor_vllm():
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -270,11 +304,21 @@ def chunk(content: str) -> dict[str, Any]:
     return {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": content}}]}
 
 
-USAGE = {"object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+USAGE = {
+    "object": "chat.completion.chunk",
+    "choices": [],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+}
 ANSWER = {
     "object": "chat.completion",
     "model": "mistral-7b-instruct",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi", "tool_calls": []}, "finish_reason": "stop"}],
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "hi", "tool_calls": []},
+            "finish_reason": "stop",
+        }
+    ],
     "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
 }
 REQUEST = {"model": "mistralai/Mistral-7B-Instruct-v0.3", "messages": [{"role": "user", "content": "hi"}]}
@@ -284,7 +328,9 @@ def test_engine_body_names_the_served_model_and_always_asks_for_usage():
     streamed = engine_body({**REQUEST, "stream_options": {"include_usage": False}}, "m", stream=True)
     assert streamed["model"] == "m" and streamed["stream"] is True
     assert streamed["stream_options"] == {"include_usage": True}
-    plain = engine_body({**REQUEST, "stream": True, "stream_options": {"include_usage": True}}, "m", stream=False)
+    plain = engine_body(
+        {**REQUEST, "stream": True, "stream_options": {"include_usage": True}}, "m", stream=False
+    )
     assert plain["stream"] is False and "stream_options" not in plain
 
 
@@ -326,7 +372,9 @@ async def test_engine_errors_map_onto_what_the_ingress_expects():
     with pytest.raises(ValueError, match="temperature must be"):
         await Server([FakeError("temperature must be >= 0", 400)]).chat(dict(REQUEST))
     with pytest.raises(ContextWindowExceededError):
-        await Server([FakeError("This model's maximum context length is 32768 tokens.", 400)]).chat(dict(REQUEST))
+        await Server([FakeError("This model's maximum context length is 32768 tokens.", 400)]).chat(
+            dict(REQUEST)
+        )
     with pytest.raises(RuntimeError, match="500"):
         await Server([FakeError("engine dead", 500)]).chat(dict(REQUEST))
     with pytest.raises(ValueError, match="bad"):  # an error before the stream starts
@@ -354,7 +402,7 @@ def test_server_classes_are_lazy_module_attributes():
     from deployments import vllm_engines
 
     with pytest.raises(AttributeError):
-        vllm_engines.NotAServer  # noqa: B018
+        vllm_engines.NotAServer
     assert "RouterLLMServer" not in vars(vllm_engines)
 
 
@@ -380,7 +428,10 @@ def vllm_ingress():
 
     raw = router_config("gke")
     raw["ledger"], raw["cache"] = {"backend": "sqlite"}, {"backend": "memory"}
-    handles = {"mistral-7b-instruct": FakeHandle(), "mistral-7b-fast": FakeHandle()}  # codellama: not deployed
+    handles = {
+        "mistral-7b-instruct": FakeHandle(),
+        "mistral-7b-fast": FakeHandle(),
+    }  # codellama: not deployed
     ingress = RouterIngress.func_or_class.__mro__[1](raw, handles)
     ingress.health.stop()
     yield ingress
@@ -403,6 +454,10 @@ async def test_ingress_health_follows_each_models_own_deployments(vllm_ingress):
     engine = extra["self_hosted_engine"]
     assert engine["engine"] == "vllm" and engine["ready"] is False
     assert engine["models"]["mistral-7b-instruct"] == {
-        "ready": True, "deployments": {"LLMServer:mistral-7b-instruct": "up"}
+        "ready": True,
+        "deployments": {"LLMServer:mistral-7b-instruct": "up"},
     }
-    assert engine["models"]["mistral-7b-fast"]["deployments"] == {"Prefill:mistral-7b-fast": "up", "Decode:mistral-7b-fast": down}
+    assert engine["models"]["mistral-7b-fast"]["deployments"] == {
+        "Prefill:mistral-7b-fast": "up",
+        "Decode:mistral-7b-fast": down,
+    }

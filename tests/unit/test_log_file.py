@@ -49,7 +49,9 @@ def test_a_record_is_in_the_file_when_the_call_returns(router_logger, monkeypatc
     configure_logging("info")
     log_event("route_decision", request_id="req-1", model="mistral-7b-instruct", cost_usd=0.0001)
     log_event("fallback", level=logging.WARNING, from_model="a", to_model="b", reason="timeout")
-    (decision, fallback) = lines(tmp_path / "logs" / "router.jsonl")  # read without closing or flushing anything
+    (decision, fallback) = lines(
+        tmp_path / "logs" / "router.jsonl"
+    )  # read without closing or flushing anything
     assert decision["event"] == "route_decision" and decision["request_id"] == "req-1"
     assert decision["level"] == "info" and decision["logger"] == "hybrid_router" and decision["ts"] > 0
     assert fallback["event"] == "fallback" and fallback["level"] == "warning"
@@ -145,7 +147,8 @@ def test_processes_appending_at_once_never_mix_their_lines(tmp_path: Path) -> No
     )
     env = {**os.environ, LOG_DIR_ENV: str(tmp_path)}
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, w], cwd=ROOT, env=env, stderr=subprocess.DEVNULL) for w in "abcd"
+        subprocess.Popen([sys.executable, "-c", code, w], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+        for w in "abcd"
     ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
     records = lines(tmp_path / "router.jsonl")

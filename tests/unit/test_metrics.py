@@ -31,10 +31,15 @@ def test_requests_cost_tokens_and_latency_per_label(setup):
     assert metrics.sample("router_requests_total", **labels) == 3
     # ScriptedBackend usage: prompt = words + 0, completion = 5 words; mistral costs $0.01 per million tokens.
     usage = backends["mistral-7b-instruct"]._usage(backends["mistral-7b-instruct"].calls[0])
-    assert metrics.sample("router_tokens_total", model="mistral-7b-instruct", direction="in") == 3 * usage["prompt_tokens"]
+    assert (
+        metrics.sample("router_tokens_total", model="mistral-7b-instruct", direction="in")
+        == 3 * usage["prompt_tokens"]
+    )
     assert metrics.sample("router_tokens_total", model="mistral-7b-instruct", direction="out") == 15
     expected_cost = 3 * (usage["prompt_tokens"] + 5) * 0.01 / 1e6
-    assert metrics.sample("router_cost_usd_total", model="mistral-7b-instruct", provider="self_hosted") == pytest.approx(expected_cost)
+    assert metrics.sample(
+        "router_cost_usd_total", model="mistral-7b-instruct", provider="self_hosted"
+    ) == pytest.approx(expected_cost)
     assert metrics.sample("router_request_duration_seconds_count", model="mistral-7b-instruct") == 3
     assert metrics.sample("router_overhead_seconds_count") == 3
     assert metrics.sample("router_routed_requests_total", self_hosted="true", prompt_size="under_50k") == 3
@@ -47,15 +52,27 @@ def test_errors_and_unknown_models_are_counted_by_status(setup):
             backends[name].down = "no key"
     client.post("/v1/chat/completions", json={**ASK, "model": "no-such-model"})
     client.post("/v1/chat/completions", json={**ASK, "model": "auto", "routing_strategy": "cloud_only"})
-    assert metrics.sample("router_requests_total", model="none", provider="none", strategy="other", status="404") == 1
-    assert metrics.sample("router_requests_total", model="none", provider="none", strategy="cloud_only", status="503") == 1
+    assert (
+        metrics.sample("router_requests_total", model="none", provider="none", strategy="other", status="404")
+        == 1
+    )
+    assert (
+        metrics.sample(
+            "router_requests_total", model="none", provider="none", strategy="cloud_only", status="503"
+        )
+        == 1
+    )
 
 
 def test_fallbacks_retries_and_time_to_first_token(setup):
     client, backends, metrics, _ = setup
     backends["mistral-7b-instruct"].outcomes = [UpstreamUnavailableError("down")] * 2
     assert client.post("/v1/chat/completions", json=ASK).status_code == 200
-    labels = {"from_model": "mistral-7b-instruct", "to_model": "mistral-7b-fast", "reason": "UpstreamUnavailableError"}
+    labels = {
+        "from_model": "mistral-7b-instruct",
+        "to_model": "mistral-7b-fast",
+        "reason": "UpstreamUnavailableError",
+    }
     assert metrics.sample("router_fallbacks_total", **labels) == 1
     assert metrics.sample("router_retries_total", model="mistral-7b-instruct") == 1
     assert client.post("/v1/chat/completions", json={**ASK, "stream": True}).status_code == 200
@@ -76,8 +93,16 @@ def test_breaker_state_and_backend_up(setup):
     client, backends, metrics, service = setup
     backends["gemini-pro"].down = "GOOGLE_CLOUD_PROJECT not set"
     service.refresh_gauges()
-    assert metrics.sample("router_backend_up", model="gemini-pro", provider="vertex_ai", self_hosted="false") == 0
-    assert metrics.sample("router_backend_up", model="mistral-7b-instruct", provider="self_hosted", self_hosted="true") == 1
+    assert (
+        metrics.sample("router_backend_up", model="gemini-pro", provider="vertex_ai", self_hosted="false")
+        == 0
+    )
+    assert (
+        metrics.sample(
+            "router_backend_up", model="mistral-7b-instruct", provider="self_hosted", self_hosted="true"
+        )
+        == 1
+    )
     for _ in range(service.config.circuit_breaker.failure_threshold):
         service.breakers["gpt"].failure()
     service.refresh_gauges()

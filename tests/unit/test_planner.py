@@ -164,7 +164,9 @@ def test_json_and_logprobs_requests_go_only_to_models_that_have_them(router, str
         ("needs_logprobs", "logprobs", "no logprobs capability"),
     ],
 )
-def test_a_model_named_without_the_capability_is_a_400_naming_the_parameter(router, need, param, dropped_reason):
+def test_a_model_named_without_the_capability_is_a_400_naming_the_parameter(
+    router, need, param, dropped_reason
+):
     features = make_features(**{need: True})
     assert router.planner.unfit_reason("claude-haiku", features) == dropped_reason
     with pytest.raises(UnsupportedFeatureError) as info:

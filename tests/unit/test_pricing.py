@@ -13,24 +13,35 @@ from app.budget.pricing import Pricer, TokenUsage
 CASES = [
     pytest.param(
         "gpt",  # gpt-5.5: $5 in, $0.50 cached in, $30 out per million
-        {"prompt_tokens": 10_000, "completion_tokens": 2_000,
-         "prompt_tokens_details": {"cached_tokens": 4_000}, "completion_tokens_details": {"reasoning_tokens": 500}},
+        {
+            "prompt_tokens": 10_000,
+            "completion_tokens": 2_000,
+            "prompt_tokens_details": {"cached_tokens": 4_000},
+            "completion_tokens_details": {"reasoning_tokens": 500},
+        },
         # 6,000 x 5 + 4,000 x 0.5 + 2,000 x 30 (reasoning is part of the completion) = 92,000 / 1M
         Decimal("0.092"),
         id="openai-cached-and-reasoning",
     ),
     pytest.param(
         "claude-sonnet",  # claude-sonnet-4-6: $3 in, $0.30 cache read, $3.75 cache write, $15 out
-        {"prompt_tokens": 11_000, "completion_tokens": 500,
-         "prompt_tokens_details": {"cached_tokens": 8_000, "cache_write_tokens": 2_000}},
+        {
+            "prompt_tokens": 11_000,
+            "completion_tokens": 500,
+            "prompt_tokens_details": {"cached_tokens": 8_000, "cache_write_tokens": 2_000},
+        },
         # 1,000 x 3 + 8,000 x 0.3 + 2,000 x 3.75 + 500 x 15 = 20,400 / 1M
         Decimal("0.0204"),
         id="anthropic-cache-read-and-write",
     ),
     pytest.param(
         "gemini-pro",  # gemini-3.1-pro-preview, <= 200K prompt: $2 in, $0.20 cached, $12 out
-        {"prompt_tokens": 50_000, "completion_tokens": 4_000, "prompt_tokens_details": {"cached_tokens": 10_000},
-         "completion_tokens_details": {"reasoning_tokens": 3_000}},
+        {
+            "prompt_tokens": 50_000,
+            "completion_tokens": 4_000,
+            "prompt_tokens_details": {"cached_tokens": 10_000},
+            "completion_tokens_details": {"reasoning_tokens": 3_000},
+        },
         # 40,000 x 2 + 10,000 x 0.2 + 4,000 x 12 = 130,000 / 1M
         Decimal("0.130"),
         id="gemini-cached-and-thinking",
@@ -65,7 +76,10 @@ def test_worst_case_is_the_whole_prompt_plus_max_tokens(config):
     # Never more output than the context window leaves.
     spec = config.models["mistral-7b-instruct"]
     room = spec.context_window - 32_000
-    assert pricer.worst_case("mistral-7b-instruct", 32_000, 4_000) == Decimal(32_000 + room) * Decimal("0.01") / 1_000_000
+    assert (
+        pricer.worst_case("mistral-7b-instruct", 32_000, 4_000)
+        == Decimal(32_000 + room) * Decimal("0.01") / 1_000_000
+    )
 
 
 def test_worst_case_covers_any_real_usage_of_the_same_request(config):

@@ -43,7 +43,10 @@ def test_answer_options_are_split_from_the_stem():
 
 
 def test_calculation_shows_in_the_numeric_features():
-    calc, plain = dict(zip(NAMES, vectorize(MATH))), dict(zip(NAMES, vectorize("Tell me about the history of Rome")))
+    calc, plain = (
+        dict(zip(NAMES, vectorize(MATH))),
+        dict(zip(NAMES, vectorize("Tell me about the history of Rome"))),
+    )
     for name in ("numbers", "number_density", "calc_words", "units"):
         assert calc[name] > plain[name], name
 
@@ -97,8 +100,15 @@ def toy_rows() -> list[dict]:
     """The weak model answers plain questions and fails calculations; the strong one answers both."""
     rows = []
     for i in range(40):
-        rows.append({"prompt": f"Compute {i} * {i + 7} + {3 * i} = ? Give the number.", "correct": {"weak": 0, "strong": 1}})
-        rows.append({"prompt": f"Who wrote the novel number {i} of the library?", "correct": {"weak": 1, "strong": 1}})
+        rows.append(
+            {
+                "prompt": f"Compute {i} * {i + 7} + {3 * i} = ? Give the number.",
+                "correct": {"weak": 0, "strong": 1},
+            }
+        )
+        rows.append(
+            {"prompt": f"Who wrote the novel number {i} of the library?", "correct": {"weak": 1, "strong": 1}}
+        )
     return rows
 
 
@@ -129,10 +139,13 @@ def test_feedback_moves_its_models_prediction(tmp_path):
 def test_the_training_command_writes_a_loadable_model(tmp_path, capsys):
     data = write_jsonl(tmp_path / "toy.jsonl", toy_rows())
     config = tmp_path / "router.yaml"
-    config.write_text(Path("deployments/configs/router.yaml").read_text().replace(
-        "small: [Mistral-7B-Instruct-v0.2, mistralai/Mistral-7B-Instruct-v0.1]", "small: [weak]"
-    ).replace("mid: [gemini-1.5-flash-002, gpt-3.5-turbo-1106]", "mid: [strong]").replace(
-        "large: [gemini-1.5-pro-002, gpt-4-1106-preview]", "large: [strong]"))
+    config.write_text(
+        Path("deployments/configs/router.yaml")
+        .read_text()
+        .replace("small: [Mistral-7B-Instruct-v0.2, mistralai/Mistral-7B-Instruct-v0.1]", "small: [weak]")
+        .replace("mid: [gemini-1.5-flash-002, gpt-3.5-turbo-1106]", "mid: [strong]")
+        .replace("large: [gemini-1.5-pro-002, gpt-4-1106-preview]", "large: [strong]")
+    )
     out = tmp_path / "model.json"
     train.main(["--config", str(config), "--data", str(data), "--out", str(out)])
     assert set(QualityModel.load(out).roles) == {"small", "mid", "large"}
@@ -170,11 +183,21 @@ def test_auto_chooses_among_available_models_only(router):
 def test_quality_covers_every_model_that_fits_and_only_those(router):
     p = plan(router, MATH)
     assert set(p.quality) == set(router.catalog.models)
-    image = {"messages": [{"role": "user", "content": [
-        {"type": "text", "text": "What is in this picture?"},
-        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]}
+    image = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in this picture?"},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+                ],
+            }
+        ]
+    }
     vision = router.planner.plan(router.analyzer.analyze(image), "auto")
-    assert set(vision.quality) == {m for m in router.catalog.models if router.catalog.has_capability(m, "vision")}
+    assert set(vision.quality) == {
+        m for m in router.catalog.models if router.catalog.has_capability(m, "vision")
+    }
 
 
 def test_code_generation_looks_at_code_capable_models(router):
@@ -203,7 +226,9 @@ def client():
 
 
 def route(client, **body):
-    return client.post("/v1/route?assume_available=true", json={"messages": [{"role": "user", "content": MATH}], **body})
+    return client.post(
+        "/v1/route?assume_available=true", json={"messages": [{"role": "user", "content": MATH}], **body}
+    )
 
 
 def test_route_answers_quality_per_model_and_the_margin_used(client):
@@ -213,7 +238,9 @@ def test_route_answers_quality_per_model_and_the_margin_used(client):
     assert answer["quality_margin"] == 0.5 and len(answer["features"]["quality_inputs"]) == len(NAMES)
 
 
-@pytest.mark.parametrize("body", [{"model": "auto:0"}, {"model": "auto", "quality_margin": 0}, {"model": "AUTO:0.0"}])
+@pytest.mark.parametrize(
+    "body", [{"model": "auto:0"}, {"model": "auto", "quality_margin": 0}, {"model": "AUTO:0.0"}]
+)
 def test_the_margin_can_be_set_per_request(client, body):
     answer = route(client, **body).json()
     assert answer["quality_margin"] == 0.0 and answer["model"] == "gemini-pro"
@@ -221,7 +248,10 @@ def test_the_margin_can_be_set_per_request(client, body):
 
 @pytest.mark.parametrize(
     "body, param",
-    [({"model": "auto", "quality_margin": 1.5}, "quality_margin"), ({"model": "auto:0.2", "quality_margin": 0.3}, "quality_margin")],
+    [
+        ({"model": "auto", "quality_margin": 1.5}, "quality_margin"),
+        ({"model": "auto:0.2", "quality_margin": 0.3}, "quality_margin"),
+    ],
 )
 def test_a_bad_margin_is_a_400_naming_it(client, body, param):
     answer = route(client, **body)
@@ -232,7 +262,9 @@ def test_a_bad_margin_is_a_400_naming_it(client, body, param):
 
 
 def test_calibration_trades_premium_calls_for_margin(config, tmp_path):
-    rows = [json.loads(line) for line in Path("data/routing/mmlu_pro_train.jsonl").read_text().splitlines()[:60]]
+    rows = [
+        json.loads(line) for line in Path("data/routing/mmlu_pro_train.jsonl").read_text().splitlines()[:60]
+    ]
     calibrator = Calibrator(config)
     samples = sample_features(rows, calibrator_analyzer(config))
     curve = [calibrator.point(samples, m) for m in (0.0, 0.25, 0.5, 1.0)]
@@ -241,8 +273,10 @@ def test_calibration_trades_premium_calls_for_margin(config, tmp_path):
     assert shares == sorted(shares, reverse=True) and costs == sorted(costs, reverse=True)
     assert shares[0] > 0.5 and shares[-1] == 0.0
     chosen = pick(curve, premium_share=0.2)
-    assert chosen is not None and chosen.premium_share <= 0.2 and chosen.margin == min(
-        p.margin for p in curve if p.premium_share <= 0.2
+    assert (
+        chosen is not None
+        and chosen.premium_share <= 0.2
+        and chosen.margin == min(p.margin for p in curve if p.premium_share <= 0.2)
     )
 
 
@@ -264,7 +298,10 @@ def calibrator_analyzer(config):
 
 def test_route_decision_log_carries_the_predicted_quality_and_margin(client):
     with log_records() as records:
-        answer = client.post("/v1/chat/completions", json={"model": "auto:0.3", "messages": [{"role": "user", "content": MATH}]})
+        answer = client.post(
+            "/v1/chat/completions",
+            json={"model": "auto:0.3", "messages": [{"role": "user", "content": MATH}]},
+        )
     assert answer.status_code == 200
     (line,) = [r for r in records if r.get("event") == "route_decision"]
     plan = route(client, model="auto:0.3").json()

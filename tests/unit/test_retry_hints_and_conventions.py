@@ -91,7 +91,9 @@ def test_sdk_does_not_retry_a_model_whose_provider_key_is_missing(sdk, requests_
 
 def test_cloud_only_without_any_cloud_key_is_a_503_without_retry(sdk, requests_sent):
     with pytest.raises(openai.InternalServerError) as info:
-        sdk.chat.completions.create(model="auto", messages=SIMPLE, extra_body={"routing_strategy": "cloud_only"})
+        sdk.chat.completions.create(
+            model="auto", messages=SIMPLE, extra_body={"routing_strategy": "cloud_only"}
+        )
     assert info.value.body["code"] == "no_healthy_backend"
     assert info.value.response.headers["x-should-retry"] == "false"
     assert len(requests_sent) == 1
@@ -129,8 +131,14 @@ def test_the_same_2mb_message_gets_the_same_status_whatever_its_content(client):
         error = response.json()["error"]
         assert (error["code"], error["param"]) == ("context_length_exceeded", "messages"), name
         assert response.headers["x-should-retry"] == "false"
-    words = client.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": two_mb["words"]}]})
-    assert "Larger windows are unavailable here: gemini-pro (GOOGLE_CLOUD_PROJECT" in words.json()["error"]["message"]
+    words = client.post(
+        "/v1/chat/completions",
+        json={"model": "auto", "messages": [{"role": "user", "content": two_mb["words"]}]},
+    )
+    assert (
+        "Larger windows are unavailable here: gemini-pro (GOOGLE_CLOUD_PROJECT"
+        in words.json()["error"]["message"]
+    )
 
 
 def test_a_larger_window_that_is_only_briefly_down_keeps_the_503_retryable(client, backends):
@@ -227,9 +235,9 @@ def test_an_ambiguous_name_says_which_models_it_could_mean(sdk, client):
     assert "name one of them" in error["message"]
     with pytest.raises(openai.NotFoundError, match="ambiguous"):
         sdk.models.retrieve(shared)
-    assert client.get("/v1/models/self_hosted%2FmistralAI%2FMistral-7B-Instruct-v0.3").json()["error"]["code"] == (
-        "model_ambiguous"
-    )
+    assert client.get("/v1/models/self_hosted%2FmistralAI%2FMistral-7B-Instruct-v0.3").json()["error"][
+        "code"
+    ] == ("model_ambiguous")
 
 
 @pytest.mark.parametrize(
@@ -257,7 +265,9 @@ def test_auto_with_a_margin_still_means_the_margin(client):
 
 
 def test_disagreeing_strategies_still_refused_whatever_the_case(client):
-    response = client.post("/v1/chat/completions", json={"model": "auto:FAST", "routing_strategy": "cost", "messages": SIMPLE})
+    response = client.post(
+        "/v1/chat/completions", json={"model": "auto:FAST", "routing_strategy": "cost", "messages": SIMPLE}
+    )
     assert response.status_code == 400 and response.json()["error"]["param"] == "routing_strategy"
 
 
@@ -276,7 +286,10 @@ def test_a_json_body_is_read_whatever_its_content_type(client, content_type):
 
 @pytest.mark.parametrize(
     ("content_type", "says"),
-    [("application/x-www-form-urlencoded", "sent as application/x-www-form-urlencoded"), (None, "without a content-type")],
+    [
+        ("application/x-www-form-urlencoded", "sent as application/x-www-form-urlencoded"),
+        (None, "without a content-type"),
+    ],
 )
 def test_a_body_that_is_not_json_says_what_was_wrong(client, content_type, says):
     headers = {"content-type": content_type} if content_type else {}

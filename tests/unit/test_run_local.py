@@ -56,7 +56,9 @@ def test_busy_ports_are_found() -> None:
         assert run_local.busy_ports([busy, free]) == [busy]
 
 
-def test_a_busy_port_stops_it_before_anything_starts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
+def test_a_busy_port_stops_it_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys
+) -> None:
     monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
     os.environ.update(ROUTER_LOG_DIR=str(tmp_path))
     with socket.socket() as listener:
@@ -65,7 +67,11 @@ def test_a_busy_port_stops_it_before_anything_starts(monkeypatch: pytest.MonkeyP
         os.environ["ROUTER_PORT"] = str(listener.getsockname()[1])
         assert run_local.main([]) == 1
     err = capsys.readouterr().err
-    assert f"port {os.environ['ROUTER_PORT']}" in err and "already in use" in err and "nothing was started" in err
+    assert (
+        f"port {os.environ['ROUTER_PORT']}" in err
+        and "already in use" in err
+        and "nothing was started" in err
+    )
     import ray
 
     assert not ray.is_initialized()
@@ -77,13 +83,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_a_config_error_stops_it_before_anything_starts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
+def test_a_config_error_stops_it_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys
+) -> None:
     monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
     bad = tmp_path / "my-router.yaml"
     bad.write_text("providers: {}\nmodels: {}\nnot_a_field: 1\n")
     os.environ.update(
-        ROUTER_LOG_DIR=str(tmp_path), ROUTER_CONFIG=str(bad), ROUTER_PORT=str(_free_port()),
-        METRICS_PORT=str(_free_port()), RAY_SERVE_HAPROXY_STATS_PORT=str(_free_port()),
+        ROUTER_LOG_DIR=str(tmp_path),
+        ROUTER_CONFIG=str(bad),
+        ROUTER_PORT=str(_free_port()),
+        METRICS_PORT=str(_free_port()),
+        RAY_SERVE_HAPROXY_STATS_PORT=str(_free_port()),
         RAY_SERVE_HAPROXY_METRICS_PORT=str(_free_port()),
     )
     assert run_local.main([]) == 1
@@ -97,7 +108,9 @@ def test_a_config_error_stops_it_before_anything_starts(monkeypatch: pytest.Monk
 def test_the_serve_config_is_local_yaml_with_router_port(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ROUTER_PORT", raising=False)
     config = run_local.load_serve_config(run_local.SERVE_CONFIG)
-    assert config["http_options"]["port"] == 8000 and [a["name"] for a in config["applications"]] == ["router"]
+    assert config["http_options"]["port"] == 8000 and [a["name"] for a in config["applications"]] == [
+        "router"
+    ]
     monkeypatch.setenv("ROUTER_PORT", "18000")
     assert run_local.load_serve_config(run_local.SERVE_CONFIG)["http_options"]["port"] == 18000
 
@@ -174,7 +187,10 @@ def test_a_pid_seen_earlier_and_already_gone_is_not_killed() -> None:
 def test_run_local_is_importable_without_starting_ray() -> None:
     done = subprocess.run(
         [sys.executable, "-c", "import deployments.run_local, sys; print('ray._raylet' in sys.modules)"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"

@@ -124,8 +124,11 @@ def env(fakes, monkeypatch, tmp_path):
 def router(fakes, **logging_config: Any) -> Iterator[TestClient]:
     raw = with_fakes(default_config(), fakes)
     raw["serving"]["cloud_adapters"] = "in_process"
-    raw["auth"] = {"enabled": True, "limits": {"daily_budget_usd": 100.0},
-                   "key_limits": {"tight": {"requests_per_minute": 1}}}
+    raw["auth"] = {
+        "enabled": True,
+        "limits": {"daily_budget_usd": 100.0},
+        "key_limits": {"tight": {"requests_per_minute": 1}},
+    }
     raw["logging"] = {**raw.get("logging", {}), **logging_config}
     # An alert at any spend, so the webhook is posted to during the scenario.
     raw["cost_rules"]["alerts"].append({"name": "any_spend", "threshold": 1e-9, "action": "notify_ops_team"})
@@ -230,24 +233,32 @@ def scenario(client: TestClient, transcript: Transcript) -> None:
         return record(transcript, what, client.get(path, headers=AUTH if headers is None else headers))
 
     def post(what: str, path: str, body: Any, headers: dict[str, str] | None = None):
-        return record(transcript, what, client.post(path, json=body, headers=AUTH if headers is None else headers))
+        return record(
+            transcript, what, client.post(path, json=body, headers=AUTH if headers is None else headers)
+        )
 
     assert get("health", "/health", {}).status_code == 200
     assert get("models", "/v1/models").status_code == 200
     assert get("budget", "/v1/budget").status_code == 200
-    assert post("route", "/v1/route", {"model": "auto:rules", **ask("Which model for this?")}).status_code == 200
+    assert (
+        post("route", "/v1/route", {"model": "auto:rules", **ask("Which model for this?")}).status_code == 200
+    )
     for model, provider in PROVIDERS:
         plain = post(f"{model} json", "/v1/chat/completions", {"model": model, **ask("Say hello.")})
         assert plain.status_code == 200, plain.text
         assert plain.headers["x-router-provider"] == provider
-        streamed = post(f"{model} stream", "/v1/chat/completions", {"model": model, **ask("Say hi.", stream=True)})
+        streamed = post(
+            f"{model} stream", "/v1/chat/completions", {"model": model, **ask("Say hi.", stream=True)}
+        )
         assert streamed.status_code == 200 and "data: [DONE]" in streamed.text, streamed.text
     assert post("auto", "/v1/chat/completions", {"model": "auto:rules", **ask("Hello")}).status_code == 200
     assert get("admin models", "/v1/models", {"x-api-key": ADMIN_KEY}).status_code == 200
     assert get("admin budget", "/v1/budget", {"x-api-key": ADMIN_KEY}).status_code == 200
     assert get("client budget", "/v1/budget").status_code == 200
     tight = {"authorization": f"Bearer {TIGHT_KEY}"}
-    limited = [post("tight", "/v1/chat/completions", {"model": "gpt", **ask("hi")}, tight).status_code for _ in "ab"]
+    limited = [
+        post("tight", "/v1/chat/completions", {"model": "gpt", **ask("hi")}, tight).status_code for _ in "ab"
+    ]
     assert limited == [200, 429], limited  # a client over its limit: the 429 names the key, never shows it
 
     # Upstream faults: the provider refuses the router's key, rate limits, fails, cuts a stream.
@@ -267,13 +278,19 @@ def scenario(client: TestClient, transcript: Transcript) -> None:
     # Bad requests, unknown things, a wrong client key.
     chat = "/v1/chat/completions"
     assert post("invalid", chat, {"model": "gpt", "messages": f"{PROMPT} not a list"}).status_code == 400
-    broken = client.post(chat, content=f'{{"model": "gpt", "messages": ["{PROMPT}'.encode(),
-                         headers={**AUTH, "content-type": "application/json"})
+    broken = client.post(
+        chat,
+        content=f'{{"model": "gpt", "messages": ["{PROMPT}'.encode(),
+        headers={**AUTH, "content-type": "application/json"},
+    )
     assert record(transcript, "broken json", broken).status_code == 400
     assert post("unknown model", chat, {"model": "no-such-model", **ask("hi")}).status_code == 404
     assert post("unknown strategy", chat, {"model": "auto:nope", **ask("hi")}).status_code == 404
     wrong = [{"authorization": f"Bearer {WRONG_KEY}"}, {"x-api-key": WRONG_KEY}]
-    assert [post("wrong key", chat, {"model": "gpt", **ask("hi")}, h).status_code for h in wrong] == [401, 401]
+    assert [post("wrong key", chat, {"model": "gpt", **ask("hi")}, h).status_code for h in wrong] == [
+        401,
+        401,
+    ]
     assert get("metrics", "/metrics").status_code == 404
 
 
@@ -303,22 +320,28 @@ def run_scenario(fakes, monkeypatch, capfd) -> Transcript:
     assert any(WEBHOOK_TOKEN in r.path for r in fakes["webhook"].requests), "no budget alert was posted"
     assert any(GCP_TOKEN in r.headers.get("authorization", "") for r in fakes["gemini"].requests)
     assert any(r.headers.get("authorization") == f"Bearer {OPENAI_KEY}" for r in fakes["openai"].requests)
-    assert any(ANTHROPIC_KEY in r.headers.get("x-api-key", "") + r.headers.get("authorization", "")
-               for r in fakes["anthropic"].requests)
+    assert any(
+        ANTHROPIC_KEY in r.headers.get("x-api-key", "") + r.headers.get("authorization", "")
+        for r in fakes["anthropic"].requests
+    )
     assert any(getattr(r, "event", {}).get("event") == "route_decision" for r in result.records)
     assert any(r.name.startswith("uvicorn") for r in result.records)  # a fake's own log (the stream cut)
     return result
 
 
 def leaks(texts: list[str], needles: dict[str, str]) -> list[str]:
-    return [f"{name} in: {text[:400]!r}" for text in texts for name, needle in needles.items() if needle in text]
+    return [
+        f"{name} in: {text[:400]!r}" for text in texts for name, needle in needles.items() if needle in text
+    ]
 
 
 # --- the tests ------------------------------------------------------------------------------
 
 
 def test_no_secret_reaches_a_response(transcript):
-    found = [f"{what}: {name}" for what, text in transcript.responses for name, s in SECRETS.items() if s in text]
+    found = [
+        f"{what}: {name}" for what, text in transcript.responses for name, s in SECRETS.items() if s in text
+    ]
     assert found == []
 
 
@@ -350,7 +373,9 @@ def test_log_prompts_on_puts_the_prompt_in_the_decision_line(fakes, env, monkeyp
     """The scan above can fail: with ``log_prompts`` on, it finds the prompt."""
     with capture_logs(monkeypatch) as records:
         with router(fakes, log_prompts=True) as client:
-            response = client.post("/v1/chat/completions", json={"model": "gpt", **ask("Say hello.")}, headers=AUTH)
+            response = client.post(
+                "/v1/chat/completions", json={"model": "gpt", **ask("Say hello.")}, headers=AUTH
+            )
             assert response.status_code == 200, response.text
         decisions = [r.event for r in records if getattr(r, "event", {}).get("event") == "route_decision"]
     assert decisions and PROMPT in decisions[-1]["prompt"]
@@ -373,8 +398,9 @@ def test_an_upstream_error_that_echoes_the_routers_key_does_not_pass_it_on(fakes
         fakes["openai"].inject(status=401, body=echoed)
         plain = client.post("/v1/chat/completions", json={"model": "gpt", **ask("hi")}, headers=AUTH)
         fakes["openai"].inject(status=401, body=echoed)
-        streamed = client.post("/v1/chat/completions", json={"model": "gpt", **ask("hi", stream=True)},
-                               headers=AUTH)
+        streamed = client.post(
+            "/v1/chat/completions", json={"model": "gpt", **ask("hi", stream=True)}, headers=AUTH
+        )
     assert plain.status_code == 502 and streamed.status_code == 502, (plain.text, streamed.text)
     texts = [plain.text, streamed.text, *(render(r) for r in records), *capfd.readouterr()]
     assert leaks(texts, {"openai key": OPENAI_KEY}) == []

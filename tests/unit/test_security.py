@@ -60,7 +60,12 @@ def test_auth_off_needs_no_key(open_client):
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"authorization": "Bearer sk-wrong"}, {"x-api-key": "sk-alice-012345678"}, {"authorization": "Basic abc"}],
+    [
+        {},
+        {"authorization": "Bearer sk-wrong"},
+        {"x-api-key": "sk-alice-012345678"},
+        {"authorization": "Basic abc"},
+    ],
     ids=["missing", "wrong-bearer", "wrong-x-api-key", "not-bearer"],
 )
 def test_missing_or_wrong_key_is_a_401_in_openai_format(locked_client, headers):
@@ -72,8 +77,11 @@ def test_missing_or_wrong_key_is_a_401_in_openai_format(locked_client, headers):
 
 @pytest.mark.parametrize(
     "headers",
-    [{"authorization": "Bearer sk-alice-0123456789"}, {"x-api-key": "sk-bob-9876543210"},
-     {"authorization": "Bearer sk-admin-secret"}],
+    [
+        {"authorization": "Bearer sk-alice-0123456789"},
+        {"x-api-key": "sk-bob-9876543210"},
+        {"authorization": "Bearer sk-admin-secret"},
+    ],
     ids=["bearer", "x-api-key", "admin"],
 )
 def test_a_known_key_is_let_in(locked_client, headers):
@@ -114,8 +122,13 @@ def test_keys_are_compared_in_constant_time_against_every_stored_key(monkeypatch
 
 @pytest.fixture
 def tight_client(monkeypatch):
-    limits = {"max_body_bytes": 20_000, "max_messages": 3, "max_message_chars": 1_000, "max_tokens_ceiling": 500,
-              "n_ceiling": 1}
+    limits = {
+        "max_body_bytes": 20_000,
+        "max_messages": 3,
+        "max_message_chars": 1_000,
+        "max_tokens_ceiling": 500,
+        "n_ceiling": 1,
+    }
     with client_for(monkeypatch, limits=limits) as client:
         yield client
 
@@ -132,7 +145,9 @@ def test_a_chunked_body_over_the_limit_is_a_413(tight_client):
             yield b"y" * 1_000
         yield b'"}]}'
 
-    response = tight_client.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+    response = tight_client.post(
+        "/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert_openai_error(response, 413)
 
 
@@ -141,7 +156,10 @@ def test_a_chunked_body_over_the_limit_is_a_413(tight_client):
     [
         ({"messages": [{"role": "user", "content": "hi"}] * 4}, "messages"),
         ({"messages": [{"role": "user", "content": "z" * 1_001}]}, "messages[0].content"),
-        ({"messages": [{"role": "user", "content": [{"type": "text", "text": "z" * 1_001}]}]}, "messages[0].content"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "z" * 1_001}]}]},
+            "messages[0].content",
+        ),
         ({"messages": ASK["messages"], "max_tokens": 501}, "max_tokens"),
         ({"messages": ASK["messages"], "max_completion_tokens": 501}, "max_completion_tokens"),
         ({"messages": ASK["messages"], "n": 2}, "n"),
@@ -162,18 +180,36 @@ HOSTILE = [
     ("null", b"null", "application/json"),
     ("text-plain", b"model=auto", "text/plain"),
     ("form", b"model=auto&messages=hi", "application/x-www-form-urlencoded"),
-    ("deeply-nested", b'{"model": "auto:rules", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "application/json"),
-    ("invalid-utf8", b'{"model": "auto:rules", "messages": [{"role": "user", "content": "\xff\xfe\xfa"}]}', "application/json"),
+    (
+        "deeply-nested",
+        b'{"model": "auto:rules", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "application/json",
+    ),
+    (
+        "invalid-utf8",
+        b'{"model": "auto:rules", "messages": [{"role": "user", "content": "\xff\xfe\xfa"}]}',
+        "application/json",
+    ),
     ("negative-max-tokens", json.dumps({**ASK, "max_tokens": -5}).encode(), "application/json"),
     ("enormous-max-tokens", json.dumps({**ASK, "max_tokens": 10**30}).encode(), "application/json"),
-    ("nan-temperature", b'{"model": "auto:rules", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
-     "application/json"),
+    (
+        "nan-temperature",
+        b'{"model": "auto:rules", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+        "application/json",
+    ),
     ("huge-float", json.dumps({**ASK, "temperature": 1e308}).encode(), "application/json"),
     ("empty-messages", json.dumps({"model": "auto:rules", "messages": []}).encode(), "application/json"),
     ("messages-not-list", json.dumps({"model": "auto:rules", "messages": "hi"}).encode(), "application/json"),
-    ("content-wrong-type", json.dumps({"model": "auto:rules", "messages": [{"role": "user", "content": 5}]}).encode(),
-     "application/json"),
-    ("model-wrong-type", json.dumps({"model": ["auto"], "messages": ASK["messages"]}).encode(), "application/json"),
+    (
+        "content-wrong-type",
+        json.dumps({"model": "auto:rules", "messages": [{"role": "user", "content": 5}]}).encode(),
+        "application/json",
+    ),
+    (
+        "model-wrong-type",
+        json.dumps({"model": ["auto"], "messages": ASK["messages"]}).encode(),
+        "application/json",
+    ),
     ("tools-wrong-type", json.dumps({**ASK, "tools": "all of them"}).encode(), "application/json"),
     ("huge-model-name", json.dumps({**ASK, "model": "m" * 100_000}).encode(), "application/json"),
     ("empty-body", b"", "application/json"),
@@ -194,7 +230,9 @@ def test_hostile_inputs_get_a_clean_4xx(open_client, name, content, content_type
 def test_a_lone_surrogate_is_never_a_5xx(open_client):
     # Valid JSON, invalid Unicode: Python accepts it; whatever happens next must not be a 5xx.
     content = b'{"model": "auto:rules", "messages": [{"role": "user", "content": "\\ud800"}]}'
-    response = open_client.post("/v1/chat/completions", content=content, headers={"content-type": "application/json"})
+    response = open_client.post(
+        "/v1/chat/completions", content=content, headers={"content-type": "application/json"}
+    )
     assert response.status_code < 500
 
 

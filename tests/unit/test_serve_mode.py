@@ -18,7 +18,9 @@ ROOT = Path(__file__).parents[2]
 
 def test_serve_env_turns_on_haproxy_the_throughput_mode_and_two_malloc_arenas() -> None:
     assert profiles.serve_env_file() == {
-        "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "MALLOC_ARENA_MAX": "2",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "MALLOC_ARENA_MAX": "2",
     }
 
 
@@ -45,7 +47,10 @@ def test_the_mode_prints_as_environment_lines_and_make_run_applies_it() -> None:
     it starts its Ray cluster."""
     out = subprocess.run(
         [sys.executable, "-m", "deployments.configs.profiles", "serve-env"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     lines = [line for line in out.splitlines() if line]
     assert dict(line.split("=", 1) for line in lines) == profiles.serve_env()

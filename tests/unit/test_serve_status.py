@@ -29,7 +29,9 @@ def status() -> ServeStatus:
         message="",
     )
     app = ApplicationStatusOverview(
-        status=ApplicationStatus.DEPLOY_FAILED, message=FAILED, last_deployed_time_s=0.0,
+        status=ApplicationStatus.DEPLOY_FAILED,
+        message=FAILED,
+        last_deployed_time_s=0.0,
         deployments={"RouterIngress": ingress},
     )
     return ServeStatus(applications={"router": app}, target_capacity=None)

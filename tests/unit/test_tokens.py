@@ -284,7 +284,7 @@ def test_counting_never_touches_the_network(tmp_path, monkeypatch):
     """Build the encoding from scratch with an empty tiktoken cache and no network at all."""
     attempts: list[object] = []
 
-    def refuse(self, address):  # noqa: ANN001
+    def refuse(self, address):
         attempts.append(address)
         raise OSError(f"network disabled in this test (tried {address!r})")
 

@@ -18,8 +18,10 @@ pytestmark = pytest.mark.slow  # the real CPU engine / property-based fuzzing: `
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
-    {"role": "user", "content": [{"type": "text", "text": "Say something "},
-                                 {"type": "text", "text": "please."}]},
+    {
+        "role": "user",
+        "content": [{"type": "text", "text": "Say something "}, {"type": "text", "text": "please."}],
+    },
 ]
 
 
@@ -74,8 +76,13 @@ def test_demo_model_concurrent_builders_and_stale_dir(tmp_path):
 
 
 def test_status_of_real_load(engine, demo_path):
-    assert engine.status() == {"model": str(demo_path), "loaded": str(demo_path), "demo": False,
-                               "reason": None, "ready": True}
+    assert engine.status() == {
+        "model": str(demo_path),
+        "loaded": str(demo_path),
+        "demo": False,
+        "reason": None,
+        "ready": True,
+    }
 
 
 @pytest.mark.asyncio
@@ -126,7 +133,7 @@ async def test_seed_makes_sampling_reproducible(engine):
 @pytest.mark.asyncio
 async def test_stop_string_truncates(engine):
     full = text_of(await engine.complete(req(max_tokens=40)))
-    stop = full[len(full) // 2: len(full) // 2 + 3]
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
     resp = await engine.complete(req(max_tokens=40, stop=[stop]))
     assert text_of(resp) == full[: full.index(stop)]
     assert resp["choices"][0]["finish_reason"] == "stop"
@@ -158,7 +165,7 @@ async def test_stream_matches_complete(engine):
 @pytest.mark.asyncio
 async def test_stream_honours_stop_across_tokens(engine):
     full = text_of(await engine.complete(req(max_tokens=40)))
-    stop = full[len(full) // 2 - 2: len(full) // 2 + 6]  # long enough to span several tokens
+    stop = full[len(full) // 2 - 2 : len(full) // 2 + 6]  # long enough to span several tokens
     chunks = await collect(engine, req(max_tokens=40, stop=stop))
     assert streamed_text(chunks) == full[: full.index(stop)]
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
@@ -261,8 +268,12 @@ def test_no_fallback_raises(demo_path):
 
 
 # --- fields beyond plain text (app.engine.request_fields) ------------------------------------
-SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "array", "items": {"type": "integer"}}},
-          "required": ["a", "b"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {"a": {"type": "string"}, "b": {"type": "array", "items": {"type": "integer"}}},
+    "required": ["a", "b"],
+    "additionalProperties": False,
+}
 JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "s", "schema": SCHEMA, "strict": True}}
 
 
@@ -272,7 +283,9 @@ async def test_json_stream_matches_complete(engine):
     resp = await engine.complete(request)
     chunks = await collect(engine, request)
     assert streamed_text(chunks) == text_of(resp)
-    assert json.loads(text_of(resp)).keys() == {"a", "b"} and chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert (
+        json.loads(text_of(resp)).keys() == {"a", "b"} and chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    )
 
 
 @pytest.mark.asyncio
@@ -282,7 +295,9 @@ async def test_json_closes_within_any_budget_that_can_hold_it(engine):
     grammar = engine.grammar(SCHEMA, True)
     shortest = len(closing_tokens(grammar, grammar.initial(), engine._texts))
     for budget in (shortest, shortest + 1, shortest + 7, 3 * shortest):
-        resp = await engine.complete(req(max_tokens=budget, temperature=1.0, seed=budget, response_format=JSON_SCHEMA))
+        resp = await engine.complete(
+            req(max_tokens=budget, temperature=1.0, seed=budget, response_format=JSON_SCHEMA)
+        )
         assert resp["usage"]["completion_tokens"] <= budget
         assert json.loads(text_of(resp)).keys() == {"a", "b"}, budget
     with pytest.raises(InvalidRequestError) as info:
@@ -307,7 +322,8 @@ def test_a_template_that_takes_tools_gets_them(demo_path):
     eng.start()
     eng.tokenizer.chat_template = (
         "{% if tools %}TOOLS:{{ tools | tojson }}\n{% endif %}"
-        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant: ")
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant: "
+    )
     from app.engine.request_fields import read_fields
 
     tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}

@@ -80,7 +80,9 @@ class Calibrator:
         return [self.point(samples, m) for m in MARGINS]
 
 
-def pick(curve: Sequence[Point], premium_share: float | None = None, cost_per_1k: float | None = None) -> Point | None:
+def pick(
+    curve: Sequence[Point], premium_share: float | None = None, cost_per_1k: float | None = None
+) -> Point | None:
     """The smallest margin that meets the target (None if no margin does)."""
     for point in curve:
         if premium_share is not None and point.premium_share <= premium_share:
@@ -93,7 +95,9 @@ def pick(curve: Sequence[Point], premium_share: float | None = None, cost_per_1k
 def main(argv: Sequence[str] | None = None) -> None:
     default_config = Path(__file__).parents[3] / "deployments" / "configs" / "router.yaml"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("samples", help="JSONL: chat bodies, {'prompt': ...} lines, or route_decision log lines")
+    parser.add_argument(
+        "samples", help="JSONL: chat bodies, {'prompt': ...} lines, or route_decision log lines"
+    )
     parser.add_argument("--config", default=str(default_config))
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--premium-share", type=float, help="most share of requests for premium models (0-1)")
@@ -111,8 +115,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     chosen = pick(curve, args.premium_share, args.cost_per_1k)
     if chosen is None:
         raise SystemExit("no margin in [0, 1] meets that target")
-    print(f"\nquality:\n  margin: {chosen.margin}   # premium share {chosen.premium_share:.1%}, "
-          f"${chosen.usd_per_1k:.4f} per 1K requests")
+    print(
+        f"\nquality:\n  margin: {chosen.margin}   # premium share {chosen.premium_share:.1%}, "
+        f"${chosen.usd_per_1k:.4f} per 1K requests"
+    )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ class QualityModel:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QualityModel:
         if list(data.get("features", ())) != list(NAMES):
-            raise ValueError("the quality model was trained on other features; retrain it (make train-router)")
+            raise ValueError(
+                "the quality model was trained on other features; retrain it (make train-router)"
+            )
         roles = {r: RoleModel(tuple(m["coef"]), float(m["intercept"])) for r, m in data["roles"].items()}
         return cls(tuple(data["mean"]), tuple(data["scale"]), roles, dict(data.get("info", {})))
 
@@ -72,7 +74,9 @@ class QualityPredictor:
     def __init__(self, model: QualityModel, role_of: Mapping[str, str]) -> None:
         unknown = sorted({r for r in role_of.values() if r not in model.roles})
         if unknown:
-            raise ValueError(f"quality roles {unknown} are not in the trained model (it has {sorted(model.roles)})")
+            raise ValueError(
+                f"quality roles {unknown} are not in the trained model (it has {sorted(model.roles)})"
+            )
         self.model = model
         self.role_of = dict(role_of)
 

@@ -99,8 +99,12 @@ def balance(files: list[list[Example]]) -> list[Example]:
     return out
 
 
-def fit(examples: Sequence[Example], roles: Iterable[str], c: float = REGULARISATION_C,
-        info: Mapping[str, Any] | None = None) -> QualityModel:
+def fit(
+    examples: Sequence[Example],
+    roles: Iterable[str],
+    c: float = REGULARISATION_C,
+    info: Mapping[str, Any] | None = None,
+) -> QualityModel:
     """One logistic regression per role on the examples that have its label."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
@@ -119,10 +123,19 @@ def fit(examples: Sequence[Example], roles: Iterable[str], c: float = REGULARISA
         w = np.array([ex.weight for ex in rows])
         # Soft labels: each row once as a success with weight y, once as a failure with weight 1 - y.
         lr = LogisticRegression(C=c, max_iter=5000)
-        lr.fit(np.vstack([z, z]), np.r_[np.ones(len(y)), np.zeros(len(y))], sample_weight=np.r_[w * y, w * (1 - y)])
-        models[role] = RoleModel(tuple(round(float(v), 6) for v in lr.coef_[0]), round(float(lr.intercept_[0]), 6))
+        lr.fit(
+            np.vstack([z, z]),
+            np.r_[np.ones(len(y)), np.zeros(len(y))],
+            sample_weight=np.r_[w * y, w * (1 - y)],
+        )
+        models[role] = RoleModel(
+            tuple(round(float(v), 6) for v in lr.coef_[0]), round(float(lr.intercept_[0]), 6)
+        )
     return QualityModel(
-        tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in scale), models, dict(info or {})
+        tuple(round(float(v), 6) for v in mean),
+        tuple(round(float(v), 6) for v in scale),
+        models,
+        dict(info or {}),
     )
 
 
@@ -154,13 +167,22 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     default_config = Path(__file__).parents[3] / "deployments" / "configs" / "router.yaml"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(default_config), help="router config (quality.roles, catalog roles)")
-    parser.add_argument("--data", nargs="*", default=[str(p) for p in DEFAULT_DATA], help="training JSONL files")
+    parser.add_argument(
+        "--config", default=str(default_config), help="router config (quality.roles, catalog roles)"
+    )
+    parser.add_argument(
+        "--data", nargs="*", default=[str(p) for p in DEFAULT_DATA], help="training JSONL files"
+    )
     ratings = parser.add_mutually_exclusive_group()
     ratings.add_argument("--feedback", help="JSONL exported by `python -m app.feedback.export`")
-    ratings.add_argument("--feedback-store", action="store_true",
-                          help="read the ratings from the config's ledger store (SQLite file or $REDIS_URL)")
-    parser.add_argument("--out", default=str(DEFAULT_MODEL_PATH), help="where to write the trained model (JSON)")
+    ratings.add_argument(
+        "--feedback-store",
+        action="store_true",
+        help="read the ratings from the config's ledger store (SQLite file or $REDIS_URL)",
+    )
+    parser.add_argument(
+        "--out", default=str(DEFAULT_MODEL_PATH), help="where to write the trained model (JSON)"
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config)
     role_of = {m: s.quality_role for m, s in config.models.items() if s.quality_role}
@@ -171,8 +193,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         feedback = read_rows(config)
     model = train(config.quality.roles, args.data, feedback, role_of)
     Path(args.out).write_text(json.dumps(model.as_dict(), indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}: roles {sorted(model.roles)}, {model.info['rows']} rows "
-          f"({model.info['feedback_rows']} from feedback)")
+    print(
+        f"wrote {args.out}: roles {sorted(model.roles)}, {model.info['rows']} rows "
+        f"({model.info['feedback_rows']} from feedback)"
+    )
 
 
 if __name__ == "__main__":
