@@ -5,7 +5,8 @@
   unknown OpenAI fields are ignored.
 - ``from_anthropic`` turns a Messages API response into a ``chat.completion``.
 - ``StreamTranslator`` turns Messages API stream events into ``chat.completion.chunk`` dicts.
-- ``error_from_anthropic`` turns an Anthropic error body into a ``RouterError``.
+- ``error_from_anthropic(provider, status, body, headers=None)`` turns an Anthropic error body
+  into a ``RouterError``.
 
 Decisions, each a NOTE where it is made:
 - Sampling: the current API version (``2026-10-21``, what the anthropic 2.x SDK sends) removed
@@ -24,9 +25,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from app.backends.cloud import error_for_status, retry_after_seconds
-from app.errors import InvalidRequestError, RouterError, UnsupportedFeatureError
 from app import openai_wire as wire
+from app.backends.cloud import error_for_status, header, retry_after_seconds
+from app.errors import InvalidRequestError, RouterError, UnsupportedFeatureError
 from app.openai_wire import Json
 
 PROVIDER = "anthropic"
@@ -43,7 +44,6 @@ ERROR_STATUS = {
     "timeout_error": 504, "overloaded_error": 529,
 }  # fmt: skip
 TOOL_CHOICES = {"none": "none", "auto": "auto", "required": "any"}
-
 
 
 # --- request ---------------------------------------------------------------------------
@@ -300,11 +300,15 @@ class StreamTranslator:
     ``index`` per ``tool_use`` block; id and name on its first delta, then argument fragments),
     a finish chunk (at ``message_delta``), and at ``message_stop`` one usage chunk with
     ``choices: []``. Thinking, citations and pings yield nothing; an ``error`` event raises the
-    mapped ``RouterError``. ``done`` is true once ``message_stop`` was fed.
+    mapped ``RouterError`` (its message names ``provider``). ``done`` is true once
+    ``message_stop`` was fed.
     """
 
-    def __init__(self, model: str, id: str | None = None, created: int | None = None) -> None:
+    def __init__(
+        self, model: str, id: str | None = None, created: int | None = None, provider: str = PROVIDER
+    ) -> None:
         self.model = model
+        self.provider = provider
         self.id = id
         self.created = int(time.time()) if created is None else created
         self.usage: Json = {}
@@ -361,27 +365,27 @@ class StreamTranslator:
         return [*chunks, usage_chunk]
 
     def _on_error(self, event: Json) -> list[Json]:
-        raise error_from_anthropic(200, event, {})
+        raise error_from_anthropic(self.provider, None, event)
 
 
 # --- errors ----------------------------------------------------------------------------
 def error_from_anthropic(
-    status: int, body: object, headers: Mapping[str, str], *, provider: str = PROVIDER
+    provider: str, status: int | None, body: Any, headers: Mapping[str, str] | None = None
 ) -> RouterError:
     """The router error for an Anthropic error answer (``{"type": "error", "error": {...}}``).
 
     ``body`` is that dict, its JSON text, any other text (a proxy's HTML page) or None.
 
-    A status below 400 (an ``error`` event inside a 200 stream) is taken from the error type.
-    529 (overloaded) and other 5xx are retryable ``UpstreamUnavailableError``s; ``retry-after``
-    becomes ``retry_after``.
+    A status that is None or below 400 (an ``error`` event inside a 200 stream) is taken from
+    the error type. 529 (overloaded) and other 5xx are retryable ``UpstreamUnavailableError``s;
+    ``retry-after`` becomes ``retry_after``.
     """
     kind, message = _error_fields(body)
-    if status < 400:
+    if status is None or status < 400:
         status = ERROR_STATUS.get(kind or "", 500)
     if status == 402:  # billing: an account problem on the router's side, like a refused key
         status = 403
-    retry_after = retry_after_seconds(_header(headers, "retry-after"))
+    retry_after = retry_after_seconds(header(headers, "retry-after"))
     return error_for_status(provider, status, message, vendor_code=kind, retry_after=retry_after)
 
 
@@ -396,10 +400,3 @@ def _error_fields(body: object) -> tuple[str | None, str]:
     if not isinstance(error, dict):
         return None, "error without a body"
     return error.get("type"), str(error.get("message") or error.get("type") or "error")
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        value = next((v for k, v in headers.items() if k.lower() == name), None)
-    return value

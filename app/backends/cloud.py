@@ -1,7 +1,7 @@
 """What every cloud adapter shares: vendor errors onto the router's tree, in one place.
 
 Each provider's translator extracts (status, message, vendor code, Retry-After) from its own
-error body; ``error_for_status`` turns that into a ``RouterError``. Transport failures (a
+error body in ``error_from_<provider>``; ``error_for_status`` turns that into a ``RouterError``. Transport failures (a
 refused connection, a timeout, a stream cut mid-way) go through ``error_for_transport``.
 """
 
@@ -12,6 +12,7 @@ import contextlib
 import functools
 import importlib
 import re
+from collections.abc import Mapping
 
 from app.errors import (
     ContentFilterError,
@@ -96,6 +97,17 @@ def transport_errors() -> tuple[type[BaseException], ...]:
         with contextlib.suppress(ImportError):
             errors.append(getattr(importlib.import_module(module), name))
     return tuple(errors)
+
+
+def header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    """A header's value, whatever the case of its name (SDKs hand over case-insensitive
+    mappings, tests and stream events plain dicts)."""
+    if not headers:
+        return None
+    value = headers.get(name)
+    if value is None:
+        value = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
+    return value
 
 
 def retry_after_seconds(value: str | None) -> float | None:

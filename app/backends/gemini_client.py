@@ -1,7 +1,9 @@
-"""The Vertex AI Gemini backend: google-genai in Vertex mode, behind the ``Backend`` protocol.
+"""The thin client for Vertex AI Gemini, on google-genai in Vertex mode.
 
-The pure translation lives in ``app.backends.gemini_translate``; this module only does the
-call and maps every failure at this one boundary:
+``GeminiClient`` is the provider's one SDK client (``google.genai.Client``, its credentials and
+connection pools), shared by all its models; ``GeminiBackend`` is one logical model on it. The
+pure translation lives in ``app.backends.gemini_translate``; this module only does the call and
+maps every failure at this one boundary, raised unchained (see ``app.backends``):
 
 - ``google.genai.errors.APIError`` (HTTP error statuses, error events inside a stream) ->
   ``error_from_gemini`` (Google's error body, ``RetryInfo``, the ``Retry-After`` header);
@@ -22,20 +24,13 @@ the fast path; ``HttpOptions.timeout`` becomes aiohttp's *total* per-request tim
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from app.backends import gemini_translate as tr
 from app.backends.cloud import error_for_transport, transport_errors
-from app.backends.gemini_translate import (
-    StreamTranslator,
-    error_from_gemini,
-    to_gemini_request,
-    to_openai_completion,
-)
-from app.openai_wire import new_id
 from app.config import ModelSpec, ProviderSpec, RouterConfig
 from app.errors import (
     InvalidRequestError,
@@ -45,6 +40,7 @@ from app.errors import (
     UpstreamError,
     UpstreamUnavailableError,
 )
+from app.openai_wire import new_id
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +49,91 @@ SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 DEFAULT_LOCATION = "us-central1"
 
 
-class GeminiBackend:
-    """One Gemini model on Vertex AI. ``__init__`` is cheap; the SDK client is built on first use.
+class GeminiClient:
+    """One provider's google-genai client (Vertex mode), shared by its models; ``__init__`` is
+    cheap, the SDK client is built on first use. ``aclose`` may be called any number of times;
+    a call after it builds a fresh client.
 
     Credentials: the ones passed in, else Application Default Credentials (Workload Identity
-    on GKE), discovered once, off the event loop. When discovery fails, every call raises
-    ``UpstreamAuthError`` and ``unavailable_reason()`` says why, from then on.
+    on GKE), discovered once, off the event loop. When discovery fails, ``sdk()`` returns None
+    and ``auth_problem`` says why, from then on.
     """
+
+    def __init__(
+        self, provider: ProviderSpec, *, project: str, location: str, credentials: Any = None
+    ) -> None:
+        self.provider = provider
+        self.project = project
+        self.location = location
+        self._credentials = credentials
+        self._sdk: Any = None  # google.genai.Client; kept referenced: it closes its pools when collected
+        self.auth_problem: str | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def sdk(self) -> Any:
+        """The SDK client, or None when there are no credentials to build it with."""
+        if self._sdk is not None:
+            return self._sdk
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._sdk is None:
+                if self.auth_problem is None and self._credentials is None:
+                    self._credentials = await asyncio.to_thread(self._discover_credentials)
+                if self.auth_problem is not None:
+                    return None
+                # NOTE: off the loop: building the client loads TLS contexts and the first
+                # validation builds google-genai's deferred pydantic schemas (~1 s together).
+                self._sdk = await asyncio.to_thread(self._build)
+        return self._sdk
+
+    def _discover_credentials(self) -> Any:
+        """Application Default Credentials, or None with ``auth_problem`` set. Runs in a thread."""
+        import google.auth
+        from google.auth.exceptions import GoogleAuthError
+
+        try:
+            credentials, _ = google.auth.default(scopes=SCOPES)
+            return credentials
+        except GoogleAuthError as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            self.auth_problem = LastingReason(
+                f"no Google Application Default Credentials: {first_line[:200]}"
+            )
+            log.warning("%s (project %s): %s", self.provider.kind, self.project, self.auth_problem)
+            return None
+
+    def _build(self) -> Any:
+        from google import genai
+        from google.genai import types
+
+        options = types.HttpOptions(
+            base_url=self.provider.base_url,
+            timeout=int(self.provider.timeout_s * 1000),
+            retry_options=types.HttpRetryOptions(attempts=1),
+        )
+        client = genai.Client(
+            vertexai=True,
+            project=self.project,
+            location=self.location,
+            credentials=self._credentials,
+            http_options=options,
+        )
+        _warm_up()
+        return client
+
+    async def aclose(self) -> None:
+        """Closes the SDK's connection pools."""
+        sdk, self._sdk = self._sdk, None
+        if sdk is not None:
+            await sdk.aio.aclose()
+            sdk.close()
+
+
+class GeminiBackend:
+    """One Gemini model on Vertex AI behind the ``Backend`` protocol, on ``client`` (its
+    provider's shared one) or, when none is given, on a client of its own for ``provider``,
+    ``project``, ``location`` and ``credentials``."""
 
     def __init__(
         self,
@@ -67,55 +141,53 @@ class GeminiBackend:
         spec: ModelSpec,
         provider: ProviderSpec,
         *,
-        project: str,
-        location: str,
+        project: str = "",
+        location: str = DEFAULT_LOCATION,
         credentials: Any = None,
+        client: GeminiClient | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
         self.provider = provider
-        self.project = project
-        self.location = location
-        self._credentials = credentials
-        self._client: Any = None  # google.genai.Client; kept referenced: it closes its pools when collected
-        self._auth_problem: str | None = None
-        self._lock: asyncio.Lock | None = None
+        self.client = client or GeminiClient(
+            provider, project=project, location=location, credentials=credentials
+        )
 
     def unavailable_reason(self) -> str | None:
-        return self._auth_problem
+        return self.client.auth_problem
 
     async def check_credentials(self) -> str | None:
-        """Runs credential discovery now (once); None when usable, else the reason."""
-        with contextlib.suppress(UpstreamAuthError):
-            await self._ensure_client()
-        return self._auth_problem
+        """Runs credential discovery now (once per client); None when usable, else the reason."""
+        await self.client.sdk()
+        return self.client.auth_problem
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
         """One ``chat.completion``; raises only ``RouterError``s."""
-        body = to_gemini_request(request)
-        client = await self._ensure_client()
+        body = tr.to_gemini_request(request)
+        sdk = await self._sdk()
         model, contents, config = self._arguments(request, body)
         try:
-            response = await client.aio.models.generate_content(model=model, contents=contents, config=config)
-            return to_openai_completion(wire(response), model=model)
-        except RouterError:
-            raise
-        except Exception as exc:
-            raise self._map(exc) from exc
+            response = await sdk.aio.models.generate_content(model=model, contents=contents, config=config)
+            completion = tr.to_openai_completion(wire(response), model=model)
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped here
+            error = self._error(exc)
+        else:
+            return completion
+        raise error from None  # outside the except: no SDK exception in the chain
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """``chat.completion.chunk``s, then one usage chunk. Closing this iterator (or
         cancelling its consumer) closes the upstream HTTP stream; raises only ``RouterError``s."""
-        body = to_gemini_request(request)
-        client = await self._ensure_client()
+        body = tr.to_gemini_request(request)
+        sdk = await self._sdk()
         model, contents, config = self._arguments(request, body)
-        translator = StreamTranslator(model, new_id(), provider=self.name)
+        translator = tr.StreamTranslator(model, new_id(), provider=self.name)
         events: asyncio.Queue[Any] = asyncio.Queue()
-        pump = asyncio.create_task(self._pump(client.aio.models, model, contents, config, events))
+        pump = asyncio.create_task(self._pump(sdk.aio.models, model, contents, config, events))
         try:
             while (item := await events.get()) is not _END:
-                if isinstance(item, Exception):
-                    raise self._map(item) from item
+                if isinstance(item, RouterError):  # mapped in the pump, raised here unchained
+                    raise item from None
                 for chunk in translator.feed(item):
                     yield chunk
             for chunk in translator.finish():
@@ -128,7 +200,7 @@ class GeminiBackend:
     async def _pump(
         self, models: Any, model: str, contents: Any, config: Any, events: asyncio.Queue[Any]
     ) -> None:
-        """Reads the SDK's stream into ``events`` (then ``_END``, or the exception).
+        """Reads the SDK's stream into ``events`` (then ``_END``, or the mapped error).
 
         NOTE: the SDK's stream is a chain of async generators whose inner links are closed
         only by the garbage collector (reference cycles), so ``aclose()`` on the outer one
@@ -140,17 +212,20 @@ class GeminiBackend:
             async for event in upstream:
                 events.put_nowait(wire(event))
             events.put_nowait(_END)
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which maps it
-            events.put_nowait(exc)
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped here; the consumer raises it
+            events.put_nowait(self._error(exc))
 
     async def aclose(self) -> None:
-        """Closes the SDK's connection pools; the next call builds a fresh client."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aio.aclose()
-            client.close()
+        """Closes the (shared) client; the other models of the provider may close it too."""
+        await self.client.aclose()
 
     # --- internals ------------------------------------------------------------------------
+    async def _sdk(self) -> Any:
+        sdk = await self.client.sdk()
+        if sdk is None:
+            raise UpstreamAuthError(f"{self.name}: {self.client.auth_problem}")
+        return sdk
+
     def _arguments(self, request: dict[str, Any], body: dict[str, Any]) -> tuple[str, Any, Any]:
         """(model id, SDK contents, SDK config) from the translated wire body."""
         import pydantic
@@ -173,64 +248,17 @@ class GeminiBackend:
             ) from None
         return str(request.get("model") or self.spec.model_id), contents, sdk_config
 
-    async def _ensure_client(self) -> Any:
-        if self._client is not None:
-            return self._client
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            if self._client is None:
-                if self._auth_problem is None and self._credentials is None:
-                    self._credentials = await asyncio.to_thread(self._discover_credentials)
-                if self._auth_problem is not None:
-                    raise UpstreamAuthError(f"{self.name}: {self._auth_problem}")
-                # NOTE: off the loop: building the client loads TLS contexts and the first
-                # validation builds google-genai's deferred pydantic schemas (~1 s together).
-                self._client = await asyncio.to_thread(self._build_client)
-        return self._client
-
-    def _discover_credentials(self) -> Any:
-        """Application Default Credentials, or None with ``_auth_problem`` set. Runs in a thread."""
-        import google.auth
-        from google.auth.exceptions import GoogleAuthError
-
-        try:
-            credentials, _ = google.auth.default(scopes=SCOPES)
-            return credentials
-        except GoogleAuthError as exc:
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            self._auth_problem = LastingReason(f"no Google Application Default Credentials: {first_line[:200]}")
-            log.warning("%s: %s", self.name, self._auth_problem)
-            return None
-
-    def _build_client(self) -> Any:
-        from google import genai
-        from google.genai import types
-
-        options = types.HttpOptions(
-            base_url=self.provider.base_url,
-            timeout=int(self.provider.timeout_s * 1000),
-            retry_options=types.HttpRetryOptions(attempts=1),
-        )
-        client = genai.Client(
-            vertexai=True,
-            project=self.project,
-            location=self.location,
-            credentials=self._credentials,
-            http_options=options,
-        )
-        _warm_up()
-        return client
-
-    def _map(self, exc: Exception) -> RouterError:
-        """Any failure of a call as the router's error (the one mapping boundary)."""
+    def _error(self, exc: Exception) -> RouterError:
+        """The one mapping of SDK, credential, transport and decoding errors."""
         import pydantic
         from google.auth import exceptions as auth_errors
         from google.genai import errors as genai_errors
 
+        if isinstance(exc, RouterError):
+            return exc
         if isinstance(exc, genai_errors.APIError):
             headers = getattr(getattr(exc, "response", None), "headers", None)
-            return error_from_gemini(self.name, exc.code, exc.details, _plain(headers))
+            return tr.error_from_gemini(self.name, exc.code, exc.details, _plain(headers))
         if isinstance(exc, auth_errors.RefreshError | auth_errors.DefaultCredentialsError):
             return UpstreamAuthError(
                 f"{self.name}: could not refresh Google credentials ({type(exc).__name__})"
@@ -279,13 +307,20 @@ def _contents_adapter() -> Any:
     return _CONTENTS_ADAPTER
 
 
-def build(name: str, provider: ProviderSpec, config: RouterConfig, env: Mapping[str, str]) -> GeminiBackend:
-    """The backend for catalog model ``name``; the project comes from ``env[provider.project_env]``."""
+def make_client(provider: ProviderSpec, env: Mapping[str, str]) -> GeminiClient:
+    """The provider's one client; the project comes from ``env[provider.project_env]``,
+    credentials from ADC on first use."""
     project = env.get(provider.project_env or "", "") if provider.project_env else ""
-    return GeminiBackend(
-        name,
-        config.models[name],
-        provider,
-        project=project,
-        location=provider.location or DEFAULT_LOCATION,
-    )
+    return GeminiClient(provider, project=project, location=provider.location or DEFAULT_LOCATION)
+
+
+def build(
+    name: str,
+    provider: ProviderSpec,
+    config: RouterConfig,
+    env: Mapping[str, str],
+    client: GeminiClient | None = None,
+) -> GeminiBackend:
+    """The backend for logical model ``name``, on ``client`` (else a client of its own)."""
+    client = client or make_client(provider, env)
+    return GeminiBackend(name, config.models[name], provider, client=client)

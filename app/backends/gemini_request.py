@@ -1,4 +1,5 @@
-"""OpenAI chat request -> Vertex AI Gemini ``generateContent`` request body. Pure, no I/O.
+"""OpenAI chat request -> Vertex AI Gemini ``generateContent`` request body. Pure, no I/O: the
+request half of ``app.backends.gemini_translate``, which the client imports.
 
 The output is the REST body exactly as the wire carries it (camelCase): ``contents``,
 ``systemInstruction``, ``generationConfig``, ``tools``, ``toolConfig``. See

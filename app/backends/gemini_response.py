@@ -1,4 +1,5 @@
-"""Vertex AI Gemini responses, stream events and error bodies -> OpenAI shapes. Pure, no I/O.
+"""Vertex AI Gemini responses, stream events and error bodies -> OpenAI shapes. Pure, no I/O:
+the response half of ``app.backends.gemini_translate``, which the client imports.
 
 Inputs are ``GenerateContentResponse`` bodies as JSON on the wire (camelCase; zero-valued
 fields absent, as proto3 JSON omits them). Choices:
@@ -21,11 +22,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from app.backends.cloud import error_for_status, retry_after_seconds
-from app.errors import RouterError, UpstreamUnavailableError
 from app import openai_wire as wire
+from app.backends.cloud import error_for_status, header, retry_after_seconds
+from app.errors import RouterError, UpstreamUnavailableError
 from app.openai_wire import Json
-
 
 FINISH_REASONS = {
     "STOP": "stop",
@@ -225,7 +225,9 @@ class StreamTranslator:
         return [wire.usage_chunk(self.id, self.model, self.created, to_openai_usage(self.usage))]
 
     def chunk(self, index: int, delta: Json, reason: str | None = None, logprobs: Json | None = None) -> Json:
-        return wire.chunk(self.id, self.model, self.created, delta, index=index, finish_reason=reason, logprobs=logprobs)
+        return wire.chunk(
+            self.id, self.model, self.created, delta, index=index, finish_reason=reason, logprobs=logprobs
+        )
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -250,12 +252,4 @@ def retry_delay(details: Any) -> float | None:
         if isinstance(detail, dict) and detail.get("@type") == RETRY_INFO:
             value = str(detail.get("retryDelay", ""))
             return retry_after_seconds(value[:-1] if value.endswith("s") else None)
-    return None
-
-
-def header(headers: Mapping[str, str] | None, name: str) -> str | None:
-    """A header's value, whatever the case of its name."""
-    for key, value in (headers or {}).items():
-        if key.lower() == name:
-            return value
     return None

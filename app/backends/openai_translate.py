@@ -1,8 +1,12 @@
-"""Pure translation for OpenAI and OpenAI-compatible servers (vLLM, KServe, Ollama).
+"""OpenAI and OpenAI-compatible servers (vLLM, KServe, Ollama) <-> our wire: pure functions, no I/O.
 
 The wire format is already ours, so translation is small: what to send (usage always asked
 for on streams; ``max_completion_tokens`` for OpenAI's own API, whose newer models refuse
 ``max_tokens``), and what an error body means.
+
+    to_openai(request, native=..., stream=...) -> chat.completions.create kwargs
+    from_openai(response, model=...) / chunk_from_openai(chunk, model=...) -> ours
+    error_from_openai(provider, status, body, headers=None) -> RouterError
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from app.backends.cloud import error_for_status, retry_after_seconds
+from app.backends.cloud import error_for_status, header, retry_after_seconds
 from app.errors import RouterError
 
 # Fields only the router or the SSE layer handles; the SDK call sets streaming itself.
@@ -48,17 +52,24 @@ def chunk_from_openai(chunk: dict[str, Any], *, model: str) -> dict[str, Any]:
     return chunk
 
 
-def error_from_openai(provider: str, status: int, body: Any, headers: Mapping[str, str]) -> RouterError:
-    """OpenAI's ``{"error": {"message", "type", "code"}}`` (or vLLM's variants) as a router error."""
+def error_from_openai(
+    provider: str, status: int | None, body: Any, headers: Mapping[str, str] | None = None
+) -> RouterError:
+    """OpenAI's ``{"error": {"message", "type", "code"}}`` (or vLLM's variants) as a router error.
+
+    ``status`` None (an error without an HTTP status) takes vLLM's numeric ``code``, else 500.
+    """
     error = body.get("error", body) if isinstance(body, Mapping) else {}
     if not isinstance(error, Mapping):
         error = {"message": str(error)}
     message = str(error.get("message") or body or f"HTTP {status}")
     code = error.get("code") or error.get("type")
+    if status is None:
+        status = code if isinstance(code, int) and 400 <= code < 600 else 500
     return error_for_status(
         provider,
         status,
         message,
         vendor_code=str(code) if code else None,
-        retry_after=retry_after_seconds(headers.get("retry-after")),
+        retry_after=retry_after_seconds(header(headers, "retry-after")),
     )

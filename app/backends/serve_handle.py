@@ -2,6 +2,10 @@
 
 The handle is duck-typed (``.chat.remote(req)`` and ``.options(stream=True).chat_stream
 .remote(req)``), so this module imports no Ray and tests can pass any object of that shape.
+
+Ray's errors are mapped and raised unchained, like the SDKs' (see ``app.backends``): they
+carry no credentials, but their text embeds the replica's traceback, which can quote a request,
+and nothing in the router reads the chain; the mapped error keeps the Ray error's type name.
 """
 
 from __future__ import annotations
@@ -22,7 +26,12 @@ def map_handle_error(exc: BaseException, name: str) -> RouterError:
     if isinstance(exc, ValueError) or isinstance(cause, ValueError):
         return InvalidRequestError(f"{name} refused the request: {cause or exc}")
     kind = type(exc).__name__
-    if "Unavailable" in kind or "ActorDied" in kind or "ActorUnavailable" in kind or "DeploymentUnavailable" in kind:
+    if (
+        "Unavailable" in kind
+        or "ActorDied" in kind
+        or "ActorUnavailable" in kind
+        or "DeploymentUnavailable" in kind
+    ):
         return UpstreamUnavailableError(f"{name} is unavailable ({kind})")
     return UpstreamError(f"{name} failed ({kind})")
 
@@ -49,20 +58,25 @@ class ServeHandleBackend:
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
         try:
             result: dict[str, Any] = await self.handle.chat.remote(request, **self._kwargs)
-        except Exception as exc:
-            raise map_handle_error(exc, self.name) from exc
-        return result
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped here
+            error = map_handle_error(exc, self.name)
+        else:
+            return result
+        raise error from None  # outside the except: no Ray exception in the chain
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         response = self._stream_handle.chat_stream.remote(request, **self._kwargs)
+        error: RouterError | None = None
         try:
             async for chunk in response:
                 yield chunk
-        except Exception as exc:
-            raise map_handle_error(exc, self.name) from exc
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped here
+            error = map_handle_error(exc, self.name)
         finally:
             # NOTE: cancelling the response stops the generator in the replica, so an abandoned
             # stream does not keep generating.
             cancel = getattr(response, "cancel", None)
             if cancel is not None:
                 cancel()
+        if error is not None:
+            raise error from None  # outside the except: no Ray exception in the chain

@@ -13,7 +13,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from app.backends.anthropic_client import AnthropicBackend, build
+from app.backends.anthropic_client import AnthropicBackend, AnthropicClient, build
+from app.backends.registry import build_backends
 from app.config import ModelSpec, ProviderSpec, parse_config
 from app.errors import (
     RouterError,
@@ -25,6 +26,7 @@ from app.errors import (
     UpstreamUnavailableError,
 )
 from tests.conformance import assert_conforms
+from tests.fakes.adapters import assert_unchained, one_provider_config, record_aiohttp_sessions
 from tests.fakes.anthropic_server import FakeAnthropic
 
 KEY = "test-anthropic-key"
@@ -240,9 +242,7 @@ async def test_a_refused_key_is_an_auth_error_that_never_shows_the_key(
         await backend.aclose()
     assert not exc.value.retryable and "invalid x-api-key" in exc.value.message
     assert secret not in str(exc.value) and secret not in repr(exc.value)
-    assert (
-        exc.value.__cause__ is None and exc.value.__suppress_context__
-    )  # no SDK error (with its request) chained
+    assert_unchained(exc.value)  # no SDK error (with its request) chained
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
@@ -301,6 +301,7 @@ async def test_an_error_event_mid_stream_is_mapped_by_its_type(
     fake.error_event_after = 5  # message_start, block start, ping, 2 deltas, then an overloaded_error event
     chunks, error = await _chunks_then_error(backend)
     assert isinstance(error, UpstreamUnavailableError) and error.retryable and "Overloaded" in error.message
+    assert error.message.startswith("claude-test: ")  # named after the model, like every other error
     assert text_of(chunks) == "Hello from"
 
 
@@ -384,10 +385,49 @@ async def test_build_reads_the_key_from_the_environment_and_is_cheap() -> None:
     provider = config.providers["anthropic"]
     backend = build("claude", provider, config, {"ANTHROPIC_API_KEY": "k-123"})
     assert backend.spec.model_id == MODEL and backend.unavailable_reason() is None
-    assert backend._client is None  # the SDK client is made on first use
+    assert backend.client._sdk is None  # the SDK client is made on first use
     with pytest.raises(ValueError, match="ANTHROPIC_API_KEY") as exc:
         build("claude", provider, config, {})
     assert "k-123" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("fault", "stream"),
+    [
+        ({"status": 429, "retry_after": 2}, False),
+        ({"status": 529}, True),
+        ({"cut_after": 2}, True),  # an httpx2/aiohttp error below the SDK
+    ],
+)
+async def test_a_mapped_error_carries_no_sdk_exception(
+    backend: AnthropicBackend, fake: FakeAnthropic, stream: bool, fault: dict[str, Any]
+) -> None:
+    fake.inject(**fault)
+    with pytest.raises(RouterError) as exc:
+        await (collect(backend.stream(request())) if stream else backend.complete(request()))
+    assert_unchained(exc.value)
+
+
+async def test_two_models_of_one_provider_share_one_client(
+    fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sessions = record_aiohttp_sessions(monkeypatch)
+    provider = {"kind": "anthropic", "api_key_env": "ANTHROPIC_API_KEY", "base_url": fake.url, "timeout_s": 5}
+    config = one_provider_config(provider, {"claude-a": MODEL, "claude-b": "claude-haiku-4-5"})
+    backends = build_backends(config, pytest.fail, env={"ANTHROPIC_API_KEY": KEY})
+    a, b = backends["claude-a"], backends["claude-b"]
+    assert isinstance(a, AnthropicBackend) and isinstance(b, AnthropicBackend)
+    assert isinstance(a.client, AnthropicClient) and a.client is b.client
+    answer = await a.complete(request())
+    chunks = await collect(b.stream({**request(), "model": "claude-haiku-4-5"}))
+    assert answer["model"] == MODEL and {c["model"] for c in chunks} == {"claude-haiku-4-5"}
+    assert [r.body["model"] for r in fake.requests] == [MODEL, "claude-haiku-4-5"]
+    assert fake.requests[0].body["max_tokens"] == 1024  # each model keeps its own output limit
+    assert len(sessions) == 1  # one connection pool for the provider
+    await a.aclose()
+    await b.aclose()  # closing the other model's backend, or the same one again, is harmless
+    await a.aclose()
+    assert all(session.closed for session in sessions)
 
 
 # --- the fake itself checks what the real API checks --------------------------------------------

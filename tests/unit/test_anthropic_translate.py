@@ -606,11 +606,12 @@ def test_recorded_error_bodies(
     retry_after: float | None,
 ) -> None:
     body = payload(name)
-    mapped = error_from_anthropic(status, body, headers)
+    mapped = error_from_anthropic("anthropic", status, body, headers)
     assert type(mapped) is error
     assert (mapped.status_code, mapped.retryable, mapped.retry_after) == (http, retryable, retry_after)
     assert mapped.message == f"anthropic: {body['error']['message']}"
-    assert type(error_from_anthropic(status, json.dumps(body), headers)) is error  # the body as text
+    as_text = error_from_anthropic("anthropic", status, json.dumps(body), headers)
+    assert type(as_text) is error  # the body as text
 
 
 @pytest.mark.parametrize(
@@ -631,10 +632,17 @@ def test_recorded_error_bodies(
 )
 def test_error_types(status: int, kind: str, error: type[RouterError]) -> None:
     body = {"type": "error", "error": {"type": kind, "message": "something"}}
-    assert type(error_from_anthropic(status, body, {}, provider="claude-x")) is error
+    assert type(error_from_anthropic("claude-x", status, body)) is error
 
 
 @pytest.mark.parametrize("body", [None, "<html>502 Bad Gateway</html>", {"unexpected": True}])
 def test_bodies_that_are_not_anthropic_errors(body: Any) -> None:
-    mapped = error_from_anthropic(502, body, {})
+    mapped = error_from_anthropic("anthropic", 502, body)
     assert isinstance(mapped, UpstreamUnavailableError) and mapped.message.startswith("anthropic: ")
+
+
+def test_an_error_without_a_status_takes_it_from_the_type() -> None:
+    body = {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
+    mapped = error_from_anthropic("claude-x", None, body, {"Retry-After": "5"})
+    assert type(mapped) is UpstreamRateLimitedError and mapped.retry_after == 5.0
+    assert mapped.message == "claude-x: slow down"

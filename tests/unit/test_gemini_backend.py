@@ -16,8 +16,9 @@ import pytest
 import pytest_asyncio
 from google.oauth2.credentials import Credentials
 
-from app.backends.gemini_client import GeminiBackend, build
+from app.backends.gemini_client import GeminiBackend, GeminiClient, build
 from app.backends.gemini_translate import StreamTranslator, to_openai_completion
+from app.backends.registry import build_backends
 from app.config import ModelSpec, ModelWeights, ProviderSpec, RouterConfig
 from app.errors import (
     ContextWindowExceededError,
@@ -31,6 +32,7 @@ from app.errors import (
     UpstreamUnavailableError,
 )
 from tests.conformance import assert_conforms
+from tests.fakes.adapters import assert_unchained, one_provider_config, record_aiohttp_sessions
 from tests.fakes.gemini_server import FakeGemini, camel_keys, payload
 
 MODEL = "gemini-2.5-flash"
@@ -329,6 +331,7 @@ async def test_error_statuses_map_to_router_errors(
         else:
             await backend.complete(request())
     assert type(err.value) is cls
+    assert_unchained(err.value)  # the SDK's exception holds the request and its headers
     assert len(fake.requests) == 1  # the SDK does not retry behind the router's back
 
 
@@ -363,9 +366,10 @@ async def test_a_refused_connection_fails_fast(fake: FakeGemini) -> None:
         port = sock.getsockname()[1]
     backend = make(fake, url=f"http://127.0.0.1:{port}")
     started = time.monotonic()
-    with pytest.raises(UpstreamUnavailableError):
+    with pytest.raises(UpstreamUnavailableError) as err:
         await backend.complete(request())
     assert time.monotonic() - started < 0.9  # no implicit SDK sleep-and-retry
+    assert_unchained(err.value)
     await backend.aclose()
 
 
@@ -375,6 +379,7 @@ async def test_a_stream_cut_after_two_events(backend: GeminiBackend, fake: FakeG
         backend.stream(request({"role": "user", "content": "a b c d e f g h"}))
     )
     assert isinstance(error, UpstreamUnavailableError) and error.retryable
+    assert_unchained(error)
     assert text_of(chunks) == "Echo: a b c"
 
 
@@ -391,6 +396,7 @@ async def test_an_error_event_mid_stream(backend: GeminiBackend, fake: FakeGemin
     fake.respond([payload("stream_text")[0], payload("error_503")])
     chunks, error = await chunks_then_error(backend.stream(request()))
     assert isinstance(error, UpstreamUnavailableError) and "overloaded" in error.message
+    assert_unchained(error)
     assert text_of(chunks) == "Tomorrow in Paris"
 
 
@@ -516,14 +522,51 @@ async def test_build_reads_the_project_from_the_environment() -> None:
     }
     config = RouterConfig.model_validate(raw)  # no cross-checks: the routing defaults name other models
     backend = build("gemini-flash", config.providers["vertex_ai"], config, {"GOOGLE_CLOUD_PROJECT": "p-123"})
-    assert (backend.project, backend.location, backend.spec.model_id) == ("p-123", "us-central1", MODEL)
-    assert backend.unavailable_reason() is None and backend._client is None  # cheap: nothing built yet
+    client = backend.client
+    assert (client.project, client.location, backend.spec.model_id) == ("p-123", "us-central1", MODEL)
+    assert backend.unavailable_reason() is None and backend.client._sdk is None  # cheap: nothing built yet
     raw["providers"]["vertex_ai"]["location"] = "europe-west4"
     config = RouterConfig.model_validate(raw)
-    assert (
-        build("gemini-flash", config.providers["vertex_ai"], config, {"GOOGLE_CLOUD_PROJECT": "p"}).location
-        == "europe-west4"
-    )
+    backend = build("gemini-flash", config.providers["vertex_ai"], config, {"GOOGLE_CLOUD_PROJECT": "p"})
+    assert backend.client.location == "europe-west4"
+
+
+async def test_two_models_of_one_provider_share_one_client(
+    fake: FakeGemini, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import google.auth
+
+    discovered: list[str] = []
+
+    def default(scopes: list[str]) -> tuple[Credentials, str]:
+        discovered.append("adc")
+        return Credentials(token="adc-token"), "other-project"
+
+    monkeypatch.setattr(google.auth, "default", default)
+    sessions = record_aiohttp_sessions(monkeypatch)
+    provider = {
+        "kind": "vertex_ai",
+        "project_env": "GOOGLE_CLOUD_PROJECT",
+        "location": LOCATION,
+        "base_url": fake.url,
+        "timeout_s": 5,
+    }
+    config = one_provider_config(provider, {"flash": MODEL, "pro": "gemini-2.5-pro"})
+    backends = build_backends(config, pytest.fail, env={"GOOGLE_CLOUD_PROJECT": PROJECT})
+    a, b = backends["flash"], backends["pro"]
+    assert isinstance(a, GeminiBackend) and isinstance(b, GeminiBackend)
+    assert isinstance(a.client, GeminiClient) and a.client is b.client
+    assert await a.check_credentials() is None and await b.check_credentials() is None
+    answer = await a.complete(request())
+    chunks = await collect(b.stream({**request(), "model": "gemini-2.5-pro"}))
+    assert answer["model"] == MODEL and {c["model"] for c in chunks} == {"gemini-2.5-pro"}
+    assert [r.path.split("/models/")[1].split(":")[0] for r in fake.requests] == [MODEL, "gemini-2.5-pro"]
+    assert discovered == ["adc"]  # credentials found once for the provider
+    assert len(sessions) == 1  # one connection pool for the provider
+    await a.aclose()
+    await b.aclose()  # closing the other model's backend, or the same one again, is harmless
+    await a.aclose()
+    assert all(session.closed for session in sessions)
 
 
 async def test_the_fake_wants_a_bearer_token_and_google_error_bodies(fake: FakeGemini) -> None:

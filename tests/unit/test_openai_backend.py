@@ -6,15 +6,18 @@ import json
 
 import pytest
 
-from app.backends.openai_client import OpenAIBackend
+from app.backends.openai_client import OpenAIBackend, OpenAIClient
+from app.backends.registry import build_backends
 from app.config import ModelSpec, ProviderSpec
 from app.errors import (
+    RouterError,
     UpstreamAuthError,
     UpstreamBadRequestError,
     UpstreamRateLimitedError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
+from tests.fakes.adapters import assert_unchained, one_provider_config, record_aiohttp_sessions
 from tests.fakes.openai_server import FakeOpenAI
 
 KEY = "test-openai-key"
@@ -38,7 +41,9 @@ def fake():
 @pytest.fixture
 async def backend(fake):
     fake.reset()
-    provider = ProviderSpec(kind="openai", api_key_env="OPENAI_API_KEY", base_url=f"{fake.url}/v1", timeout_s=5)
+    provider = ProviderSpec(
+        kind="openai", api_key_env="OPENAI_API_KEY", base_url=f"{fake.url}/v1", timeout_s=5
+    )
     backend = OpenAIBackend("gpt", SPEC, provider, api_key=KEY)
     yield backend
     await backend.aclose()
@@ -64,7 +69,10 @@ async def collect(stream) -> list[dict]:
 async def test_plain_answer_with_usage(backend, fake):
     response = await backend.complete(body(max_tokens=40))
     assert response["choices"][0]["message"]["content"] == "Hello from fake OpenAI: 1 messages."
-    assert response["usage"]["total_tokens"] == response["usage"]["prompt_tokens"] + response["usage"]["completion_tokens"]
+    assert (
+        response["usage"]["total_tokens"]
+        == response["usage"]["prompt_tokens"] + response["usage"]["completion_tokens"]
+    )
     sent = fake.requests[-1]
     assert sent.body["max_completion_tokens"] == 40 and "max_tokens" not in sent.body
     assert sent.headers["authorization"] == f"Bearer {KEY}"
@@ -171,3 +179,49 @@ async def test_compatible_server_without_a_key(closing):
         assert open_server.requests[-1].body["max_tokens"] == 3
     finally:
         open_server.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+@pytest.mark.parametrize("fault", [{"status": 401}, {"status": 429, "retry_after": 1}])
+async def test_a_mapped_error_carries_no_sdk_exception(backend, fake, stream, fault):
+    fake.inject(**fault)
+    with pytest.raises(RouterError) as excinfo:
+        await (collect(backend.stream(body())) if stream else backend.complete(body()))
+    assert_unchained(excinfo.value)  # the SDK's exception holds the request and its headers
+
+
+async def test_transport_failures_carry_no_sdk_exception(backend, fake, closing):
+    fake.inject(cut_after=2)
+    with pytest.raises(RouterError) as excinfo:
+        await collect(backend.stream(body()))
+    assert_unchained(excinfo.value)
+    provider = ProviderSpec(kind="openai_compatible", base_url="http://127.0.0.1:9/v1", connect_timeout_s=1)
+    backend = OpenAIBackend("local", SPEC, provider, api_key=None)
+    closing(backend)
+    for call in (backend.complete(body()), collect(backend.stream(body()))):
+        with pytest.raises(RouterError) as excinfo:
+            await call
+        assert_unchained(excinfo.value)
+
+
+async def test_two_models_of_one_provider_share_one_client(fake, monkeypatch):
+    sessions = record_aiohttp_sessions(monkeypatch)
+    provider = {
+        "kind": "openai",
+        "api_key_env": "OPENAI_API_KEY",
+        "base_url": f"{fake.url}/v1",
+        "timeout_s": 5,
+    }
+    config = one_provider_config(provider, {"gpt-a": "gpt-5.5", "gpt-b": "gpt-5.5-mini"})
+    backends = build_backends(config, pytest.fail, env={"OPENAI_API_KEY": KEY})
+    a, b = backends["gpt-a"], backends["gpt-b"]
+    assert isinstance(a.client, OpenAIClient) and a.client is b.client
+    answer = await a.complete(body() | {"model": "gpt-5.5"})
+    chunks = await collect(b.stream(body() | {"model": "gpt-5.5-mini"}))
+    assert answer["model"] == "gpt-5.5" and {c["model"] for c in chunks} == {"gpt-5.5-mini"}
+    assert [r.body["model"] for r in fake.requests[-2:]] == ["gpt-5.5", "gpt-5.5-mini"]
+    assert len(sessions) == 1  # one connection pool for the provider
+    await a.aclose()
+    await b.aclose()  # closing the other model's backend, or the same one again, is harmless
+    await a.aclose()
+    assert all(session.closed for session in sessions)

@@ -72,3 +72,11 @@ def test_error_bodies_map_onto_the_error_tree(name, error_class, status, retryab
 def test_a_non_json_error_body_still_maps():
     error = error_from_openai("vllm", 503, "upstream connect error", {})
     assert isinstance(error, UpstreamUnavailableError) and "upstream connect error" in error.message
+
+
+def test_an_error_without_a_status_takes_the_body_code_and_any_header_case():
+    body = {"error": {"message": "slow down", "type": "rate_limit", "code": 429}}
+    error = error_from_openai("vllm", None, body, {"Retry-After": "4"})
+    assert isinstance(error, UpstreamRateLimitedError) and error.retry_after == 4.0
+    no_status = error_from_openai("gpt", None, {"error": {"message": "boom"}})
+    assert isinstance(no_status, UpstreamUnavailableError)
