@@ -12,7 +12,7 @@ from typing import Any
 
 from ray import serve
 
-from app.backends.registry import cloud_backend
+from app.backends.registry import ProviderClients, cloud_backend
 from app.config import parse_config
 from app.errors import ModelNotFoundError
 from app.observability.logs import configure_logging
@@ -24,8 +24,9 @@ class CloudAdapter:
         parsed = parse_config(config, source="serve args: config")
         configure_logging(parsed.logging.level)
         spec = parsed.providers[provider]
+        clients = ProviderClients()  # one SDK client (and connection pool) for all of this provider's models
         self.backends = {
-            name: cloud_backend(name, spec, parsed)
+            name: cloud_backend(name, spec, parsed, clients=clients)
             for name, model in parsed.models.items()
             if model.provider == provider
         }
