@@ -55,11 +55,16 @@ class SQLiteFile:
             # Switching a new file to WAL (and the first read of it) can fail with "locked" without
             # waiting on the busy handler while another process does the same: retry until the timeout.
             deadline = time.monotonic() + self.busy_timeout_s
+            statements = [sql for sql in self.schema.split(";") if sql.strip()]
+
+            def create() -> None:
+                for sql in statements:
+                    conn.execute(sql)
+
             while True:
                 try:
                     conn.execute("PRAGMA journal_mode = WAL")
-                    statements = [sql for sql in self.schema.split(";") if sql.strip()]
-                    transaction(conn, lambda: [conn.execute(sql) for sql in statements])
+                    transaction(conn, create)
                     break
                 except sqlite3.OperationalError as exc:
                     if "locked" not in str(exc) or time.monotonic() > deadline:

@@ -4,8 +4,9 @@ How a cloud adapter is laid out, the same for every provider:
 
 - ``<provider>_translate.py``, the translator: pure functions, no I/O. Our request to the
   provider's, the provider's responses and stream events back to OpenAI objects (built through
-  ``app.openai_wire``; a ``StreamTranslator`` where a stream needs state), and ``error_from_<provider>(provider, status, body, headers=None) -> RouterError``
-  for its error bodies (``status`` None when the error had no HTTP status of its own). It is
+  ``app.openai_wire``; a ``StreamTranslator`` where a stream needs state), and
+  ``error_from_<provider>(provider, status, body, headers=None) -> RouterError`` for its error
+  bodies (``status`` None when the error had no HTTP status of its own). It is
   the one module the client imports for translation; a translator that outgrows one file
   (~450 lines) splits into ``<provider>_request.py`` and ``<provider>_response.py``, which it
   re-exports: Gemini's does, OpenAI's and Anthropic's fit in one file.

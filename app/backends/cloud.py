@@ -1,8 +1,9 @@
 """What every cloud adapter shares: vendor errors onto the router's tree, in one place.
 
 Each provider's translator extracts (status, message, vendor code, Retry-After) from its own
-error body in ``error_from_<provider>``; ``error_for_status`` turns that into a ``RouterError``. Transport failures (a
-refused connection, a timeout, a stream cut mid-way) go through ``error_for_transport``.
+error body in ``error_from_<provider>``; ``error_for_status`` turns that into a ``RouterError``.
+Transport failures (a refused connection, a timeout, a stream cut mid-way) go through
+``error_for_transport``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ Outcome = Any
 
 
 class ScriptedBackend:
-    def __init__(self, name: str, text: str = "Hello from the fake backend", outcomes: list[Outcome] | None = None):
+    def __init__(
+        self, name: str, text: str = "Hello from the fake backend", outcomes: list[Outcome] | None = None
+    ):
         self.name = name
         self.words = text.split(" ")
         self.outcomes = list(outcomes or [])
@@ -33,7 +35,11 @@ class ScriptedBackend:
 
     def _usage(self, request: dict[str, Any]) -> dict[str, int]:
         prompt = sum(len(str(m.get("content", "")).split()) for m in request["messages"])
-        return {"prompt_tokens": prompt, "completion_tokens": len(self.words), "total_tokens": prompt + len(self.words)}
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": len(self.words),
+            "total_tokens": prompt + len(self.words),
+        }
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(request)
@@ -46,7 +52,11 @@ class ScriptedBackend:
             "created": int(time.time()),
             "model": request["model"],
             "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": " ".join(self.words)}, "finish_reason": "stop"}
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": " ".join(self.words)},
+                    "finish_reason": "stop",
+                }
             ],
             "usage": self._usage(request),
         }
@@ -54,9 +64,17 @@ class ScriptedBackend:
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         self.calls.append(request)
         outcome = self._next()
-        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time())}
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+        }
         try:
-            yield {**base, "model": request["model"], "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+            yield {
+                **base,
+                "model": request["model"],
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}],
+            }
             if isinstance(outcome, Exception):
                 raise outcome
             cut = outcome[1] if isinstance(outcome, tuple) else None
@@ -64,8 +82,16 @@ class ScriptedBackend:
                 if cut is not None and i == cut:
                     raise UpstreamUnavailableError(f"{self.name}: stream cut after {cut} chunks")
                 text = word if i == 0 else " " + word
-                yield {**base, "model": request["model"], "choices": [{"index": 0, "delta": {"content": text}}]}
-            yield {**base, "model": request["model"], "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                yield {
+                    **base,
+                    "model": request["model"],
+                    "choices": [{"index": 0, "delta": {"content": text}}],
+                }
+            yield {
+                **base,
+                "model": request["model"],
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            }
             yield {**base, "model": request["model"], "choices": [], "usage": self._usage(request)}
         finally:
             self.closed_streams += 1

@@ -44,7 +44,9 @@ class EngineHandle:
                 yield chunk
 
 
-def local_backends(config: RouterConfig, engine: TransformersChatEngine) -> tuple[dict[str, Any], EngineHandle]:
+def local_backends(
+    config: RouterConfig, engine: TransformersChatEngine
+) -> tuple[dict[str, Any], EngineHandle]:
     """The local profile's backends: every self-hosted model on ``engine``, cloud models with no
     credentials (unavailable, as on a laptop without keys)."""
     handle = EngineHandle(engine)

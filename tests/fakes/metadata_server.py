@@ -50,8 +50,11 @@ class FakeMetadata(FakeServer):
             body = {"access_token": self.token, "expires_in": 3599, "token_type": "Bearer"}
             return JSONResponse(body, headers=FLAVOR)
         if path == account:
-            body = {"aliases": ["default"], "email": "router@test-project.iam.gserviceaccount.com",
-                    "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}
+            body = {
+                "aliases": ["default"],
+                "email": "router@test-project.iam.gserviceaccount.com",
+                "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
+            }
             return JSONResponse(body, headers=FLAVOR)
         if path == f"{account}/email":
             return PlainTextResponse("router@test-project.iam.gserviceaccount.com", headers=FLAVOR)

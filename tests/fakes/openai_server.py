@@ -38,7 +38,14 @@ ERROR_TYPES = {
 
 def openai_error(status: int, message: str | None = None) -> dict[str, Any]:
     kind, code = ERROR_TYPES.get(status, ("server_error", None))
-    return {"error": {"message": message or f"fake OpenAI error {status}", "type": kind, "param": None, "code": code}}
+    return {
+        "error": {
+            "message": message or f"fake OpenAI error {status}",
+            "type": kind,
+            "param": None,
+            "code": code,
+        }
+    }
 
 
 class FakeOpenAI(FakeServer):
@@ -57,7 +64,9 @@ class FakeOpenAI(FakeServer):
         ]
 
     async def models(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model", "created": 0, "owned_by": "fake"}]})
+        return JSONResponse(
+            {"object": "list", "data": [{"id": "fake", "object": "model", "created": 0, "owned_by": "fake"}]}
+        )
 
     def _authorized(self, request: Request) -> bool:
         return self.api_key is None or request.headers.get("authorization") == f"Bearer {self.api_key}"
@@ -81,7 +90,9 @@ class FakeOpenAI(FakeServer):
         usage = self.usage(body, message)
         if body.get("stream"):
             response = self.sse(self.stream_events(body, message, finish, usage), fault)
-            response.body_iterator = watched(response.body_iterator, self.event_interval_s, self._stream_ended)
+            response.body_iterator = watched(
+                response.body_iterator, self.event_interval_s, self._stream_ended
+            )
             return response
         completion = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -124,8 +135,11 @@ class FakeOpenAI(FakeServer):
         tools = body.get("tools") or []
         if tools and body.get("tool_choice") != "none" and messages[-1].get("role") != "tool":
             name = tools[0]["function"]["name"]
-            call = {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-                    "function": {"name": name, "arguments": json.dumps({"city": "Paris"})}}
+            call = {
+                "id": f"call_{uuid.uuid4().hex[:24]}",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps({"city": "Paris"})},
+            }
             return {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}, "tool_calls"
         text = f"Hello from fake OpenAI: {len(messages)} messages."
         for stop in [body["stop"]] if isinstance(body.get("stop"), str) else body.get("stop") or []:
@@ -151,12 +165,20 @@ class FakeOpenAI(FakeServer):
 
     @staticmethod
     def stream_events(body: dict, message: dict, finish: str, usage: dict) -> list[bytes]:
-        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": body.get("model"), "system_fingerprint": "fp_fake"}
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "system_fingerprint": "fp_fake",
+        }
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: dict, finish_reason: str | None = None) -> bytes:
-            data = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+            data = {
+                **base,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            }
             if include_usage:
                 data["usage"] = None
             return sse_event(data)
@@ -164,8 +186,20 @@ class FakeOpenAI(FakeServer):
         events = [chunk({"role": "assistant", "content": ""})]
         if message.get("tool_calls"):
             call = message["tool_calls"][0]
-            events.append(chunk({"tool_calls": [{"index": 0, "id": call["id"], "type": "function",
-                                                 "function": {"name": call["function"]["name"], "arguments": ""}}]}))
+            events.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": call["id"],
+                                "type": "function",
+                                "function": {"name": call["function"]["name"], "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
             args = call["function"]["arguments"]
             for part in (args[: len(args) // 2], args[len(args) // 2 :]):
                 events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}))

@@ -132,7 +132,9 @@ class FakeServer:
             "malformed": Fault(malformed_after=int(value)),
         }.get(key)
 
-    async def error_response(self, fault: Fault, body_for: Callable[[int], dict[str, Any]]) -> Response | None:
+    async def error_response(
+        self, fault: Fault, body_for: Callable[[int], dict[str, Any]]
+    ) -> Response | None:
         """The fault's error answer (after its delay), or None when the fault is not a status."""
         if fault.delay_s:
             await asyncio.sleep(fault.delay_s)
