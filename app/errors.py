@@ -7,7 +7,8 @@
     ├── AuthenticationError          401  authentication_error
     ├── PermissionDeniedError        403  permission_error
     ├── NotFoundError                404  not_found_error        (unknown model or strategy)
-    │   └── RequestNotFoundError     404  code=request_not_found (no answer of the caller's under a request id)
+    │   └── RequestNotFoundError     404  code=request_not_found (no answer of the caller's under
+    │                                                            a request id)
     ├── ConflictError                409  invalid_request_error
     │   └── FeedbackExistsError      409  code=feedback_exists   (the answer is rated already)
     ├── PayloadTooLargeError         413  invalid_request_error

@@ -178,8 +178,8 @@ class RouterService:
             shared = self.catalog.sharing(requested)
             if shared:
                 raise ModelNotFoundError(
-                    f"The model {requested!r} is ambiguous: it is the provider model id of the logical models "
-                    f"{', '.join(shared)}; name one of them (GET /v1/models lists them).",
+                    f"The model {requested!r} is ambiguous: it is the provider model id of the logical "
+                    f"models {', '.join(shared)}; name one of them (GET /v1/models lists them).",
                     param="model",
                     code="model_ambiguous",
                 )

@@ -85,5 +85,5 @@ async def close_stream(upstream: AsyncIterator[dict[str, Any]]) -> None:
     if aclose is not None:
         try:
             await aclose()
-        except Exception:  # noqa: BLE001 - closing a broken stream must not mask the real error
+        except Exception:  # noqa: BLE001, S110 - closing a broken stream must not mask the real error
             pass

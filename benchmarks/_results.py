@@ -11,7 +11,11 @@ from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 PLOTS = Path(__file__).with_name("plots")
-HEADER = "# Benchmark results\n\nEach section is rewritten by the script it names, and opens with the issue's targets and whether\nthey are met; run them all with `make bench` (`benchmarks/README.md`).\n"
+HEADER = (
+    "# Benchmark results\n\n"
+    "Each section is rewritten by the script it names, and opens with the issue's targets and whether\n"
+    "they are met; run them all with `make bench` (`benchmarks/README.md`).\n"
+)
 
 
 def cpu_model() -> str:

@@ -1,7 +1,8 @@
 """Decision speed: analysis plus planning per request, at prompt sizes from 100 to 1M tokens.
 
 Targets (issues #9 and #13): p50 under 1.5 ms for a 1K-token chat with the quality predictor on
-(#9 asked for 1 ms before it existed); a 500K-token document decided at least ten times faster than tokenizing it whole; the event loop never blocked for more than 5 ms.
+(#9 asked for 1 ms before it existed); a 500K-token document decided at least ten times faster than
+tokenizing it whole; the event loop never blocked for more than 5 ms.
 Run: .venv/bin/python benchmarks/decision_speed.py  (or `make bench`, which runs every benchmark)
 """
 
@@ -128,7 +129,8 @@ def targets(results: list[dict[str, float]], floor: float) -> str:
         [
             "500K-token document: tokenize whole / decision",
             ">= 10x",
-            f"{doc['tokenize_whole_ms'] / doc['p50_ms']:.0f}x ({doc['tokenize_whole_ms']:.0f} ms / {doc['p50_ms']:.2f} ms)",
+            f"{doc['tokenize_whole_ms'] / doc['p50_ms']:.0f}x ({doc['tokenize_whole_ms']:.0f} ms / "
+            f"{doc['p50_ms']:.2f} ms)",
             doc["tokenize_whole_ms"] / doc["p50_ms"] >= 10,
         ],
         [
@@ -140,7 +142,8 @@ def targets(results: list[dict[str, float]], floor: float) -> str:
         [
             "(context) longest 1 ms timer lag, any size: the loop's work plus the machine's scheduling",
             "-",
-            f"{lag['max_timer_lag_ms']:.2f} ms (at {lag['tokens']:,} tokens); an idle loop here: {floor:.2f} ms",
+            f"{lag['max_timer_lag_ms']:.2f} ms (at {lag['tokens']:,} tokens); "
+            f"an idle loop here: {floor:.2f} ms",
             None,
         ],
     ]
@@ -207,8 +210,8 @@ async def main() -> None:
     body += (
         "\n\nA decision is `RouterService.plan` (analysis + planning, `auto` strategy, every backend up). "
         "Prompts over 32K characters are estimated from evenly spaced samples; when the estimate falls "
-        "within 10% of a decision boundary (a threshold or a context window) the exact count runs in a worker "
-        "thread, piece by piece, which shows in p50/p99 of those sizes but not in the loop's steps. "
+        "within 10% of a decision boundary (a threshold or a context window) the exact count runs in a "
+        "worker thread, piece by piece, which shows in p50/p99 of those sizes but not in the loop's steps. "
         "The event-loop block is the longest callback the loop ran while decisions ran (every callback is "
         "timed; a task's step between two awaits is one), what asyncio's debug mode calls a slow callback. "
         "The timer lag (how late a 1 ms sleep wakes up) also counts the machine's own scheduling: on this "

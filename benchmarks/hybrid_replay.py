@@ -516,7 +516,7 @@ def share_table(results: list[tuple[Outcome, dict]], config: RouterConfig) -> st
     rows = []
     for m in models:
         row: list[object] = [m, tier(config, m)]
-        for o, s in results:
+        for _, s in results:
             row.append(f"{s['models'][m] / s['requests']:.1%}" if s["models"][m] else "-")
         for name in COMPARED:
             s = by_name[name]
@@ -652,14 +652,14 @@ def to_close(key: str, sweep: Sweep, res: dict[str, dict]) -> str:
     if key == "share":
         needed = sweep.needed(SELF_HOSTED_TARGET)
         reach = (
-            f"on this day's predictions a margin of {needed:.2f} or more keeps {SELF_HOSTED_TARGET:.0%} of requests "
-            "on self-hosted models"
+            f"on this day's predictions a margin of {needed:.2f} or more keeps {SELF_HOSTED_TARGET:.0%} of "
+            "requests on self-hosted models"
             if needed is not None
             else f"no margin reaches {SELF_HOSTED_TARGET:.0%} on this day (at most {sweep.share_at(1.0):.1%})"
         )
         return (
-            f"A larger `quality.margin` ({reach}), a predictor trained on everyday prompts as well as hard ones, "
-            f"or `routing_strategy: rules` ({res[RULES]['self_hosted']:.1%} self-hosted)."
+            f"A larger `quality.margin` ({reach}), a predictor trained on everyday prompts as well as hard "
+            f"ones, or `routing_strategy: rules` ({res[RULES]['self_hosted']:.1%} self-hosted)."
         )
     return TO_CLOSE[key]
 
@@ -757,34 +757,37 @@ def reasons(
         "cheap cloud (Flash tier) share": tier_why("cheap cloud"),
         "premium cloud share": tier_why("premium cloud"),
         "self-hosted share": (
-            f"By construction {sum(group) / n:.0%} of requests are in the seed's self-hosted classes (simple, code, "
-            f"fast); `auto` kept {kept:.0%} of those on self-hosted models (`rules` {rules_kept:.0%}) and sent "
-            f"{moved:.0%} of the rest there; {len(big) / n:.0%} of requests exceed every self-hosted window "
-            f'({window:,} tokens). Why `auto` sends the others to the cloud: "How each class was routed" below.'
+            f"By construction {sum(group) / n:.0%} of requests are in the seed's self-hosted classes "
+            f"(simple, code, fast); `auto` kept {kept:.0%} of those on self-hosted models (`rules` "
+            f"{rules_kept:.0%}) and sent {moved:.0%} of the rest there; {len(big) / n:.0%} of requests "
+            f"exceed every self-hosted window ({window:,} tokens). Why `auto` sends the others to the "
+            'cloud: "How each class was routed" below.'
         ),
         "hybrid cost/day": (
-            f"Prompts over {window:,} tokens cost {usd(doc_cost)}/day of it, the {len(short_cloud) / n:.0%} of "
-            f"requests under that size that `auto` sends to the cloud {usd(short_cloud_cost)}/day; the Flash tier "
-            f"averages {cheap_tokens:,.0f} prompt tokens ({usd(cheap_cost)}/day), where the seed's $2.00/day at its "
-            f"own $0.10/1M implies ~{implied:,.0f}-token prompts."
+            f"Prompts over {window:,} tokens cost {usd(doc_cost)}/day of it, the {len(short_cloud) / n:.0%} "
+            f"of requests under that size that `auto` sends to the cloud {usd(short_cloud_cost)}/day; the "
+            f"Flash tier averages {cheap_tokens:,.0f} prompt tokens ({usd(cheap_cost)}/day), where the "
+            f"seed's $2.00/day at its own $0.10/1M implies ~{implied:,.0f}-token prompts."
         ),
         "cloud-only cost/day": (
-            f"Cloud-only pays for the same long prompts ({usd(doc_cost)}/day in the hybrid) plus the short requests "
-            f"at cloud prices; $35 would need prompts far shorter than the seed's own 50K+ token documents."
+            f"Cloud-only pays for the same long prompts ({usd(doc_cost)}/day in the hybrid) plus the short "
+            "requests at cloud prices; $35 would need prompts far shorter than the seed's own 50K+ token "
+            "documents."
         ),
         "savings vs cloud-only": (
             f"Prompts too long for self-hosted go to the same cloud models in both scenarios and make up "
-            f"{doc_cost / c['cost']:.0%} of cloud-only's cost, so moving short requests to self-hosted saves little."
+            f"{doc_cost / c['cost']:.0%} of cloud-only's cost, so moving short requests to self-hosted saves "
+            "little."
         ),
         "mean latency vs cloud-only (catalog latency, the seed's basis)": (
-            f"`auto` sends {1 - h['self_hosted']:.0%} of requests to cloud models ({len(big) / n:.0%} of the day "
-            f"are prompts over every self-hosted window), where they are no faster than in cloud-only, which caps "
-            "the gain."
+            f"`auto` sends {1 - h['self_hosted']:.0%} of requests to cloud models ({len(big) / n:.0%} of the "
+            "day are prompts over every self-hosted window), where they are no faster than in cloud-only, "
+            "which caps the gain."
         ),
         "mean latency vs cloud-only (modelled end to end)": (
             f"Self-hosted decode on L4s in fp16 is bandwidth-bound at ~{decode_self:.0f} tokens/s against "
-            f"~{decode_flash:.0f} for Gemini Flash, so any answer over a few dozen tokens is slower self-hosted; "
-            f"the seed's figures are times to a short answer."
+            f"~{decode_flash:.0f} for Gemini Flash, so any answer over a few dozen tokens is slower "
+            "self-hosted; the seed's figures are times to a short answer."
         ),
     }
 
@@ -863,15 +866,16 @@ def class_notes(out: dict[str, Outcome], workload: Workload, config: RouterConfi
     ranked = [i for i, d in enumerate(auto.decisions) if d.ranked]
     same = sum(auto.decisions[i].model == rules.decisions[i].model for i in context)
     opening = (
-        f"`auto` decided {pct(len(context) / n)} of the day by the context branches it keeps from the keyword tree "
-        f"(prompts of {t.medium_context_tokens:,} tokens or more), choosing the same model as `rules` for "
-        f"{pct(same / max(1, len(context)))} of them"
+        f"`auto` decided {pct(len(context) / n)} of the day by the context branches it keeps from the "
+        f"keyword tree (prompts of {t.medium_context_tokens:,} tokens or more), choosing the same model as "
+        f"`rules` for {pct(same / max(1, len(context)))} of them"
     )
     if latency_branch:
         models = Counter(auto.decisions[i].model for i in latency_branch)
         kinds = Counter(workload.shapes[workload.requests[i].shape].kind for i in latency_branch)
         opening += (
-            f"; {pct(len(latency_branch) / n)} by the kept latency branch (a latency need under {t.low_latency_ms:,} ms: "
+            f"; {pct(len(latency_branch) / n)} by the kept latency branch (a latency need under "
+            f"{t.low_latency_ms:,} ms: "
             + ", ".join(f"{pct(c / len(latency_branch))} {k}" for k, c in kinds.most_common())
             + "; to "
             + ", ".join(f"{m} {pct(c / len(latency_branch))}" for m, c in models.most_common())
@@ -901,15 +905,15 @@ def class_notes(out: dict[str, Outcome], workload: Workload, config: RouterConfi
             gap = statistics.median(gaps)
             gaps_by_class.append(f"{gap:.2f} ({kind})")
             why = (
-                f"median predicted quality {statistics.median(small):.2f} for the best self-hosted model against "
-                f"{best:.2f} for the best that fits (median gap {gap:.2f}), a gap over the margin for "
-                f"{pct(sum(g > sweep.margin for g in gaps) / len(mine))}"
+                f"median predicted quality {statistics.median(small):.2f} for the best self-hosted model "
+                f"against {best:.2f} for the best that fits (median gap {gap:.2f}), a gap over the margin "
+                f"for {pct(sum(g > sweep.margin for g in gaps) / len(mine))}"
             )
         else:
             why = (
-                f"no self-hosted model fits them (under {t.medium_context_tokens:,} prompt tokens, but over every "
-                f"self-hosted context window with the answer), so the ranking is among cloud models (best "
-                f"predicted {best:.2f})"
+                f"no self-hosted model fits them (under {t.medium_context_tokens:,} prompt tokens, but over "
+                "every self-hosted context window with the answer), so the ranking is among cloud models "
+                f"(best predicted {best:.2f})"
             )
         a_share = sum(own_auto[i] for i in idx) / len(idx)
         r_share = sum(own_rules[i] for i in idx) / len(idx)
@@ -925,29 +929,31 @@ def class_notes(out: dict[str, Outcome], workload: Workload, config: RouterConfi
             )
         elif small and a_share < r_share:
             kept_less.append(
-                f"sends {pct(1 - a_share)} of the {kind} class to the cloud (`rules` keeps {pct(r_share)} self-hosted)"
+                f"sends {pct(1 - a_share)} of the {kind} class to the cloud (`rules` keeps {pct(r_share)} "
+                "self-hosted)"
             )
     roles = {config.models[m].quality_role for m in config.models if config.is_self_hosted(m)}
     shared = (
-        f" (every self-hosted model, the code model included, has the `{roles.pop()}` quality role, so all get "
-        "the same prediction)"
+        f" (every self-hosted model, the code model included, has the `{roles.pop()}` quality role, so all "
+        "get the same prediction)"
         if len(roles) == 1
         else ""
     )
     needed = sweep.needed(SELF_HOSTED_TARGET)
     why = (
-        "Why: the predictor learned from hard prompts (MMLU-Pro questions and hard chat prompts, `data/routing/`), "
-        "on which the 7B model is often wrong, so it rates short everyday prompts (a definition, a translation, a "
-        f"summary of an email, a small function) as hard for the self-hosted models too{shared}, and the cheap "
-        "cloud model is then the cheapest within the margin. The median gap between the best self-hosted model "
-        "and the best is "
+        "Why: the predictor learned from hard prompts (MMLU-Pro questions and hard chat prompts, "
+        "`data/routing/`), on which the 7B model is often wrong, so it rates short everyday prompts (a "
+        "definition, a translation, a summary of an email, a small function) as hard for the self-hosted "
+        f"models too{shared}, and the cheap cloud model is then the cheapest within the margin. The median "
+        "gap between the best self-hosted model and the best is "
         + ", ".join(gaps_by_class)
         + f", against a margin of {sweep.margin:g}"
         + (": `auto` " + "; it ".join(kept_more + kept_less) if kept_more or kept_less else "")
         + ". The margin trades this. On this day's predictions `auto` would keep "
         + ", ".join(f"{sweep.share_at(m):.1%} at {m:g}" for m in SWEEP_MARGINS)
         + " of requests on self-hosted models (all models up; a request decided by predicted quality stays "
-        "self-hosted exactly when a self-hosted model is within the margin of the best, a rule that reproduces "
+        "self-hosted exactly when a self-hosted model is within the margin of the best, "
+        "a rule that reproduces "
         + (
             "every decision of the replay"
             if not sweep.disagreements
@@ -971,8 +977,9 @@ def class_notes(out: dict[str, Outcome], workload: Workload, config: RouterConfi
     else:
         why += f"No margin reaches the seed's {pct(SELF_HOSTED_TARGET)}; "
     why += (
-        f"`rules` keeps {sum(own_rules) / n:.1%} there. Set the margin per deployment (`quality.margin`), per "
-        "request (`auto:<margin>`), or fit it to your traffic with `python -m app.routing.quality.calibrate`."
+        f"`rules` keeps {sum(own_rules) / n:.1%} there. Set the margin per deployment (`quality.margin`), "
+        "per request (`auto:<margin>`), or fit it to your traffic with "
+        "`python -m app.routing.quality.calibrate`."
     )
     return opening + "\n\n" + "\n".join(lines) + "\n\n" + why
 
@@ -991,9 +998,9 @@ def rules_note(res: dict[str, dict], out: dict[str, Outcome], workload: Workload
     top = Counter(rules.decisions[i].model for i in idx).most_common(1)[0]
     cloud_top = Counter(cloud.decisions[i].model for i in idx).most_common(2)
     return (
-        f"`rules` against cloud-only: cloud-only is the router's `cloud_only` strategy, which ranks cloud models "
-        f"by predicted quality; the largest difference between them is {kind}, which `rules` sends to {top[0]} "
-        f"({top[1] / len(idx):.0%}; {usd(r)}/day) and `cloud_only` to "
+        "`rules` against cloud-only: cloud-only is the router's `cloud_only` strategy, which ranks cloud "
+        f"models by predicted quality; the largest difference between them is {kind}, which `rules` sends to "
+        f"{top[0]} ({top[1] / len(idx):.0%}; {usd(r)}/day) and `cloud_only` to "
         + ", ".join(f"{m} ({n / len(idx):.0%})" for m, n in cloud_top)
         + f" ({usd(c)}/day)."
     )
@@ -1017,12 +1024,12 @@ def budget_notes(budgeted: Outcome, hybrid: Outcome, config: RouterConfig) -> st
     )
     return (
         f"Budgets kicked in. With the configured daily budgets "
-        f"({', '.join(f'{k} ${v:g}' for k, v in config.cost_rules.daily_budgets.items())}) the first decision "
-        f"that differs from the unbudgeted hybrid's is request {changed[0]:,} of {n:,} (about "
+        f"({', '.join(f'{k} ${v:g}' for k, v in config.cost_rules.daily_budgets.items())}) the first "
+        f"decision that differs from the unbudgeted hybrid's is request {changed[0]:,} of {n:,} (about "
         f"{changed[0] / n * 24:.1f} h into the day); {len(changed):,} requests ({len(changed) / n:.0%}) were "
-        f"routed differently, {refused:,} of them refused with a 429 (budget exhausted). Spend at the end of the "
-        f'day: {spent}. From then on the day is what the table\'s "hybrid, configured budgets" row shows: the '
-        "documents the self-hosted windows cannot take are refused."
+        f"routed differently, {refused:,} of them refused with a 429 (budget exhausted). Spend at the end of "
+        f'the day: {spent}. From then on the day is what the table\'s "hybrid, configured budgets" row '
+        "shows: the documents the self-hosted windows cannot take are refused."
     )
 
 
@@ -1107,7 +1114,8 @@ def report(results, by_name, workload, out, config, requests, seed, started) -> 
         ""
         if requests == DAY_REQUESTS
         else (
-            f" Costs are scaled from {requests:,} requests to a 100K-request day, and budgets by {requests / DAY_REQUESTS:g}."
+            f" Costs are scaled from {requests:,} requests to a 100K-request day, and budgets by "
+            f"{requests / DAY_REQUESTS:g}."
         )
     )
     parts = [
@@ -1115,28 +1123,29 @@ def report(results, by_name, workload, out, config, requests, seed, started) -> 
         + comparison(by_name, workload, out, config, sweep)
         + ("\n\n" + rules_note(by_name, out, workload) if rules_note(by_name, out, workload) else ""),
         "### Method\n\n"
-        f"A day of {requests:,} requests (seed {seed}) in the seed's mix (`benchmarks/workload.py`), each decided by "
-        "`POST /v1/route` of the real app with the default config (scripted backends, in process). Scenarios: "
-        f"**hybrid** = `auto`, the router's default (predicted quality, margin {sweep.margin:g}; the keyword tree's "
-        "context and latency branches kept); **hybrid, rules** = `routing_strategy: rules`, the seed's keyword "
-        "tree alone (what `auto` was before the quality predictor); **cloud-only** = the router's `cloud_only` "
-        "strategy, `auto`'s rule among cloud models only (the seed's failover to Gemini Flash and its own "
-        "`cloud_only` strategy; sending everything to a premium model would cost more still); "
-        "**self-hosted-only** = `self_hosted_only`, `auto`'s rule among self-hosted models, where a prompt no "
-        "self-hosted window takes is refused (400). These four run with budgets lifted, so that their costs are "
-        "the workload's. **hybrid, configured budgets** replays the same day on `auto` with the config's "
-        "`cost_rules.daily_budgets`, spending each decision in the router's ledger as the executor does (the worst "
-        "case reserved on the primary, or on its fallbacks while budgets refuse; the real cost settled)."
-        + scaled,
+        f"A day of {requests:,} requests (seed {seed}) in the seed's mix (`benchmarks/workload.py`), each "
+        "decided by `POST /v1/route` of the real app with the default config (scripted backends, in "
+        "process). Scenarios: **hybrid** = `auto`, the router's default (predicted quality, margin "
+        f"{sweep.margin:g}; the keyword tree's context and latency branches kept); **hybrid, rules** = "
+        "`routing_strategy: rules`, the seed's keyword tree alone (what `auto` was before the quality "
+        "predictor); **cloud-only** = the router's `cloud_only` strategy, `auto`'s rule among cloud models "
+        "only (the seed's failover to Gemini Flash and its own `cloud_only` strategy; sending everything to "
+        "a premium model would cost more still); **self-hosted-only** = `self_hosted_only`, `auto`'s rule "
+        "among self-hosted models, where a prompt no self-hosted window takes is refused (400). These four "
+        "run with budgets lifted, so that their costs are the workload's. **hybrid, configured budgets** "
+        "replays the same day on `auto` with the config's `cost_rules.daily_budgets`, spending each decision "
+        "in the router's ledger as the executor does (the worst case reserved on the primary, or on its "
+        "fallbacks while budgets refuse; the real cost settled)." + scaled,
         scenario_table(results),
-        "Latency (served requests only) is modelled per request: the catalog's `typical_latency_ms` + prompt / prefill speed + answer / "
-        "decode speed; self-hosted speeds derived from the L4 datasheet for fp16 weights (decode "
+        "Latency (served requests only) is modelled per request: the catalog's `typical_latency_ms` + "
+        "prompt / prefill speed + answer / decode speed; self-hosted speeds derived from the L4 datasheet "
+        "for fp16 weights (decode "
         + ", ".join(f"{m} {speeds(m)[0]:.0f} tok/s" for m in SELF_HOSTED)
         + "), cloud speeds assumed (decode "
         + ", ".join(f"{m} {v[0]}" for m, v in CLOUD_SPEED.items())
-        + ' tok/s; prefill 20K tok/s). "Mean catalog latency" averages only `typical_latency_ms`, the seed\'s '
-        "per-model figures. Self-hosted models are priced as the catalog prices them: a fixed per-token price "
-        '(the seed\'s $0.01/1M for Mistral), which leaves out the GPUs; "+ GPU nodes" adds '
+        + ' tok/s; prefill 20K tok/s). "Mean catalog latency" averages only `typical_latency_ms`, '
+        "the seed's per-model figures. Self-hosted models are priced as the catalog prices them: a fixed "
+        'per-token price (the seed\'s $0.01/1M for Mistral), which leaves out the GPUs; "+ GPU nodes" adds '
         f"{usd(GPU_NODES_USD_PER_DAY)}/day for the GKE profile's minimum self-hosted replicas "
         "(3 g2-standard-8 + 1 g2-standard-24, on-demand list prices).",
         "### Share per model\n\n" + share_table(results, config),
@@ -1148,9 +1157,9 @@ def report(results, by_name, workload, out, config, requests, seed, started) -> 
         "\n\n".join(images),
         (
             f"The replay sent {calls:,} requests to the endpoint for {len(results) * requests:,} decisions "
-            f"({len(workload.shapes):,} distinct bodies; a repeated body reuses its decision while every model's "
-            f"availability answer for it is unchanged); {checked:,} reused decisions were re-sent to check, with "
-            f"{mismatches} mismatches. Total run time {time.perf_counter() - started:.0f} s."
+            f"({len(workload.shapes):,} distinct bodies; a repeated body reuses its decision while every "
+            f"model's availability answer for it is unchanged); {checked:,} reused decisions were re-sent to "
+            f"check, with {mismatches} mismatches. Total run time {time.perf_counter() - started:.0f} s."
         ),
     ]
     return "\n\n".join(parts)

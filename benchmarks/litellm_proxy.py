@@ -297,8 +297,9 @@ def main() -> None:
                 for name, (target, target_model) in targets.items():
                     s = asyncio.run(run(target, target_model, stream, concurrency, args.requests))
                     print(
-                        f"{'stream' if stream else 'json':6} {concurrency:>3} {name:8} {pct(s.latencies, 0.5):8.2f} "
-                        f"{pct(s.latencies, 0.99):8.2f} {len(s.latencies) / s.elapsed:7.0f} {s.errors:>6}",
+                        f"{'stream' if stream else 'json':6} {concurrency:>3} {name:8} "
+                        f"{pct(s.latencies, 0.5):8.2f} {pct(s.latencies, 0.99):8.2f} "
+                        f"{len(s.latencies) / s.elapsed:7.0f} {s.errors:>6}",
                         flush=True,
                     )
     finally:

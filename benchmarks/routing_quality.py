@@ -404,17 +404,18 @@ def targets_table(r: dict) -> str:
 def why(r: dict) -> str:
     arena, cap, best = r["arena"].apgr, r["arena_oracle"], r["best"]
     return (
-        f"**Why the targets are or are not met.** Ranking the questions of an unseen subject by predicted gain "
-        f"recovers {r['router_mean']:.3f} of the gap per subject ({r['loso'].apgr:.3f} pooled), against 0.5 for "
-        f"random and {r['rules_mean']:.3f} for the keyword rules. The oracle reaches {r['oracle_mean']:.3f} because "
-        f"only the {r['gain_share']:.0%} of questions where {MMLU_PAIR[1]} is right and {MMLU_PAIR[0]} wrong gain "
-        f"anything. The predicted small-model quality tracks Mistral-7B's correctness somewhat "
-        f"(r = {r['r_small']:.2f}), the large-model quality barely tracks the strong model's (r = {r['r_large']:.2f}), "
-        f"so the score correlates with the true gain at only r = {r['r_gain']:.2f}: the features (the shape of a "
-        f"question: calculation, numbers, options, length) tell questions Mistral-7B answers from the rest, but not "
-        f"the questions the strong model answers from those neither does. On arena the strong model's judge score is "
-        f"higher on {r['arena_gain_share']:.0%} of prompts, so no ranking can leave many prompts on the weak model "
-        f"for free: even the oracle, largest gains first, recovers only {cap:.3f}"
+        "**Why the targets are or are not met.** Ranking the questions of an unseen subject by predicted "
+        f"gain recovers {r['router_mean']:.3f} of the gap per subject ({r['loso'].apgr:.3f} pooled), against "
+        f"0.5 for random and {r['rules_mean']:.3f} for the keyword rules. The oracle reaches "
+        f"{r['oracle_mean']:.3f} because only the {r['gain_share']:.0%} of questions where {MMLU_PAIR[1]} is "
+        f"right and {MMLU_PAIR[0]} wrong gain anything. The predicted small-model quality tracks "
+        f"Mistral-7B's correctness somewhat (r = {r['r_small']:.2f}), the large-model quality barely tracks "
+        f"the strong model's (r = {r['r_large']:.2f}), so the score correlates with the true gain at only "
+        f"r = {r['r_gain']:.2f}: the features (the shape of a question: calculation, numbers, options, "
+        "length) tell questions Mistral-7B answers from the rest, but not the questions the strong model "
+        "answers from those neither does. On arena the strong model's judge score is higher on "
+        f"{r['arena_gain_share']:.0%} of prompts, so no ranking can leave many prompts on the weak model for "
+        f"free: even the oracle, largest gains first, recovers only {cap:.3f}"
         + (
             f"; a target of {TARGETS['arena']} is above that ceiling and no ranking can meet it"
             if cap < TARGETS["arena"]
@@ -423,10 +424,10 @@ def why(r: dict) -> str:
         + f". The router's {arena:.3f} there, on {len(r['arena'].pgr) - 1} prompts (about 60 per fold), is "
         + ("no better than random. " if abs(arena - 0.5) < 0.03 else "noisy. ")
         + f"Choosing among the catalog, the best margin is {margin_label(best)} "
-        f"({signed(r['best_gap'])} against the frontier at equal cost; {shares(best)}): the questions it keeps on "
-        f"the self-hosted models are ones Mistral-7B answers {r['weak_acc_on_small']:.0%} of the time, against "
-        f"{r['weak_acc']:.0%} overall. At the default margin {r['margin']:g} ({signed(r['gap'])}; "
-        f"{shares(r['default'])}) the choice is mostly between "
+        f"({signed(r['best_gap'])} against the frontier at equal cost; {shares(best)}): the questions it "
+        f"keeps on the self-hosted models are ones Mistral-7B answers {r['weak_acc_on_small']:.0%} of the "
+        f"time, against {r['weak_acc']:.0%} overall. At the default margin {r['margin']:g} "
+        f"({signed(r['gap'])}; {shares(r['default'])}) the choice is mostly between "
         f"Gemini Flash and the premium models, which needs the large-model prediction, the weak one."
     )
 
@@ -452,21 +453,23 @@ def report(r: dict, times: dict[int, tuple[float, float]]) -> str:
     mapping = ", ".join(f"{k} = {v}" for k, v in DATA_MODEL.items())
     return "\n\n".join(
         [
-            "**What this measures.** How well the learned quality predictor (`app/routing/quality`) decides on prompts "
-            "and subjects it was not trained on. *Ranking*: sort prompts by predicted gain (q_large - q_small) and send "
-            "the top k to the strong model; PGR(k) is the share of the strong model's advantage over the weak one "
-            "recovered, APGR its area over k/N, CPT(x) the smallest share of strong calls that recovers x (RouteLLM's "
-            f"definitions). Rules (the keyword complexity score, ties broken at random) and random are averaged over "
-            f"{SEEDS} seeds; the oracle ranks by the true gap. *Choice*: the real planner (`auto`, every model up) picks a "
-            f"catalog model for each MMLU-Pro question with the question's subject held out of training; accuracy is that "
-            f"of the data model standing for it ({mapping}), cost the catalog's price for the prompt and an assumed "
-            f"{OUTPUT_TOKENS}-token answer. The frontier is the best random mix of single models at each cost.",
+            "**What this measures.** How well the learned quality predictor (`app/routing/quality`) decides "
+            "on prompts and subjects it was not trained on. *Ranking*: sort prompts by predicted gain "
+            "(q_large - q_small) and send the top k to the strong model; PGR(k) is the share of the strong "
+            "model's advantage over the weak one recovered, APGR its area over k/N, CPT(x) the smallest "
+            "share of strong calls that recovers x (RouteLLM's definitions). Rules (the keyword complexity "
+            f"score, ties broken at random) and random are averaged over {SEEDS} seeds; the oracle ranks by "
+            "the true gap. *Choice*: the real planner (`auto`, every model up) picks a catalog model for "
+            "each MMLU-Pro question with the question's subject held out of training; accuracy is that of "
+            f"the data model standing for it ({mapping}), cost the catalog's price for the prompt and an "
+            f"assumed {OUTPUT_TOKENS}-token answer. The frontier is the best random mix of single models at "
+            "each cost.",
             targets_table(r),
             why(r),
             "### Ranking",
             ranking,
-            "CPT of rules and random is read off their mean curve. The oracle's PGR goes above 1 on MMLU-Pro: "
-            "Mistral-7B is right on a few questions the strong model misses.",
+            "CPT of rules and random is read off their mean curve. The oracle's PGR goes above 1 on "
+            "MMLU-Pro: Mistral-7B is right on a few questions the strong model misses.",
             "### Per held-out subject (APGR)",
             subjects,
             pgr_plot(r["pooled"], "MMLU-Pro, leave-one-subject-out (pooled)", "routing_quality_pgr_mmlu")
@@ -497,8 +500,8 @@ def show(r: dict, times: dict[int, tuple[float, float]]) -> None:
     )
     for p in [*r["singles"], *r["sweep"], r["rules"]]:
         print(
-            f"{p.label:22} acc {p.accuracy:.3f}  ${p.usd_per_1k:6.2f}/1K  vs frontier {signed(gap(p, r['hull']))}  "
-            f"{shares(p)}"
+            f"{p.label:22} acc {p.accuracy:.3f}  ${p.usd_per_1k:6.2f}/1K  vs frontier "
+            f"{signed(gap(p, r['hull']))}  {shares(p)}"
         )
     print(
         f"BEST MARGIN: {margin_label(r['best'])} ({signed(r['best_gap'])} vs frontier); "

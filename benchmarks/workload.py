@@ -143,18 +143,19 @@ KINDS: tuple[Kind, ...] = (
         (None, 4_000),
         (
             (
-                "Analyze the following code for security vulnerabilities, suggest fixes, and explain the potential "
-                "impact of each vulnerability in detail.\n```python\n{code}\n```"
+                "Analyze the following code for security vulnerabilities, suggest fixes, and explain the "
+                "potential impact of each vulnerability in detail.\n```python\n{code}\n```"
             ),
             (
-                "Think through this step by step: we must choose between {topic} and {topic2} for our platform. "
-                "Compare the trade-offs, estimate the cost of each and recommend one.\n{context}"
+                "Think through this step by step: we must choose between {topic} and {topic2} for our "
+                "platform. Compare the trade-offs, estimate the cost of each and recommend one.\n{context}"
             ),
             (
-                "Provide a comprehensive analysis of the incident below: identify the root cause, assess the impact "
-                "and propose a remediation plan.\n{context}"
+                "Provide a comprehensive analysis of the incident below: identify the root cause, assess the "
+                "impact and propose a remediation plan.\n{context}"
             ),
-            "Analyze in depth the quarterly figures below, evaluate our liquidity and explain the main risks.\n{context}",
+            "Analyze in depth the quarterly figures below, evaluate our liquidity and explain the main "
+            "risks.\n{context}",
         ),
     ),
 )
@@ -201,18 +202,18 @@ TASK_NOUNS = (
 PROSE = (
     (
         "The operations review covered the last quarter of service availability. Two regional outages were "
-        "traced to a misconfigured load balancer and to an expired certificate; both were resolved within the "
-        "hour, and the on-call rotation has since added a weekly certificate check."
+        "traced to a misconfigured load balancer and to an expired certificate; both were resolved within "
+        "the hour, and the on-call rotation has since added a weekly certificate check."
     ),
     (
         "Revenue for the period grew eight percent over the previous quarter, driven by the enterprise tier. "
-        "Gross margin fell slightly because of higher hosting costs, which the finance team expects to recover "
-        "once the reserved capacity agreement starts in the new fiscal year."
+        "Gross margin fell slightly because of higher hosting costs, which the finance team expects to "
+        "recover once the reserved capacity agreement starts in the new fiscal year."
     ),
     (
-        "The customer reports that exports of large reports stop at about two hundred megabytes. They have tried "
-        "two browsers and a different network. The account is on the premium plan and the renewal is due next "
-        "month, so the account manager asked for an update by Friday."
+        "The customer reports that exports of large reports stop at about two hundred megabytes. They have "
+        "tried two browsers and a different network. The account is on the premium plan and the renewal is "
+        "due next month, so the account manager asked for an update by Friday."
     ),
     (
         "During the planning meeting the team agreed to move the mobile release by one sprint. Design will "
@@ -220,29 +221,29 @@ PROSE = (
         "on Thursday so that the partner integrations can be tested in staging."
     ),
     (
-        "Either party may end this agreement with ninety days of written notice. Fees paid in advance for the "
-        "current term are not refundable, except where the supplier fails to meet the service levels described "
-        "in the second schedule for three consecutive months."
+        "Either party may end this agreement with ninety days of written notice. Fees paid in advance for "
+        "the current term are not refundable, except where the supplier fails to meet the service levels "
+        "described in the second schedule for three consecutive months."
     ),
     (
         "The study followed twelve hundred participants over two years. Participants who used the scheduling "
-        "assistant reported fewer missed appointments, although the effect was smaller among those who already "
-        "used a paper calendar. The authors note that the sample was drawn from urban clinics only."
+        "assistant reported fewer missed appointments, although the effect was smaller among those who "
+        "already used a paper calendar. The authors note that the sample was drawn from urban clinics only."
     ),
     (
-        "Hi team, a reminder that the office will be closed on Monday for the public holiday. Expense reports for "
-        "last month are due by the fifth. If you have not yet booked your travel for the offsite, please do so "
-        "this week, as the hotel block will be released afterwards."
+        "Hi team, a reminder that the office will be closed on Monday for the public holiday. Expense "
+        "reports for last month are due by the fifth. If you have not yet booked your travel for the "
+        "offsite, please do so this week, as the hotel block will be released afterwards."
     ),
     (
         "The warehouse added a second shift in March, which cut the average time from order to dispatch from "
-        "two days to thirty hours. Returns remained stable at four percent. The new scanners arrive in May and "
-        "should remove most of the manual entry at the packing stations."
+        "two days to thirty hours. Returns remained stable at four percent. The new scanners arrive in May "
+        "and should remove most of the manual entry at the packing stations."
     ),
     (
-        "Release notes: the dashboard now loads about forty percent faster, search results can be filtered by "
-        "date, and the export button supports spreadsheets. A bug that logged some users out after a password "
-        "change has been fixed. The legacy reporting page will be removed in the next version."
+        "Release notes: the dashboard now loads about forty percent faster, search results can be filtered "
+        "by date, and the export button supports spreadsheets. A bug that logged some users out after a "
+        "password change has been fixed. The legacy reporting page will be removed in the next version."
     ),
     (
         "The board discussed the proposal to open a second office in Lisbon. Hiring there would lower salary "

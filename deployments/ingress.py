@@ -78,7 +78,7 @@ class RouterIngress:
         try:
             stop()
             log_event("router_stopped")
-        except Exception:  # noqa: BLE001 - a destructor never raises (at interpreter exit, say)
+        except Exception:  # noqa: BLE001, S110 - a destructor never raises (at interpreter exit, say)
             pass
 
     def _engine_unavailable(self, model: str) -> str | None:
@@ -119,7 +119,8 @@ class RouterIngress:
             extra["warnings"] = [
                 (
                     "Self-hosted models are served by a tiny DEMO model with random weights: "
-                    f"{self._engine_status.get('model')} could not be loaded. See README, 'Serve a real model'."
+                    f"{self._engine_status.get('model')} could not be loaded. "
+                    "See README, 'Serve a real model'."
                 )
             ]
         return extra

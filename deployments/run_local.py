@@ -49,7 +49,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 SERVE_CONFIG = PROJECT / "deployments/configs/local.yaml"
 GRACEFUL_SERVE_SHUTDOWN_S = 8.0
 HAPROXY_PORTS = {"RAY_SERVE_HAPROXY_STATS_PORT": 8404, "RAY_SERVE_HAPROXY_METRICS_PORT": 9101}
-HAPROXY_FILES = "/tmp/haproxy-serve"  # Serve's default: RAY_SERVE_HAPROXY_CONFIG_FILE_LOC's folder
+HAPROXY_FILES = "/tmp/haproxy-serve"  # noqa: S108 - Serve's default: RAY_SERVE_HAPROXY_CONFIG_FILE_LOC's folder
 
 
 def say(message: str) -> None:
@@ -130,7 +130,7 @@ def busy_ports(ports: list[int]) -> list[int]:
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                sock.bind(("0.0.0.0", port))
+                sock.bind(("0.0.0.0", port))  # noqa: S104 - a test bind where the servers will bind; closed at once
             except OSError:
                 busy.append(port)
     return busy
@@ -236,7 +236,8 @@ class Launcher:
             )
             self.node_id = ray.get_runtime_context().get_node_id()
             say(
-                f"started a Ray cluster of its own at {ray.get_runtime_context().gcs_address} (temp dir {self.temp_dir})"
+                f"started a Ray cluster of its own at {ray.get_runtime_context().gcs_address} "
+                f"(temp dir {self.temp_dir})"
             )
             say(f"metrics at http://localhost:{metrics_port}/metrics (series ray_router_*)")
         else:
@@ -305,7 +306,7 @@ class Launcher:
             children = descendants(self.before) or children
         try:
             ray.shutdown()  # our own cluster: stops the processes ray.init started
-        except BaseException:  # noqa: BLE001
+        except BaseException:  # noqa: BLE001, S110 - shutting down: what is left is killed by pid below
             pass
         self.timings["ray"], clock = time.monotonic() - clock, time.monotonic()
         if own:
@@ -364,8 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         busy = busy_ports(ports)
         if busy:
             say(
-                f"{'ports' if len(busy) > 1 else 'port'} {', '.join(map(str, busy))} already in use (is the router already running? "
-                f"`ss -ltnp | grep -E ':({'|'.join(map(str, busy))}) '`); nothing was started"
+                f"{'ports' if len(busy) > 1 else 'port'} {', '.join(map(str, busy))} already in use "
+                f"(is the router already running? `ss -ltnp | grep -E ':({'|'.join(map(str, busy))}) '`); "
+                "nothing was started"
             )
             return 1
 

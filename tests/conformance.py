@@ -132,7 +132,9 @@ def _dialect(
 ) -> tuple[str, type[jsonschema.protocols.Validator], referencing.Specification]:
     version = document.get("openapi")
     if not isinstance(version, str):
-        raise ValueError(f"not an OpenAPI 3 document: openapi={version!r}")
+        raise ValueError(  # noqa: TRY004 - a bad document, like the unsupported versions below
+            f"not an OpenAPI 3 document: openapi={version!r}"
+        )
     if version.startswith("3.1."):
         dialect = document.get("jsonSchemaDialect", "https://spec.openapis.org/oas/3.1/dialect/base")
         if dialect not in {
@@ -156,11 +158,8 @@ def compile_document(
     """
     version, validator_cls, specification = _dialect(document)
     schemas = document.get("components", {}).get("schemas", {})
-    if version.startswith("3.0."):
-        # Standard OAS 3.0 semantics, not an adaptation.
-        schemas = _translate_schema_map(schemas, [])
-    else:
-        schemas = copy.deepcopy(schemas)
+    # 3.0: standard OAS 3.0 semantics, not an adaptation.
+    schemas = _translate_schema_map(schemas, []) if version.startswith("3.0.") else copy.deepcopy(schemas)
     schemas, touched = _adapt_openai_spec_quirks(schemas, version)
     resource = specification.create_resource({"components": {"schemas": schemas}})
     registry = referencing.Registry().with_resource(_BASE_URI, resource)

@@ -58,7 +58,8 @@ def validation_error(
     if first.get("type") == "json_invalid":
         sent = ""
         if sent_content_type is not None:
-            sent = f" (it was sent {f'as {sent_content_type}' if sent_content_type else 'without a content-type'})"
+            how = f"as {sent_content_type}" if sent_content_type else "without a content-type"
+            sent = f" (it was sent {how})"
         return InvalidRequestError(
             f"The request body is not valid JSON{sent}; send a JSON object (content-type: application/json).",
             code="invalid_json",

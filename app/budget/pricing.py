@@ -54,7 +54,7 @@ class Pricer:
     def __init__(self, models: dict[str, ModelSpec]) -> None:
         self.models = models
 
-    @functools.cache
+    @functools.cache  # noqa: B019 - one Pricer per service, for the service's life: the cache is its point
     def rates(self, model: str) -> Rates:
         pricing = self.models[model].pricing
         if pricing.source == "fixed":

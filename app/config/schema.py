@@ -125,7 +125,8 @@ class ModelSpec(StrictModel):
 
 
 class AutoThresholds(StrictModel):
-    """Thresholds of the keyword decision tree (``rules``), whose context and latency branches ``auto`` keeps."""
+    """Thresholds of the keyword decision tree (``rules``), whose context and latency branches
+    ``auto`` keeps."""
 
     long_context_tokens: int = Field(default=100_000, gt=0, description="Above: long-context cloud models.")
     medium_context_tokens: int = Field(default=50_000, gt=0, description="Above: cheap cloud (Flash).")

@@ -56,7 +56,7 @@ STRUCTURAL = frozenset({
 # Node kinds.
 STR, NUM, INT, BOOL, NULL, LIT, OBJ, FREE, ARR, UNION = range(10)
 # Frame kinds (the first item of each frame tuple).
-V, S, N, L, O, F, A = "V", "S", "N", "L", "O", "F", "A"
+V, S, N, L, OB, F, A = "V", "S", "N", "L", "O", "F", "A"
 # Object / array phases.
 START, AFTER, COMMA, KEY, COLON = range(5)
 # Number phases; the accepting ones may end the number.
@@ -154,7 +154,7 @@ class Grammar:
             return self._number(rest, top, ch)
         if kind == L:
             return self._literal(rest, top, ch)
-        if kind == O:
+        if kind == OB:
             return self._object(rest, top, ch)
         if kind == F:
             return self._free(rest, top, ch)
@@ -184,7 +184,7 @@ class Grammar:
             alts = node.alts if kind == LIT else (("true", "false") if kind == BOOL else ("null",))
             return self._literal(rest, (L, alts, 0), ch)
         if kind == OBJ:
-            return [rest + ((O, nid, 0, START, 0, None),)] if ch == "{" else []
+            return [rest + ((OB, nid, 0, START, 0, None),)] if ch == "{" else []
         if kind == FREE:
             return [rest + ((F, nid, START, 0),)] if ch == "{" else []
         return [rest + ((A, nid, 0, START, 0),)] if ch == "[" else []
@@ -265,23 +265,23 @@ class Grammar:
             going = tuple(p for p in cands if props[p][0][pos] == ch)
             for p in going:
                 if len(props[p][0]) == pos + 1:
-                    out.append(rest + ((O, nid, i, COLON, 0, p),))
+                    out.append(rest + ((OB, nid, i, COLON, 0, p),))
             longer = tuple(p for p in going if len(props[p][0]) > pos + 1)
             if longer:
-                out.append(rest + ((O, nid, i, KEY, 0, (longer, pos + 1)),))
+                out.append(rest + ((OB, nid, i, KEY, 0, (longer, pos + 1)),))
             return out
         if ch in WS:
-            return [rest + ((O, nid, i, phase, ws + 1, x),)] if ws < MAX_WS else []
+            return [rest + ((OB, nid, i, phase, ws + 1, x),)] if ws < MAX_WS else []
         if phase == COLON:
             if ch != ":":
                 return []
-            return [rest + ((O, nid, x + 1, AFTER, 0, None), (V, props[x][1], 0))]
+            return [rest + ((OB, nid, x + 1, AFTER, 0, None), (V, props[x][1], 0))]
         cands = self._candidates(nid, i)
         required_left = any(p[2] for p in props[i:])
         if phase in (START, COMMA) and ch == '"' and cands:
-            return [rest + ((O, nid, i, KEY, 0, (cands, 1)),)]
+            return [rest + ((OB, nid, i, KEY, 0, (cands, 1)),)]
         if phase == AFTER and ch == "," and cands:
-            return [rest + ((O, nid, i, COMMA, 0, None),)]
+            return [rest + ((OB, nid, i, COMMA, 0, None),)]
         if phase in (START, AFTER) and ch == "}" and not required_left:
             return [rest]
         return []
@@ -328,7 +328,7 @@ class Grammar:
             return 0 if frame[2] in ACCEPTING else 1
         if kind == L:
             return min(len(a) for a in frame[1]) - frame[2]
-        if kind == O:
+        if kind == OB:
             return self._object_close(frame)
         if kind == F:
             _, nid, phase, _ws = frame

@@ -6,7 +6,8 @@
 * ``TrainingRow``: a rating with its decision, as a training command reads it (``as_dict``).
 
 A ``FeedbackStore`` keeps them where the budget ledger lives (the config's ``ledger`` section): the
-same SQLite file, in tables of its own, or the same Redis (``app.feedback.backends`` opens it). Contracts every backend keeps:
+same SQLite file, in tables of its own, or the same Redis (``app.feedback.backends`` opens it).
+Contracts every backend keeps:
 
 * First write wins: ``save_decisions`` never replaces a decision already stored under its request
   id (ids can come from clients, so a later request cannot take over an earlier one's rating).

@@ -97,7 +97,7 @@ class SQLiteFeedbackStore:
         after: tuple[float, str] = (since, "")  # every id sorts after "": rated_at >= since
         while True:
             rows = await self._db.run(_page(after, batch))
-            for request_id, rated_at, rating, decision in rows:
+            for _request_id, _rated_at, rating, decision in rows:
                 yield TrainingRow(Decision.from_json(decision), Rating.from_json(rating))
             if len(rows) < batch:
                 return

@@ -95,7 +95,7 @@ def _introduces_material(line: str) -> bool:
         return True
     return any(
         word in sig.MATERIAL_DEMONSTRATIVES and (line.endswith(":") or next_word in sig.MATERIAL_NOUNS)
-        for word, next_word in zip(words, words[1:] + [""])
+        for word, next_word in zip(words, words[1:] + [""], strict=False)  # no words: [""] is longer
     )
 
 

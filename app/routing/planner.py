@@ -3,10 +3,10 @@
 A plan is a primary target plus an ordered fallback chain, each with a human-readable reason.
 Candidates come in this order: the strategy's quality ranking of the models that fit (``auto``),
 its picks, each pick's configured fallback chain, then the rest of the models the strategy allows.
-Every plan carries the predicted quality of each model that fits the request. A candidate is dropped, with the reason kept
-for debugging, when the request would overflow its context window, when it lacks a capability
-the request needs (images, tools, JSON output, log-probabilities), or when ``availability`` says it
-cannot serve now.
+Every plan carries the predicted quality of each model that fits the request. A candidate is
+dropped, with the reason kept for debugging, when the request would overflow its context window,
+when it lacks a capability the request needs (images, tools, JSON output, log-probabilities), or
+when ``availability`` says it cannot serve now.
 """
 
 from __future__ import annotations
@@ -202,7 +202,8 @@ class Planner:
             larger = [m for m in names if fits_window(m)]
             return ContextWindowExceededError(
                 f"The request needs about {features.tokens:,} prompt tokens plus its completion, more than "
-                f"the largest context window it may use ({largest:,} tokens).{unavailable(larger, 'Larger windows are')}",
+                f"the largest context window it may use ({largest:,} tokens)."
+                f"{unavailable(larger, 'Larger windows are')}",
                 param="messages",
             )
         capable = [m for m in fitting if unfit[m] is None]

@@ -64,7 +64,8 @@ def context_or_latency_branch(features: Features, catalog: Catalog) -> tuple[lis
         )
     if features.tokens >= t.medium_context_tokens:
         return targets.medium_context, (
-            f"{approx}{features.tokens:,} tokens >= {t.medium_context_tokens:,}: moderate context, cheap cloud"
+            f"{approx}{features.tokens:,} tokens >= {t.medium_context_tokens:,}: "
+            "moderate context, cheap cloud"
         )
     if features.latency_ms is not None and features.latency_ms < t.low_latency_ms:
         return targets.low_latency, f"latency need {features.latency_ms} ms < {t.low_latency_ms} ms"
@@ -72,7 +73,8 @@ def context_or_latency_branch(features: Features, catalog: Catalog) -> tuple[lis
 
 
 def auto_branch(features: Features, catalog: Catalog) -> tuple[list[str], str]:
-    """The routing guide's keyword decision tree (``rules``), step by step; returns the branch's models and the reason."""
+    """The routing guide's keyword decision tree (``rules``), step by step; returns the branch's
+    models and the reason."""
     t, targets = catalog.config.routing.thresholds, catalog.config.routing.auto
     kept = context_or_latency_branch(features, catalog)
     if kept is not None and not kept[1].startswith("latency"):
@@ -196,7 +198,10 @@ def long_context(features: Features, catalog: Catalog) -> Preference:
 
 def balanced(features: Features, catalog: Catalog) -> Preference:
     w = catalog.config.routing.balanced_weights
-    why = f"best weighted score (cost {w.cost}, latency {w.latency}, quality {w.quality}; complexity {features.complexity:.2f})"
+    why = (
+        f"best weighted score (cost {w.cost}, latency {w.latency}, quality {w.quality}; "
+        f"complexity {features.complexity:.2f})"
+    )
     return _ranked("balanced", why, _balanced_rest(features, catalog, lambda _m: True))
 
 
@@ -243,7 +248,7 @@ class StrategyRegistry:
                 continue
             action, label = rule.action, f"{name}: rule {i + 1}"
             provider = action.provider
-            allowed = (lambda m: catalog.provider_name(m) == provider) if provider else (lambda _m: True)
+            allowed = (lambda m, p=provider: catalog.provider_name(m) == p) if provider else (lambda _m: True)
             if action.strategy:
                 inner = self.prefer(action.strategy, features)
                 bound = _both(allowed, inner.allowed)

@@ -82,7 +82,8 @@ def check_request(body: Mapping[str, Any], limits: RequestLimits) -> None:
     for i, message in enumerate(messages):
         if _text_size(message.get("content")) > limits.max_message_chars:
             raise InvalidRequestError(
-                f"Message {i} is longer than {limits.max_message_chars:,} characters ({_setting('max_message_chars')}).",
+                f"Message {i} is longer than {limits.max_message_chars:,} characters "
+                f"({_setting('max_message_chars')}).",
                 param=f"messages[{i}].content",
             )
     for field in ("max_tokens", "max_completion_tokens"):

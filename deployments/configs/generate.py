@@ -42,7 +42,7 @@ HEADER = f"""\
 """
 
 # The same proxy, port and application as the local profile (local.yaml); a test compares them.
-HTTP_OPTIONS = {"host": "0.0.0.0", "port": 8000}
+HTTP_OPTIONS = {"host": "0.0.0.0", "port": 8000}  # noqa: S104 - the router's proxy serves the pod's network
 APPLICATION = {"name": "router", "route_prefix": "/", "import_path": "deployments.builder:build_app"}
 
 

@@ -2,8 +2,8 @@
 
 ``local`` is ``router.yaml`` as it is (CPU engine, client auth off). ``gke`` replaces its
 ``serving`` section with ``gke-serving.yaml``'s (vLLM on GPUs through Ray Serve LLM) and takes
-that file's ``ledger``, ``cache`` and ``auth`` settings (Redis; client keys required). Every other section (catalog,
-strategies, budgets...) is shared, so the two cannot drift apart.
+that file's ``ledger``, ``cache`` and ``auth`` settings (Redis; client keys required). Every other
+section (catalog, strategies, budgets...) is shared, so the two cannot drift apart.
 """
 
 from __future__ import annotations

@@ -127,7 +127,8 @@ def cluster(fakes, tmp_path_factory):
     }
     port = free_port()
     CLUSTER["metrics_port"] = free_port()
-    os.environ["RAY_metrics_report_interval_ms"] = "1000"  # metrics reach the port within a second
+    # Metrics reach the port within a second.
+    os.environ["RAY_metrics_report_interval_ms"] = "1000"  # noqa: SIM112 - Ray's own (lower-case) name
     os.environ.update(local_env())  # the Serve ingress mode `make run` and the RayService use
     use_private_auth()
     # HAProxy's stats and metrics ports too: a `make run` on this machine holds 8404 and 9101.

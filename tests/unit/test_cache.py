@@ -316,7 +316,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-async def redis_cache(redis_url: str) -> AsyncIterator[RedisCache]:
+async def redis_cache(redis_url: str) -> AsyncIterator[RedisCache]:  # noqa: F811 - the imported fixture
     cache = RedisCache(redis_url, prefix=f"test:{uuid.uuid4().hex}:")
     yield cache
     await cache.close()
@@ -343,7 +343,7 @@ async def test_redis_entries_expire_after_their_ttl(redis_cache: RedisCache) -> 
     assert 0 < remaining_ms <= 500
 
 
-async def test_redis_is_shared_between_clients(redis_url: str) -> None:
+async def test_redis_is_shared_between_clients(redis_url: str) -> None:  # noqa: F811 - the imported fixture
     prefix = f"test:{uuid.uuid4().hex}:"
     writer, reader = RedisCache(redis_url, prefix=prefix), RedisCache(redis_url, prefix=prefix)
     try:

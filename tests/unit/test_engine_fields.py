@@ -218,7 +218,8 @@ def test_a_conversation_with_tool_results_goes_through(sdk):
     history = [
         *ASK,
         {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'},
     ]  # fmt: skip
     answer = sdk.chat.completions.create(model="auto", messages=history, tools=[WEATHER_TOOL], max_tokens=6)

@@ -317,7 +317,7 @@ async def test_the_buffer_is_bounded_and_a_failing_store_loses_at_most_a_batch(s
 
 
 async def test_a_decision_log_ignores_ids_the_router_cannot_issue(state_dir: Path) -> None:
-    service, store = counted_service()
+    service, _ = counted_service()
     try:
         for rid in ("ok-id", "bad\nid", "x" * 65, "ok-id"):
             await service.complete(ASK, rid)

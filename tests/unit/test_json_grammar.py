@@ -87,8 +87,8 @@ def test_every_walk_ends_in_a_document_the_schema_accepts_within_its_budget(sche
     [
         '{"name":"Al","age":3,"tags":["a"],"kind":"person"}',
         (
-            '{"name": "Alice", "age": -12, "score": 1.5e-3, "nick": null, "tags": [3, null, "bb"], "ok": true,'
-            ' "kind": "person"}'
+            '{"name": "Alice", "age": -12, "score": 1.5e-3, "nick": null, "tags": [3, null, "bb"],'
+            ' "ok": true, "kind": "person"}'
         ),
         '{\n  "name": "\\u00e9t\\"",\n  "age": 0,\n  "tags": ["a"],\n  "kind": "person"\n}',
     ],

@@ -456,7 +456,7 @@ async def test_spend_survives_a_redis_restart_with_the_manifests_persistence(tmp
     rescheduled pod reattaching its disk) must keep the day's spend and finished reservations."""
     manifest = yaml.safe_load_all((Path(__file__).parents[2] / "kuberay/redis.yaml").read_text())
     (redis_doc,) = [d for d in manifest if d["kind"] == "StatefulSet"]
-    args = [a for a in redis_doc["spec"]["template"]["spec"]["containers"][0]["args"]]
+    args = list(redis_doc["spec"]["template"]["spec"]["containers"][0]["args"])
     i = args.index("--dir")
     args = args[:i] + args[i + 2 :]  # this test's own data directory instead of the volume's
     with socket.socket() as sock:

@@ -220,12 +220,12 @@ def test_vllm_profile_needs_settings_for_every_self_hosted_model():
     raw = router_config("gke")
     del raw["serving"]["vllm"]["models"]["codellama-13b"]
     with pytest.raises(
-        ConfigError, match="serving.vllm.models.codellama-13b: a self-hosted model needs its vLLM"
+        ConfigError, match=r"serving\.vllm\.models\.codellama-13b: a self-hosted model needs its vLLM"
     ):
         parse_config(raw)
     no_section = copy.deepcopy(router_config("gke"))
     del no_section["serving"]["vllm"]
-    with pytest.raises(ConfigError, match="serving.vllm.models.mistral-7b-instruct"):
+    with pytest.raises(ConfigError, match=r"serving\.vllm\.models\.mistral-7b-instruct"):
         parse_config(no_section)
 
 

@@ -24,7 +24,7 @@ def setup():
 
 
 def test_requests_cost_tokens_and_latency_per_label(setup):
-    client, backends, metrics, service = setup
+    client, backends, metrics, _ = setup
     for _ in range(3):
         assert client.post("/v1/chat/completions", json=ASK).status_code == 200
     labels = {"model": "mistral-7b-instruct", "provider": "self_hosted", "strategy": "rules", "status": "200"}
@@ -90,7 +90,7 @@ def test_cache_hits_are_counted(setup):
 def test_breaker_state_and_backend_up(setup):
     """The service's housekeeping loop sets these gauges every GAUGE_REFRESH_S; here it is called
     directly, as the loop does."""
-    client, backends, metrics, service = setup
+    _, backends, metrics, service = setup
     backends["gemini-pro"].down = "GOOGLE_CLOUD_PROJECT not set"
     service.refresh_gauges()
     assert (

@@ -84,7 +84,7 @@ def test_a_role_the_model_lacks_is_refused():
 
 def test_a_catalog_role_missing_from_the_roles_is_a_config_error(raw_config):
     raw_config["models"]["gpt"]["quality_role"] = "giant"
-    with pytest.raises(ConfigError, match="models.gpt.quality_role"):
+    with pytest.raises(ConfigError, match=r"models\.gpt\.quality_role"):
         parse_config(raw_config)
 
 
@@ -216,7 +216,7 @@ def test_rules_is_the_keyword_tree(router):
     assert plan(router, "Write a Python REST API with FastAPI", "rules").primary.model == "codellama-13b"
 
 
-# --- the knob, through the API ---------------------------------------------------------------------------------
+# --- the knob, through the API --------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -258,7 +258,7 @@ def test_a_bad_margin_is_a_400_naming_it(client, body, param):
     assert answer.status_code == 400 and answer.json()["error"]["param"] == param
 
 
-# --- calibration ---------------------------------------------------------------------------------------------
+# --- calibration ----------------------------------------------------------------------------------------
 
 
 def test_calibration_trades_premium_calls_for_margin(config, tmp_path):

@@ -21,7 +21,31 @@ _UNIT = re.compile(
     r"V|mV|A|mA|W|kW|Hz|MHz|eV|MeV|ohms?|Ω|years?|days?|dollars?|units?|ft|in|lbs?|mph)\b|[$€£¥]\s*\d"
 )
 CALC_WORDS = frozenset(
-    ["calculate", "compute", "determine", "find", "solve", "evaluate", "estimate", "approximate", "simplify", "integrate", "differentiate", "derivative", "integral", "equation", "percentage", "probability", "total", "sum", "product", "ratio", "rate", "area", "volume"]
+    [
+        "calculate",
+        "compute",
+        "determine",
+        "find",
+        "solve",
+        "evaluate",
+        "estimate",
+        "approximate",
+        "simplify",
+        "integrate",
+        "differentiate",
+        "derivative",
+        "integral",
+        "equation",
+        "percentage",
+        "probability",
+        "total",
+        "sum",
+        "product",
+        "ratio",
+        "rate",
+        "area",
+        "volume",
+    ]
 )
 CALC_PHRASES = ("how many", "how much", "what is the value", "expected value")
 RECALL_PHRASES = (
@@ -42,13 +66,87 @@ RECALL_PHRASES = (
 )
 NEGATION_WORDS = frozenset(["not", "except", "least", "false", "incorrect", "untrue", "cannot"])
 CODE_WORDS = frozenset(
-    ["python", "javascript", "typescript", "java", "golang", "rust", "kotlin", "swift", "scala", "ruby", "php", "haskell", "c++", "c#", "sql", "bash", "html", "css", "react", "django", "flask", "fastapi", "nodejs", "regex", "api", "json", "yaml", "docker", "kubernetes", "algorithm", "function", "script", "code", "program", "compile", "debug", "bug", "array", "recursion"]
+    [
+        "python",
+        "javascript",
+        "typescript",
+        "java",
+        "golang",
+        "rust",
+        "kotlin",
+        "swift",
+        "scala",
+        "ruby",
+        "php",
+        "haskell",
+        "c++",
+        "c#",
+        "sql",
+        "bash",
+        "html",
+        "css",
+        "react",
+        "django",
+        "flask",
+        "fastapi",
+        "nodejs",
+        "regex",
+        "api",
+        "json",
+        "yaml",
+        "docker",
+        "kubernetes",
+        "algorithm",
+        "function",
+        "script",
+        "code",
+        "program",
+        "compile",
+        "debug",
+        "bug",
+        "array",
+        "recursion",
+    ]
 )
 WRITING_WORDS = frozenset(
-    ["story", "poem", "essay", "email", "letter", "article", "blog", "song", "lyrics", "speech", "slogan", "tweet", "joke", "haiku", "paragraph", "dialogue"]
+    [
+        "story",
+        "poem",
+        "essay",
+        "email",
+        "letter",
+        "article",
+        "blog",
+        "song",
+        "lyrics",
+        "speech",
+        "slogan",
+        "tweet",
+        "joke",
+        "haiku",
+        "paragraph",
+        "dialogue",
+    ]
 )
 REASONING_WORDS = frozenset(
-    ["reason", "prove", "derive", "justify", "analyze", "analyse", "think", "logic", "puzzle", "riddle", "suppose", "assume", "implies", "deduce", "infer", "why"]
+    [
+        "reason",
+        "prove",
+        "derive",
+        "justify",
+        "analyze",
+        "analyse",
+        "think",
+        "logic",
+        "puzzle",
+        "riddle",
+        "suppose",
+        "assume",
+        "implies",
+        "deduce",
+        "infer",
+        "why",
+    ]
 )
 CONSTRAINT_WORDS = frozenset(["must", "should", "without", "only", "exactly"])
 _CODE_LINE = re.compile(

@@ -78,7 +78,8 @@ def examples_from_file(path: str | Path, roles: Mapping[str, Sequence[str]]) -> 
 
 
 def examples_from_feedback(rows: Iterable[Mapping[str, Any]], role_of: Mapping[str, str]) -> list[Example]:
-    """Feedback rows (``{"model", "score", "features": {"quality_inputs": [...]}}``) whose model has a role."""
+    """Feedback rows (``{"model", "score", "features": {"quality_inputs": [...]}}``) whose model
+    has a role."""
     out = []
     for row in rows:
         vector = (row.get("features") or {}).get("quality_inputs")
