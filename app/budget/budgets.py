@@ -90,9 +90,16 @@ class Budgets:
         self._refreshing: asyncio.Lock | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._stale = False
+        self._day_at: tuple[int, str] = (-1, "")
 
     def today(self) -> str:
-        return day_of(self.now(), self.rules.timezone)
+        """Today in the budgets' time zone; worked out once per wall-clock second (routing asks
+        for it for every candidate model of every request)."""
+        now = self.now()
+        second = int(now.timestamp())
+        if self._day_at[0] != second:
+            self._day_at = (second, day_of(now, self.rules.timezone))
+        return self._day_at[1]
 
     def keys_for(self, model: str) -> list[str]:
         return [self.config.budget_key(model), TOTAL]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 
 _OPTION = re.compile(r"^\s*\(?([A-Ja-j])[.)]\s+(.*)$", re.MULTILINE)
 _NUMBER = re.compile(r"(?<![A-Za-z])[-+]?\d+(?:[.,]\d+)*(?:[eE][-+]?\d+)?")
@@ -211,8 +212,8 @@ def _window(text: str) -> str:
     return text if len(text) <= HEAD_CHARS + TAIL_CHARS else text[:HEAD_CHARS] + "\n" + text[-TAIL_CHARS:]
 
 
-def _hits(words: list[str], vocabulary: frozenset[str]) -> float:
-    return _squash(sum(1 for w in words if w in vocabulary))
+def _hits(counts: Counter[str], vocabulary: frozenset[str]) -> float:
+    return _squash(sum(counts[w] for w in vocabulary.intersection(counts)))
 
 
 def _phrases(lower: str, phrases: tuple[str, ...]) -> int:
@@ -227,6 +228,7 @@ def vectorize(text: str, length: int | None = None) -> list[float]:
     stem, options = split_options(text)
     lower = stem.lower()
     words = _WORD.findall(lower)
+    counts = Counter(words)
     n_words = max(1, len(words))
     numbers = len(_NUMBER.findall(stem))
     option_words = sum(len(_WORD.findall(o.lower())) for o in options) / len(options) if options else 0.0
@@ -242,17 +244,17 @@ def vectorize(text: str, length: int | None = None) -> list[float]:
         _squash(len(_DECIMAL.findall(text))),
         _squash(sum(map(text.count, _MATH_SYMBOLS)) + len(_MATH_OP.findall(text))),
         _squash(len(_UNIT.findall(text))),
-        _squash(_phrases(lower, CALC_PHRASES)) + _hits(words, CALC_WORDS),
+        _squash(_phrases(lower, CALC_PHRASES)) + _hits(counts, CALC_WORDS),
         _squash(_phrases(lower, RECALL_PHRASES)),
-        _hits(words, NEGATION_WORDS),
+        _hits(counts, NEGATION_WORDS),
         _squash(sum(map(text.count, _CODE_MARKS)) + len(_CODE_LINE.findall(text))),
-        _hits(words, CODE_WORDS),
-        _hits(words, WRITING_WORDS),
-        _squash(lower.count("step by step") + lower.count("step-by-step")) + _hits(words, REASONING_WORDS),
-        _hits(words, CONSTRAINT_WORDS),
+        _hits(counts, CODE_WORDS),
+        _hits(counts, WRITING_WORDS),
+        _squash(lower.count("step by step") + lower.count("step-by-step")) + _hits(counts, REASONING_WORDS),
+        _hits(counts, CONSTRAINT_WORDS),
         _squash(stem.count("?")),
         _squash(stem.count(". ") + stem.count(".\n") + 1),
-        sum(len(w) for w in words) / n_words / 10,
+        sum(map(len, words)) / n_words / 10,
         min(1.0, len(_CAPITALIZED.findall(stem)) / n_words * 5),
         _squash(text.count("\n")),
         _squash(len(_LIST_ITEM.findall(stem))),
