@@ -428,9 +428,9 @@ def why(r: dict) -> str:
         f"keeps on the self-hosted models are ones Mistral-7B answers {r['weak_acc_on_small']:.0%} of the "
         f"time, against {r['weak_acc']:.0%} overall. "
         + (
-            f"The default margin is that best one. Below about 0.3 the choice is mostly between Gemini "
-            f"Flash and the premium models, which needs the large-model prediction, the weak one, and "
-            f"lies under the frontier."
+            "The default margin is that best one. Below about 0.3 the choice is mostly between Gemini "
+            "Flash and the premium models, which needs the large-model prediction, the weak one, and "
+            "lies under the frontier."
             if margin_label(best) == f"{r['margin']:g}"
             else f"At the default margin {r['margin']:g} ({signed(r['gap'])}; {shares(r['default'])})."
         )
