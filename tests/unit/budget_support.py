@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
-import logging
 import random
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cache
@@ -27,10 +24,10 @@ from app.budget.pricing import Pricer
 from app.cache.service import ResponseCache
 from app.config import RouterConfig, parse_config
 from app.feedback.service import FeedbackService
-from app.observability.logs import JsonFormatter, logger
 from app.observability.metrics import Metrics
 from app.service import RouterService
 from tests.fakes.backends import ScriptedBackend
+from tests.support.wiring import log_records, no_wait
 
 CONFIG_PATH = Path(__file__).parents[2] / "deployments" / "configs" / "router.yaml"
 HAIKU = "claude-haiku"
@@ -188,28 +185,8 @@ def make_service(
     )
 
 
-async def no_wait(_seconds: float) -> None:
-    """Retry back-off without sleeping."""
-
-
-@contextmanager
-def collect_events(level: int = logging.DEBUG) -> Iterator[list[dict[str, Any]]]:
-    """The router's structured log events (``hybrid_router`` logger) as dicts, while open."""
-    records: list[dict[str, Any]] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(json.loads(JsonFormatter().format(record)))
-
-    handler = Collect()
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
+# One wiring for every test module: see tests/support/wiring.py.
+collect_events = log_records
 
 
 def events_named(records: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
