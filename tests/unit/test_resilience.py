@@ -343,10 +343,9 @@ async def test_a_stream_without_content_in_time_falls_back_cleanly(role_first: b
     config = make_config(resilience={"first_byte_timeout_s": 0.05})
     stalling = StallingBackend(PRIMARY, stall_s=10, role_first=role_first)
     world = make_world(config, **{PRIMARY: stalling})
-    started = time.monotonic()
+    # The stalling backend would hold the stream 10 s: answering within wait_for's 2 s is the fallback.
     chunks, outcome = await asyncio.wait_for(world.service.stream(STREAM, "s1"), 2)
     got = await drain(chunks)
-    assert time.monotonic() - started < 1.5
     assert outcome.target is not None and outcome.target.model == NEXT
     assert outcome.fallbacks == 1
     assert "no content within 0.05 s" in outcome.failures[0][1]
@@ -725,10 +724,8 @@ async def test_closing_a_stream_before_reading_it_is_recorded_as_cancelled(world
 
 async def test_the_deadline_stops_a_slow_backend() -> None:
     world = make_world(make_config(resilience={"deadline_s": 0.05}), **{PRIMARY: StallingBackend(PRIMARY)})
-    started = time.monotonic()
-    with pytest.raises(DeadlineExceeded) as excinfo:
+    with pytest.raises(DeadlineExceeded) as excinfo:  # not wait_for's TimeoutError: the deadline fired first
         await asyncio.wait_for(world.service.complete(SIMPLE, "r1"), 2)
-    assert time.monotonic() - started < 1.0
     error = excinfo.value
     assert error.status_code == 504
     assert error.code == "deadline_exceeded"
