@@ -94,17 +94,15 @@ class Planner:
         self, features: Features, strategy: str, availability: Availability = always_available
     ) -> RoutePlan:
         preference = self.strategies.prefer(strategy, features)
-        fitting = self.fitting(features)
+        quality = self.catalog.quality.predict(features.quality_inputs, self.fitting(features))
         ranked: list[tuple[str, str]] = []
         if preference.rank is not None:
             ranked = preference.rank(
-                [m for m in fitting if preference.allowed(m) and availability(m) is None]
+                {m: q for m, q in quality.items() if preference.allowed(m) and availability(m) is None}
             )
         plan = self._choose(strategy, features, self._candidates(preference, ranked), availability)
         margin = margin_of(features, self.catalog) if preference.rank is not None else None
-        return replace(
-            plan, quality=self.catalog.quality.predict(features.quality_inputs, fitting), margin=margin
-        )
+        return replace(plan, quality=quality, margin=margin)
 
     def plan_explicit(
         self, model: str, features: Features, availability: Availability = always_available

@@ -31,9 +31,9 @@ class Preference:
     allowed: Callable[[str], bool] = field(default=lambda _m: True)
     rest: list[str] = field(default_factory=list)  # the rest of the allowed models, best first
     rest_reason: str = "next best"
-    # Picks that depend on which models fit the request: the planner calls it with those models
-    # (allowed, fitting, available, in budget) and puts its answer before ``picks``.
-    rank: Callable[[list[str]], list[tuple[str, str]]] | None = None
+    # Picks that depend on which models fit the request: the planner calls it with the predicted
+    # quality of those models (allowed, fitting, available, in budget) and puts its answer first.
+    rank: Callable[[dict[str, float]], list[tuple[str, str]]] | None = None
 
 
 StrategyFn = Callable[[Features, Catalog], Preference]
@@ -97,15 +97,15 @@ def margin_of(features: Features, catalog: Catalog) -> float:
 
 def rank_by_quality(
     features: Features, catalog: Catalog, label: str
-) -> Callable[[list[str]], list[tuple[str, str]]]:
-    """Given the models that fit, the cheapest whose predicted quality is within the margin of the
-    best (its configured fallback chain follows it). A code-generation request looks at
-    code-capable models (the catalog's code model among them) when any fits."""
+) -> Callable[[dict[str, float]], list[tuple[str, str]]]:
+    """Given the predicted quality of the models that fit (and may serve now), the cheapest whose
+    quality is within the margin of the best (its configured fallback chain follows it). A
+    code-generation request looks at code-capable models (the catalog's code model among them)
+    when any fits."""
     margin = margin_of(features, catalog)
     output = _output_tokens(features, catalog)
 
-    def rank(fitting: list[str]) -> list[tuple[str, str]]:
-        quality = catalog.quality.predict(features.quality_inputs, fitting)
+    def rank(quality: dict[str, float]) -> list[tuple[str, str]]:
         pool = list(quality)
         if features.task == "code_generation":
             pool = [m for m in pool if catalog.has_capability(m, "code")] or pool
