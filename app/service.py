@@ -31,6 +31,8 @@ from app.errors import (
 )
 from app.feedback.backends import store_for as feedback_store_for
 from app.feedback.service import FeedbackService
+from app.load.monitor import LoadMonitor, LoadProbe
+from app.load.tracked import TrackedBackend
 from app.observability.logs import log_event, now
 from app.observability.metrics import Metrics
 from app.observability.metrics import metrics as default_metrics
@@ -66,9 +68,15 @@ class RouterService:
         budgets: Budgets | None = None,
         cache: ResponseCache | None = None,
         feedback: FeedbackService | None = None,
+        pools: Mapping[str, str] | None = None,
+        load_probe: LoadProbe | None = None,
     ) -> None:
+        """``pools`` maps self-hosted models to the engine deployment serving them (models sharing
+        one count their requests in flight together); ``load_probe`` reads the engines' own load."""
         self.config = config
-        self.catalog = Catalog(config, pricer)
+        self.load = LoadMonitor(config, pools, clock)
+        self.load_probe = load_probe
+        self.catalog = Catalog(config, pricer, self.load)
         self.strategies = StrategyRegistry(self.catalog)
         self.planner = Planner(self.catalog, self.strategies)
         self.analyzer = Analyzer(config.routing.thresholds)
@@ -86,7 +94,7 @@ class RouterService:
             self.metrics,
             AlertSender(config.cost_rules.webhook, self.metrics),
         )
-        self._background: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
         self.quota = Quota(config.auth, self.budgets.ledger)
         self.cache = cache or ResponseCache(store_for(config.cache), config.cache.ttl_s)
         self.breakers = BreakerBoard(config.circuit_breaker, clock)
@@ -103,7 +111,10 @@ class RouterService:
         """Slow checks a backend wants before traffic (Vertex AI's credential discovery), at once."""
         checks = [b.check_credentials() for b in self.backends.values() if hasattr(b, "check_credentials")]
         await asyncio.gather(self.budgets.refresh(), *checks, return_exceptions=True)
-        self._background = asyncio.get_running_loop().create_task(self._housekeeping())
+        loop = asyncio.get_running_loop()
+        self._background.append(loop.create_task(self._housekeeping()))
+        if self.load_probe is not None:
+            self._background.append(loop.create_task(self._poll_load(self.load_probe)))
         self.feedback.start()
 
     async def _housekeeping(self) -> None:
@@ -123,17 +134,31 @@ class RouterService:
                     log_event("budget_refresh_failed", error_type=type(exc).__name__)
             self.refresh_gauges()
 
+    async def _poll_load(self, probe: LoadProbe) -> None:
+        """The engines' own requests in flight, every ``load.poll_interval_s``: what every other
+        ingress replica sent them too."""
+        while True:
+            try:
+                await self.load.poll(probe)
+            except Exception as exc:  # noqa: BLE001 - a failed poll leaves the last report to age out
+                log_event("load_poll_failed", error_type=type(exc).__name__)
+            await asyncio.sleep(self.config.load.poll_interval_s)
+
     def check(self, body: Mapping[str, Any]) -> None:
         """The request limits (``limits:``): a 400 naming the parameter, or a 413, when over."""
         check_request(body, self.config.limits)
 
     async def close(self) -> None:
-        if self._background is not None:
-            self._background.cancel()
+        for task in self._background:
+            task.cancel()
         closers = [b.aclose() for b in self.backends.values() if hasattr(b, "aclose")]
         await asyncio.gather(
             *closers, self.budgets.close(), self.cache.close(), self.feedback.close(), return_exceptions=True
         )
+
+    def _backend(self, model: str) -> TrackedBackend:
+        """``model``'s backend, feeding the live statistics and the in-flight count as it is called."""
+        return self.load.tracked(model, self.backends[model])
 
     # --- availability -------------------------------------------------------------------
     def availability(self, model: str) -> str | None:
@@ -211,7 +236,10 @@ class RouterService:
     def _near_boundary(self, tokens: int) -> bool:
         return any(abs(tokens - b) <= b * NEAR_BOUNDARY for b in self._boundaries)
 
-    async def plan(self, body: Mapping[str, Any], *, assume_available: bool = False) -> RoutePlan:
+    async def plan(
+        self, body: Mapping[str, Any], *, assume_available: bool = False, dry_run: bool = False
+    ) -> RoutePlan:
+        """``dry_run``: only to show the decision (``/v1/route``); spill-over state stays as it is."""
         kind, name = self.selection(body)
         features = await self.features(body)
         margin = request_margin(body)
@@ -220,7 +248,22 @@ class RouterService:
         availability = always_available if assume_available else self._fits(features)
         if kind == "model":
             return self.planner.plan_explicit(name, features, availability)
-        return self.planner.plan(features, name, availability)
+        latency = self._latency_check(features, name, dry_run)
+        return self.planner.plan(features, name, availability, latency)
+
+    def _latency_check(
+        self, features: Features, strategy: str, dry_run: bool
+    ) -> Callable[[str], str | None] | None:
+        """Spill-over for this request: why a candidate would miss its latency need now."""
+        output = self.load.expected_output(features.max_tokens, features.task)
+        need = self.load.need(
+            strategy,
+            features.latency_ms,
+            stated=features.latency_stated,
+            stream=features.stream,
+            output_tokens=output,
+        )
+        return self.load.latency_check(need, output, dry_run=dry_run) if need is not None else None
 
     # --- execution ----------------------------------------------------------------------
     def _request_for(self, body: Mapping[str, Any], target: Target) -> dict[str, Any]:
@@ -245,6 +288,10 @@ class RouterService:
                 status=str(exc.status_code),
             )
             raise
+        if outcome.plan.spilled:
+            to_model = outcome.plan.primary.model
+            for model in outcome.plan.spilled:
+                self.metrics.record("router_spills", from_model=model, to_model=to_model)
         if self.config.logging.log_prompts:  # the operator asked for prompts in the logs
             outcome.prompt = instruction_text(list(body.get("messages") or []))[:PROMPT_LOG_CHARS]
         return outcome
@@ -270,7 +317,7 @@ class RouterService:
             reservation = await self._reserve(target, request, outcome)
             started = now()
             try:
-                return await self.backends[target.model].complete(request)
+                return await self._backend(target.model).complete(request)
             except BaseException:
                 await self.budgets.release(reservation)
                 raise
@@ -297,7 +344,7 @@ class RouterService:
             request = self._request_for(body, target)
             reservation = await self._reserve(target, request, outcome)
             started = now()
-            upstream = self.backends[target.model].stream(request)
+            upstream = self._backend(target.model).stream(request)
             try:
                 async with asyncio.timeout(first_byte):
                     return await read_until_content(upstream), upstream
@@ -349,6 +396,9 @@ class RouterService:
         if usage is None and outcome.status != "ok":
             usage = estimate_usage(outcome.plan.features.tokens, streamed)
         cost = self.catalog.pricer.usage_cost(target.model, usage) if usage else Decimal(0)
+        if usage and outcome.status == "ok":
+            tokens = int(usage.get("completion_tokens") or 0)
+            self.load.stats.record_answer_length(outcome.plan.features.task, tokens)
         if outcome.reservation is not None:
             await self.budgets.settle(outcome.reservation, cost)
         self.recorder.finish(outcome, target, usage=usage, cost=cost, error=error)
@@ -374,6 +424,7 @@ class RouterService:
         gauges: Ray stops exporting a gauge that is not set again within a few seconds."""
         if models is None:
             self.budgets.record_gauges()
+            self.load.record_gauges(self.metrics.record)
         for model in models if models is not None else self.catalog.models:
             spec = self.catalog.models[model]
             self.metrics.record(

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -133,7 +133,9 @@ def create_app(
     async def route(body: ChatCompletionRequest, assume_available: bool = False) -> dict[str, Any]:
         payload = body.body()
         service.check(payload)
-        return views.route(await service.plan(payload, assume_available=assume_available), payload)
+        return views.route(
+            await service.plan(payload, assume_available=assume_available, dry_run=True), payload
+        )
 
     @app.post("/v1/feedback")
     async def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
@@ -161,6 +163,10 @@ def create_app(
     @app.get("/v1/models/{model:path}")
     async def retrieve_model(model: str) -> dict[str, Any]:
         return views.model(model)
+
+    @app.get("/v1/stats")
+    async def stats(output_tokens: int | None = Query(default=None, gt=0, le=1_000_000)) -> dict[str, Any]:
+        return views.stats(output_tokens)
 
     @app.get("/health")
     async def health() -> JSONResponse:

@@ -92,6 +92,12 @@ class RouterViews:
             "unavailable_reason": reason,
         }
 
+    def stats(self, output_tokens: int | None = None) -> dict[str, Any]:
+        """``GET /v1/stats``: per model, the live statistics, the load of self-hosted engines and
+        the estimated first token and answer time of a new request (``output_tokens`` long, or
+        as long as answers have been) as routing sees them now."""
+        return {"object": "router.stats", "models": self.service.load.snapshot(output_tokens)}
+
     def health(self) -> dict[str, Any]:
         """Overall status: ``ok`` when every model is up, ``degraded`` when some are, ``down`` when none."""
         service = self.service

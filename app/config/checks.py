@@ -92,6 +92,9 @@ def check_references(
                 problems.append((f"{rpath}.action.provider", f"unknown provider {rule.action.provider!r}"))
             if rule.action.strategy and rule.action.strategy not in strategies:
                 problems.append((f"{rpath}.action.strategy", f"unknown strategy {rule.action.strategy!r}"))
+    for sname in config.load.spill:
+        if sname not in strategies:
+            problems.append((f"load.spill.{sname}", f"unknown strategy {sname!r}"))
     problems += _alias_clashes(config)
     budget_keys = {p.budget_key or n for n, p in config.providers.items()} | {"total"}
     budget_keys |= declared.get("providers", set()) | declared.get("budget_keys", set())

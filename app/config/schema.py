@@ -114,7 +114,22 @@ class ModelSpec(StrictModel):
     )
     weights: ModelWeights
     pricing: Pricing = Field(default_factory=Pricing)
-    typical_latency_ms: int = Field(gt=0, description="Typical time to a short answer, for planning.")
+    typical_latency_ms: int = Field(
+        gt=0,
+        description="Typical time to the first token, for planning: the prior of the live statistics "
+        "until real traffic has measured the model (`load`).",
+    )
+    typical_tokens_per_s: float = Field(
+        default=50.0,
+        gt=0,
+        description="Typical output tokens per second while decoding: the live statistics' prior.",
+    )
+    concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="Self-hosted: requests one replica serves at once before the next one queues, "
+        "until the engine reports its own (the CPU engine: 1; vLLM: its target_ongoing_requests).",
+    )
     aliases: list[str] = Field(default_factory=list, description="Other names that resolve here.")
     description: str = ""
     quality_role: str | None = Field(
@@ -194,6 +209,66 @@ class QualityConfig(StrictModel):
         default_factory=_default_roles,
         description="For training: per role, the names of the models in the training data that play it "
         "(a row's label for a role is the mean over those it has).",
+    )
+
+
+class SpillStrategy(StrictModel):
+    """Spill-over for one strategy: whether it may move a request off a busy model, and the latency
+    need of a request that states none."""
+
+    enabled: bool = True
+    first_token_ms: int | None = Field(
+        default=None,
+        gt=0,
+        description="Default need: the first token within this many ms, queueing included. None: only a "
+        "request's own `max_latency_ms` (or metadata latency need) can make it spill.",
+    )
+
+
+def _default_spill() -> dict[str, SpillStrategy]:
+    return {
+        "auto": SpillStrategy(first_token_ms=4_000),
+        "balanced": SpillStrategy(first_token_ms=4_000),
+        "fast": SpillStrategy(first_token_ms=1_500),
+        "quality": SpillStrategy(first_token_ms=8_000),
+    }
+
+
+class LoadConfig(StrictModel):
+    """Load-aware routing: live statistics per model, and spill-over off busy self-hosted models.
+
+    A request needs its first token within its latency need (a stream's, and any request's default
+    need) or, when it stated ``max_latency_ms`` itself and is not a stream, or asks for a long
+    answer, its whole answer. A candidate whose estimate misses the need is passed over for the
+    next one that meets it; passed-over models stay in the plan as last fallbacks."""
+
+    stats_half_life_s: float = Field(
+        default=120.0, gt=0, description="Live statistics forget a sample's weight by half in this time."
+    )
+    poll_interval_s: float = Field(
+        default=1.0, gt=0, description="How often every ingress replica reads the engines' own load."
+    )
+    spill: dict[str, SpillStrategy] = Field(
+        default_factory=_default_spill,
+        description="Per strategy (built-in or custom). A strategy not named spills only for a request's "
+        "own latency need; `self_hosted_only` and explicit models never spill.",
+    )
+    spill_band: float = Field(
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="Hysteresis: once a model spills, it takes requests again only where its estimate is "
+        "under (1 - band) of the need...",
+    )
+    spill_cool_down_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="...and it leaves the spilling state after that has held this long.",
+    )
+    long_answer_tokens: int = Field(
+        default=1_024,
+        gt=0,
+        description="A request expecting at least this many output tokens is judged by its whole answer.",
     )
 
 
@@ -461,6 +536,7 @@ class RouterConfig(StrictModel):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    load: LoadConfig = Field(default_factory=LoadConfig)
 
     def budget_key(self, model: str) -> str:
         name = self.models[model].provider

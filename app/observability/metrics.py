@@ -51,6 +51,32 @@ SERIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "1 when the model can take requests now, else 0.",
         ("model", "provider", "self_hosted"),
     ),
+    # Load-aware routing (app.load): the live statistics routing decides with, per model.
+    "router_model_ttft_seconds": ("gauge", "Live time to first token (decaying average).", ("model",)),
+    "router_model_output_tokens_per_second": (
+        "gauge",
+        "Live output tokens per second while decoding (decaying average).",
+        ("model",),
+    ),
+    "router_model_latency_seconds": ("gauge", "Live end-to-end latency of unqueued answers.", ("model",)),
+    "router_model_error_rate": ("gauge", "Live share of attempts the backend failed.", ("model",)),
+    "router_model_est_first_token_seconds": (
+        "gauge",
+        "Estimated first-token time of a new request now, queueing included.",
+        ("model",),
+    ),
+    "router_model_in_flight": ("gauge", "Requests in flight on a self-hosted model's engine.", ("model",)),
+    "router_model_capacity": (
+        "gauge",
+        "Requests a self-hosted model's engine serves at once before one queues.",
+        ("model",),
+    ),
+    "router_model_spilling": ("gauge", "1 while a self-hosted model spills its excess, else 0.", ("model",)),
+    "router_spills": (
+        "counter",
+        "Requests passed over a model that would miss their latency need, by that model and the one chosen.",
+        ("from_model", "to_model"),
+    ),
 }
 
 

@@ -144,6 +144,7 @@ class Recorder:
             "reason": target.reason if target else None,
             "quality": plan.quality.get(target.model) if target else None,
             "quality_margin": plan.margin,
+            "spilled": list(plan.spilled) or None,
             "fallbacks": outcome.fallbacks,
             "failures": [m for m, _ in outcome.failures],
             "retries": outcome.retries,

@@ -56,6 +56,7 @@ class Features:
     quality_margin: float | None = None  # the request's own cost-quality knob, if it set one
     needs_json: bool = False  # response_format json_object / json_schema: the json_mode capability
     needs_logprobs: bool = False  # logprobs / top_logprobs: the logprobs capability
+    latency_stated: bool = False  # latency_ms is the request's own number, not implied by its words
 
     @property
     def multimodal(self) -> bool:
@@ -246,15 +247,23 @@ def _occurrences(low: str, word: str) -> Iterator[int]:
         at = low.find(word, end)
 
 
-def latency_need(request: Mapping[str, Any], text: sig.Text) -> int | None:
-    """An explicit latency budget in ms (body ``max_latency_ms`` or ``metadata.latency_ms``), or one
-    implied by urgency words in ``text`` (see ``urgency_zone``); None when the request states no need."""
+def stated_latency(request: Mapping[str, Any]) -> int | None:
+    """The latency budget in ms the request states (body ``max_latency_ms`` or ``metadata.latency_ms``)."""
     for value in (request.get("max_latency_ms"), (request.get("metadata") or {}).get("latency_ms")):
         try:
             if value is not None and int(value) > 0:
                 return int(value)
         except (TypeError, ValueError):
             pass
+    return None
+
+
+def latency_need(request: Mapping[str, Any], text: sig.Text) -> int | None:
+    """The stated latency budget, or one implied by urgency words in ``text`` (see
+    ``urgency_zone``); None when the request states no need."""
+    stated = stated_latency(request)
+    if stated is not None:
+        return stated
     return URGENT_LATENCY_MS if urgent(text) else None
 
 
@@ -333,6 +342,7 @@ class Analyzer:
             has_images=images,
             has_tools=bool(tools),
             latency_ms=latency_need(request, sig.Text.of(urgency_zone(own))),
+            latency_stated=stated_latency(request) is not None,
             messages=len(messages),
             stream=bool(request.get("stream")),
             metadata=metadata or {},

@@ -7,6 +7,11 @@ Every plan carries the predicted quality of each model that fits the request. A 
 dropped, with the reason kept for debugging, when the request would overflow its context window,
 when it lacks a capability the request needs (images, tools, JSON output, log-probabilities), or
 when ``availability`` says it cannot serve now.
+
+Spill-over (``app.load``): with a ``latency`` check, candidates that would miss the request's
+latency need now (a busy self-hosted model) are passed over for the first one that meets it,
+whose reason then says why; the passed-over ones stay in the plan as its last fallbacks. When no
+candidate meets the need, the plan keeps its order: spilling would not help.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from app.routing.strategies import Preference, StrategyRegistry, margin_of
 
 # Returns None when the model can serve now, else why not.
 Availability = Callable[[str], "str | None"]
+# Returns None when the model meets the request's latency need now, else why not (spill-over).
+LatencyCheck = Callable[[str], "str | None"]
 ESTIMATE_MARGIN = 1.05  # headroom on an estimated (not exact) token count
 
 
@@ -75,6 +82,7 @@ class RoutePlan:
     dropped: list[tuple[str, str]] = field(default_factory=list)
     quality: dict[str, float] = field(default_factory=dict)  # predicted, per model that fits the request
     margin: float | None = None  # the quality margin the decision used (quality-ranked strategies only)
+    spilled: tuple[str, ...] = ()  # models passed over because they would miss the latency need
 
     @property
     def primary(self) -> Target:
@@ -91,7 +99,11 @@ class Planner:
         self.strategies = strategies
 
     def plan(
-        self, features: Features, strategy: str, availability: Availability = always_available
+        self,
+        features: Features,
+        strategy: str,
+        availability: Availability = always_available,
+        latency: LatencyCheck | None = None,
     ) -> RoutePlan:
         preference = self.strategies.prefer(strategy, features)
         quality = self.catalog.quality.predict(features.quality_inputs, self.fitting(features))
@@ -100,7 +112,7 @@ class Planner:
             ranked = preference.rank(
                 {m: q for m, q in quality.items() if preference.allowed(m) and availability(m) is None}
             )
-        plan = self._choose(strategy, features, self._candidates(preference, ranked), availability)
+        plan = self._choose(strategy, features, self._candidates(preference, ranked), availability, latency)
         margin = margin_of(features, self.catalog) if preference.rank is not None else None
         return replace(plan, quality=quality, margin=margin)
 
@@ -152,7 +164,12 @@ class Planner:
         return None
 
     def _choose(
-        self, strategy: str, features: Features, candidates: list[tuple[str, str]], availability: Availability
+        self,
+        strategy: str,
+        features: Features,
+        candidates: list[tuple[str, str]],
+        availability: Availability,
+        latency: LatencyCheck | None = None,
     ) -> RoutePlan:
         limit = 1 + self.catalog.config.routing.max_fallbacks
         targets: list[Target] = []
@@ -161,11 +178,32 @@ class Planner:
             why_not = self.unfit_reason(model, features) or availability(model)
             if why_not:
                 dropped.append((model, why_not))
-            elif len(targets) < limit:
+            elif latency is not None or len(targets) < limit:
                 targets.append(Target(model, self.catalog.provider_name(model), reason))
         if not targets:
             raise self._no_target_error(features, candidates, dropped, availability)
-        return RoutePlan(strategy, targets, features, dropped)
+        spilled: tuple[str, ...] = ()
+        if latency is not None:
+            targets, spilled = self._spill(targets, latency, limit)
+        return RoutePlan(strategy, targets[:limit], features, dropped, spilled=spilled)
+
+    @staticmethod
+    def _spill(
+        targets: list[Target], latency: LatencyCheck, limit: int
+    ) -> tuple[list[Target], tuple[str, ...]]:
+        """The first target that meets the latency need leads, saying why the ones before it were
+        passed over; they follow it in order. Targets after it are not checked."""
+        passed: list[tuple[Target, str]] = []
+        for i, target in enumerate(targets):
+            why = latency(target.model)
+            if why is None:
+                if not passed:
+                    return targets, ()
+                lead = replace(target, reason=f"{passed[0][1]}; {target.reason}")
+                rest = targets[i + 1 : i + 1 + max(0, limit - 1 - len(passed))]
+                return [lead, *rest, *(t for t, _ in passed)], tuple(t.model for t, _ in passed)
+            passed.append((target, why))
+        return targets, ()
 
     def _no_target_error(
         self,

@@ -44,12 +44,21 @@ def _both(first: Callable[[str], bool], second: Callable[[str], bool]) -> Callab
 
 
 def _output_tokens(features: Features, catalog: Catalog) -> int:
+    """The most a request may cost: its ``max_tokens``, else the configured default."""
     return features.max_tokens or catalog.config.routing.default_max_tokens
+
+
+def _expected_output(features: Features, catalog: Catalog) -> float:
+    """How long its answer is expected to be, for latency: asked for, or learned per task."""
+    return catalog.load.expected_output(features.max_tokens, features.task)
 
 
 def _balanced_rest(features: Features, catalog: Catalog, allowed: Callable[[str], bool]) -> list[str]:
     return catalog.by_balance(
-        catalog.names(allowed), catalog.config.routing.balanced_weights, features.complexity
+        catalog.names(allowed),
+        catalog.config.routing.balanced_weights,
+        features.complexity,
+        _expected_output(features, catalog),
     )
 
 
@@ -68,7 +77,8 @@ def context_or_latency_branch(features: Features, catalog: Catalog) -> tuple[lis
             "moderate context, cheap cloud"
         )
     if features.latency_ms is not None and features.latency_ms < t.low_latency_ms:
-        return targets.low_latency, f"latency need {features.latency_ms} ms < {t.low_latency_ms} ms"
+        soonest = catalog.by_latency(targets.low_latency, _expected_output(features, catalog))
+        return soonest, f"latency need {features.latency_ms} ms < {t.low_latency_ms} ms"
     return None
 
 
@@ -172,7 +182,9 @@ def _ranked(label: str, why: str, order: list[str]) -> Preference:
 
 
 def fast(features: Features, catalog: Catalog) -> Preference:
-    return _ranked("fast", "lowest latency", catalog.by_latency(catalog.names()))
+    """Soonest by the live estimate: the first token, or the whole answer when it is long."""
+    order = catalog.by_latency(catalog.names(), _expected_output(features, catalog))
+    return _ranked("fast", "lowest latency now", order)
 
 
 def quality(features: Features, catalog: Catalog) -> Preference:
