@@ -40,6 +40,11 @@ class CPUEngine:
             async for chunk in chunks:
                 yield chunk
 
+    async def load(self) -> dict:
+        """Requests in this replica now, and how many it serves at once (one generation at a
+        time): read by every ingress replica for load-aware routing (``app.load``)."""
+        return {"in_flight": self._engine.active_generations, "capacity": 1}
+
     def status(self) -> dict:
         """Configured vs loaded model, demo flag and reason, readiness."""
         return self._engine.status()

@@ -24,6 +24,7 @@ from deployments.health import DeploymentHealth
 from deployments.llm_options import deployment_names
 
 ENGINE_STATUS_TIMEOUT_S = 2.0
+LOAD_TIMEOUT_S = 1.0  # a load poll that takes longer is skipped; the last report ages out
 
 
 @serve.deployment(max_ongoing_requests=256)
@@ -60,7 +61,16 @@ class RouterIngress:
             return ServeHandleBackend(name, handle, call_kwargs={"model": name})
 
         cloud = through_adapter if adapters else None
-        self.service = RouterService(self.config, build_backends(self.config, self_hosted, cloud))
+        # The deployment each self-hosted model's handle reaches (a disaggregated model's decode
+        # server): models sharing one (the CPU engine) count their requests in flight together.
+        self.pools = {m: names[-1] for m, names in self.watched.items()}
+        self._load_failing: set[str] = set()
+        self.service = RouterService(
+            self.config,
+            build_backends(self.config, self_hosted, cloud),
+            pools=self.pools,
+            load_probe=self._engine_load if self.pools else None,
+        )
         self.health.start()
         unavailable = {m: self.service.availability(m) for m in self.config.models}
         log_event(
@@ -80,6 +90,23 @@ class RouterIngress:
             log_event("router_stopped")
         except Exception:  # noqa: BLE001, S110 - a destructor never raises (at interpreter exit, say)
             pass
+
+    async def _engine_load(self) -> dict[str, list[dict[str, Any]]]:
+        """Every engine replica's own ``load()`` (requests in it now, and its capacity), per pool:
+        what every ingress replica sent it, not only this one. A pool whose replicas do not all
+        answer in time is left out this round."""
+        handles = {pool: self.engines[model] for model, pool in self.pools.items()}
+        out: dict[str, list[dict[str, Any]]] = {}
+        for pool, handle in handles.items():
+            try:
+                out[pool] = await handle.broadcast("load").results_async(timeout_s=LOAD_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - a replica starting or gone: skip this round
+                if pool not in self._load_failing:  # once until it answers again, not every poll
+                    log_event("engine_load_failed", deployment=pool, error_type=type(exc).__name__)
+                self._load_failing.add(pool)
+            else:
+                self._load_failing.discard(pool)
+        return out
 
     def _engine_unavailable(self, model: str) -> str | None:
         """Why ``model``'s engine cannot take requests (names the deployment), or None."""

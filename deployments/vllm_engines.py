@@ -111,26 +111,41 @@ class RouterChatMixin:
     Serve LLM's internals calling it keep working."""
 
     _llm_config: Any  # set by LLMServer
+    _router_in_flight = 0  # the router's requests in this replica now (an instance attribute once set)
+
+    async def load(self) -> dict[str, int]:
+        """The router's requests in this replica now, and how many it serves at once before they
+        queue (the deployment's autoscaling target): read by every ingress replica
+        (``app.load``)."""
+        return {"in_flight": self._router_in_flight, "capacity": replica_capacity(self._llm_config)}
 
     async def chat(self, request: Any, raw_request_info: Any = None) -> Any:
         """A ``chat.completion`` dict for a request dict; Ray's generator for Ray's request."""
         if not isinstance(request, dict):
             return await super().chat(request, raw_request_info)  # type: ignore[misc]
-        results = await super().chat(self.chat_request(request, stream=False))  # type: ignore[misc]
-        async with _closing(results):
-            async for item in results:
-                for one in _flatten(item):
-                    return completion_dict(one)
-        raise RuntimeError("the vLLM engine returned no response")
+        self._router_in_flight += 1
+        try:
+            results = await super().chat(self.chat_request(request, stream=False))  # type: ignore[misc]
+            async with _closing(results):
+                async for item in results:
+                    for one in _flatten(item):
+                        return completion_dict(one)
+            raise RuntimeError("the vLLM engine returned no response")
+        finally:
+            self._router_in_flight -= 1
 
     async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """``chat.completion.chunk`` dicts; the last one carries only ``usage``."""
-        results = await super().chat(self.chat_request(request, stream=True))  # type: ignore[misc]
-        async with _closing(results):
-            async for item in results:
-                for one in _flatten(item):
-                    for chunk in stream_chunks(one):
-                        yield chunk
+        self._router_in_flight += 1
+        try:
+            results = await super().chat(self.chat_request(request, stream=True))  # type: ignore[misc]
+            async with _closing(results):
+                async for item in results:
+                    for one in _flatten(item):
+                        for chunk in stream_chunks(one):
+                            yield chunk
+        finally:
+            self._router_in_flight -= 1
 
     def chat_request(self, request: dict[str, Any], *, stream: bool) -> Any:
         """Ray Serve LLM's ``ChatCompletionRequest`` for a request dict; ``ValueError`` if invalid."""
@@ -145,6 +160,14 @@ class RouterChatMixin:
         # Materialise pydantic's lazy iterators so the request pickles (a PD decode server sends
         # it on to its prefill deployment), as Ray Serve LLM's own ingress does.
         return _sanitize_chat_completion_request(parsed)
+
+
+def replica_capacity(llm_config: Any) -> int:
+    """Requests one replica serves before they queue: its autoscaling target_ongoing_requests."""
+    deployment = getattr(llm_config, "deployment_config", None) or {}
+    autoscaling = deployment.get("autoscaling_config") or {}
+    target = autoscaling.get("target_ongoing_requests") or deployment.get("max_ongoing_requests") or 1
+    return max(1, int(target))
 
 
 def engine_body(request: dict[str, Any], model_id: str, *, stream: bool) -> dict[str, Any]:
