@@ -289,3 +289,28 @@ async def test_a_model_can_be_switched_on_under_a_provider_that_is_off(fake: Fak
     finally:
         await backend.aclose()
     assert fake.requests[0].body["system"] == DOC
+
+
+# --- settings ---------------------------------------------------------------------------------
+def test_minimum_lengths_by_model_and_the_switch_by_provider_then_model() -> None:
+    from pydantic import ValidationError
+
+    from app.backends import prompt_cache
+
+    def spec(model_id: str, **extra: Any) -> ModelSpec:
+        return SPEC.model_copy(update={"model_id": model_id, **extra})
+
+    anthropic, vertex = ProviderSpec(kind="anthropic"), ProviderSpec(kind="vertex_ai")
+    assert prompt_cache.min_tokens(spec("claude-sonnet-4-6"), anthropic) == 1024
+    assert prompt_cache.min_tokens(spec("claude-haiku-4-5"), anthropic) == 2048
+    assert prompt_cache.min_tokens(spec("gemini-3.8-flash"), vertex) == 2048
+    assert prompt_cache.min_tokens(spec("gemini-3.1-pro-preview"), vertex) == 4096
+    assert prompt_cache.min_tokens(spec("gpt-5.5"), ProviderSpec(kind="openai")) == 1024
+    assert prompt_cache.min_tokens(spec("claude-haiku-4-5", prompt_cache_min_tokens=5000), anthropic) == 5000
+    off = ProviderSpec(kind="anthropic", prompt_cache=False)
+    assert prompt_cache.enabled(SPEC, anthropic) and not prompt_cache.enabled(SPEC, off)
+    assert prompt_cache.enabled(spec(MODEL, prompt_cache=True), off)
+    with pytest.raises(ValidationError):
+        ModelSpec.model_validate({**SPEC.model_dump(), "prompt_cache_min_tokens": 0})
+    with pytest.raises(ValidationError):
+        ProviderSpec.model_validate({"kind": "vertex_ai", "prompt_cache_ttl_s": 0})

@@ -18,6 +18,7 @@ from app.backends.gemini_client import GeminiBackend
 from app.backends.gemini_translate import to_gemini_request
 from app.budget.pricing import Pricer
 from app.config import ModelSpec, ModelWeights, Pricing, ProviderSpec
+from tests.conformance import assert_conforms
 from tests.fakes.gemini_server import FakeGemini
 
 MODEL = "gemini-2.5-flash"
@@ -195,6 +196,7 @@ async def test_a_context_cache_is_made_on_the_second_sighting_and_used_on_the_th
     for call in calls[1:]:
         assert call["cachedContent"].endswith("/cachedContents/1") and "systemInstruction" not in call
         assert len(call["contents"]) == 1  # only what follows the cached prefix
+    assert_conforms(answers[1], "CreateChatCompletionResponse")  # the extra usage fields included
     made = second["prompt_tokens_details"]
     assert made["cache_write_tokens"] == made["cached_tokens"] > 1024
     assert made["cache_storage_token_hours"] == pytest.approx(made["cache_write_tokens"] * TTL_S / 3600)
