@@ -19,6 +19,13 @@ How a cloud adapter is laid out, the same for every provider:
   for ``registry``, which gives every model of a provider the same client.
 - ``cloud.py``: what the adapters share (status and transport failures onto the router's error
   tree, credential redaction, headers, ``Retry-After``).
+- ``prompt_cache.py``: what the adapters share for provider prompt caching (on or off per model,
+  the minimum prefix, token estimates, prefix keys), with ``anthropic_cache.py`` (breakpoints) and
+  ``gemini_cache.py`` (context caches). Every adapter reports caching in the usage block's
+  ``prompt_tokens_details``: ``cached_tokens`` (read), ``cache_write_tokens`` (written) and, for a
+  Gemini context cache made for the request, ``cache_storage_token_hours`` (priced by
+  ``app.budget.pricing``, so the ledger's cost includes it); ``prompt_tokens`` counts reads and
+  writes.
 
 Error chaining, the same wherever a foreign exception is caught (the SDKs and their HTTP
 stacks here, Ray in ``serve_handle``): the ``RouterError`` is built inside the ``except`` and

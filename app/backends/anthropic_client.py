@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from app.backends import anthropic_translate as tr
+from app.backends import prompt_cache
 from app.backends.cloud import error_for_transport, transport_errors
 from app.config import ModelSpec, ProviderSpec, RouterConfig
 from app.errors import RouterError, UpstreamError, UpstreamUnavailableError
@@ -91,12 +92,18 @@ class AnthropicBackend:
         self.spec = spec
         self.provider = provider
         self.client = client or AnthropicClient(provider, api_key=api_key or "")
+        # Breakpoints on prefixes at least this long (estimated tokens); None: caching is off.
+        self.cache_min_tokens = (
+            prompt_cache.min_tokens(spec, provider) if prompt_cache.enabled(spec, provider) else None
+        )
 
     def unavailable_reason(self) -> str | None:
         return None
 
     def _kwargs(self, request: dict[str, Any]) -> dict[str, Any]:
-        kwargs = tr.to_anthropic(request, max_output_tokens=self.spec.max_output_tokens)
+        kwargs = tr.to_anthropic(
+            request, max_output_tokens=self.spec.max_output_tokens, cache_min_tokens=self.cache_min_tokens
+        )
         # NOTE: an explicit per-call timeout also stops the SDK from refusing large non-streaming
         # max_tokens ("Streaming is required...") when the client timeout equals its default.
         kwargs["timeout"] = self.client.timeout()

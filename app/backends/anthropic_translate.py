@@ -16,6 +16,10 @@ Decisions, each a NOTE where it is made:
   ``json_object`` has no Anthropic counterpart and is a 400 naming it (never dropped: the client
   would get text it takes for JSON); ``text`` is the default anyway. The catalog leaves Claude
   models without ``json_mode``, so routing sends JSON requests elsewhere.
+- Prompt caching: ``cache_control`` the client set (on a content part, a message or a tool) is
+  carried over; with ``cache_min_tokens`` breakpoints are also placed on long stable prefixes
+  (``anthropic_cache``). Usage maps cache reads and writes to ``prompt_tokens_details``
+  (``cached_tokens``, ``cache_write_tokens``), both counted in ``prompt_tokens``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from app import openai_wire as wire
+from app.backends import anthropic_cache
 from app.backends.cloud import error_for_status, header, retry_after_seconds
 from app.errors import InvalidRequestError, RouterError, UnsupportedFeatureError
 from app.openai_wire import Json
@@ -47,19 +52,22 @@ TOOL_CHOICES = {"none": "none", "auto": "auto", "required": "any"}
 
 
 # --- request ---------------------------------------------------------------------------
-def to_anthropic(request: Json, *, max_output_tokens: int, sampling: bool = False) -> Json:
+def to_anthropic(
+    request: Json, *, max_output_tokens: int, sampling: bool = False, cache_min_tokens: int | None = None
+) -> Json:
     """``messages.create`` kwargs for an OpenAI chat request (``model`` is the provider's id).
 
     Raises ``UnsupportedFeatureError`` for what Anthropic cannot do and ``InvalidRequestError``
     for a malformed request (bad tool-call arguments, an unknown role). ``sampling=True`` sends
     ``temperature``/``top_p``, which only API version 2023-06-01 takes (see the module notes).
+    ``cache_min_tokens`` (None: off) places ``cache_control`` breakpoints on prefixes at least
+    that long (``anthropic_cache``); the client's own breakpoints are kept either way.
     """
     _reject_unsupported(request)
     system, turns = _turns(request.get("messages") or [])
     max_tokens = _max_tokens(request, max_output_tokens)
     kwargs: Json = {"model": request["model"], "max_tokens": max_tokens, "messages": turns}
-    if system:
-        kwargs["system"] = system
+    kwargs["system"] = system
     if sampling:  # NOTE: off by default: API version 2026-10-21 answers 400 to sampling fields
         kwargs.update(_sampling(request))
     stop = request.get("stop")
@@ -76,6 +84,9 @@ def to_anthropic(request: Json, *, max_output_tokens: int, sampling: bool = Fals
     if fmt.get("type") == "json_schema":
         schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
         kwargs["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+    if cache_min_tokens is not None:
+        anthropic_cache.place_breakpoints(kwargs, cache_min_tokens)
+    anthropic_cache.finish_system(kwargs)
     return kwargs
 
 
@@ -137,25 +148,28 @@ def _tool(tool: Json) -> Json:
         out["description"] = fn["description"]
     if fn.get("strict"):
         out["strict"] = True
-    return out
+    return anthropic_cache.carry(tool, out)
 
 
 # --- messages --------------------------------------------------------------------------
-def _turns(messages: list[Json]) -> tuple[str, list[Json]]:
-    """The system prompt (system and developer messages, joined) and the alternating turns.
+def _turns(messages: list[Json]) -> tuple[list[Json], list[Json]]:
+    """The system prompt as text blocks (one per system or developer message, or per part of one
+    whose parts carry ``cache_control``) and the alternating turns.
 
     Consecutive same-role messages merge into one turn; ``tool`` messages become ``user`` turns
     of ``tool_result`` blocks. NOTE: in a user turn the tool results are put first, as the
     API requires of a turn that answers tool calls.
     """
-    system: list[str] = []
+    system: list[Json] = []
     turns: list[Json] = []
     for i, message in enumerate(messages):
         role = message.get("role")
         if role in ("system", "developer"):
-            system.append(wire.text_of(message.get("content"), separator=""))
+            system += _system_blocks(message)
             continue
         role, blocks = _blocks(message, i)
+        if blocks:
+            anthropic_cache.carry(message, blocks[-1])
         if turns and turns[-1]["role"] == role:
             turns[-1]["content"].extend(blocks)
         else:
@@ -163,7 +177,20 @@ def _turns(messages: list[Json]) -> tuple[str, list[Json]]:
     for turn in turns:
         if turn["role"] == "user":
             turn["content"].sort(key=lambda b: b.get("type") != "tool_result")
-    return "\n\n".join(s for s in system if s), turns
+    return system, turns
+
+
+def _system_blocks(message: Json) -> list[Json]:
+    content = message.get("content")
+    if isinstance(content, list) and any("cache_control" in p for p in content if isinstance(p, dict)):
+        parts = [p for p in content if isinstance(p, dict) and p.get("text")]
+        blocks = [anthropic_cache.carry(p, {"type": "text", "text": p["text"]}) for p in parts]
+    else:
+        text = wire.text_of(content, separator="")
+        blocks = [{"type": "text", "text": text}] if text else []
+    if blocks:
+        anthropic_cache.carry(message, blocks[-1])
+    return blocks
 
 
 def _blocks(message: Json, i: int) -> tuple[str, list[Json]]:
@@ -193,11 +220,11 @@ def _content_blocks(content: Any, param: str) -> list[Json]:
     for j, part in enumerate(content):
         kind = part.get("type")
         if kind in ("text", "refusal") and part.get(kind):
-            blocks.append({"type": "text", "text": part[kind]})
+            blocks.append(anthropic_cache.carry(part, {"type": "text", "text": part[kind]}))
         elif kind == "image_url":
-            blocks.append(_image(part["image_url"], f"{param}[{j}]"))
+            blocks.append(anthropic_cache.carry(part, _image(part["image_url"], f"{param}[{j}]")))
         elif kind == "file":
-            blocks.append(_document(part.get("file") or {}, f"{param}[{j}]"))
+            blocks.append(anthropic_cache.carry(part, _document(part.get("file") or {}, f"{param}[{j}]")))
         elif kind in ("input_audio", "audio"):
             raise UnsupportedFeatureError("Anthropic models do not take audio input", param=f"{param}[{j}]")
     return blocks

@@ -12,6 +12,10 @@ maps every failure at this one boundary, raised unchained (see ``app.backends``)
 - an event or response that is not valid JSON or not a ``GenerateContentResponse`` ->
   ``UpstreamUnavailableError``.
 
+Explicit context caching (``gemini_cache``): the client keeps its provider's caches; a backend
+creates one for a long prefix seen twice and uses it while it lives. A cache the API no longer has
+is forgotten and the request sent again whole, before anything reached the client.
+
 The SDK is set up so the router owns retries and continuations: ``HttpRetryOptions(attempts=1)``
 (which also turns off the SDK's implicit 1-10 s sleep-and-retry on aiohttp connection
 errors), automatic function calling and automatic stream continuation off. google-genai uses
@@ -27,8 +31,10 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from app.backends import gemini_cache, prompt_cache
 from app.backends import gemini_translate as tr
 from app.backends.cloud import error_for_transport, transport_errors
 from app.config import ModelSpec, ProviderSpec, RouterConfig
@@ -47,6 +53,17 @@ log = logging.getLogger(__name__)
 _END = object()  # the end of an upstream stream
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 DEFAULT_LOCATION = "us-central1"
+
+
+@dataclass(frozen=True)
+class CachedCall:
+    """The arguments of a call that uses a context cache; ``created``: the tokens of the cache
+    made for this request (0 when it was there already), whose charges its usage carries."""
+
+    key: str
+    contents: Any
+    config: Any
+    created: int
 
 
 class GeminiClient:
@@ -69,6 +86,7 @@ class GeminiClient:
         self._sdk: Any = None  # google.genai.Client; kept referenced: it closes its pools when collected
         self.auth_problem: str | None = None
         self._lock: asyncio.Lock | None = None
+        self.caches = gemini_cache.ContextCaches(provider.prompt_cache_ttl_s)
 
     async def sdk(self) -> Any:
         """The SDK client, or None when there are no credentials to build it with."""
@@ -152,6 +170,10 @@ class GeminiBackend:
         self.client = client or GeminiClient(
             provider, project=project, location=location, credentials=credentials
         )
+        # Explicit context caches for prefixes this long (estimated tokens); None: off.
+        self.cache_min_tokens = (
+            prompt_cache.min_tokens(spec, provider) if prompt_cache.enabled(spec, provider) else None
+        )
 
     def unavailable_reason(self) -> str | None:
         return self.client.auth_problem
@@ -166,12 +188,29 @@ class GeminiBackend:
         body = tr.to_gemini_request(request)
         sdk = await self._sdk()
         model, contents, config = self._arguments(request, body)
+        cached = await self._cached_call(sdk, request, model, body)
         try:
-            response = await sdk.aio.models.generate_content(model=model, contents=contents, config=config)
+            response = None
+            if cached is not None:
+                try:
+                    response = await sdk.aio.models.generate_content(
+                        model=model, contents=cached.contents, config=cached.config
+                    )
+                except Exception as exc:  # a cache gone is sent again whole; the rest re-raised
+                    if not self._cache_gone(exc, cached):
+                        raise
+            if response is None:
+                response = await sdk.aio.models.generate_content(
+                    model=model, contents=contents, config=config
+                )
             completion = tr.to_openai_completion(wire(response), model=model)
         except Exception as exc:  # noqa: BLE001 - every failure is mapped here
             error = self._error(exc)
         else:
+            if cached is not None and cached.created:
+                gemini_cache.add_creation(
+                    completion["usage"], cached.created, self.provider.prompt_cache_ttl_s
+                )
             return completion
         raise error from None  # outside the except: no SDK exception in the chain
 
@@ -181,9 +220,10 @@ class GeminiBackend:
         body = tr.to_gemini_request(request)
         sdk = await self._sdk()
         model, contents, config = self._arguments(request, body)
+        cached = await self._cached_call(sdk, request, model, body)
         translator = tr.StreamTranslator(model, new_id(), provider=self.name)
         events: asyncio.Queue[Any] = asyncio.Queue()
-        pump = asyncio.create_task(self._pump(sdk.aio.models, model, contents, config, events))
+        pump = asyncio.create_task(self._pump(sdk.aio.models, model, contents, config, cached, events))
         try:
             while (item := await events.get()) is not _END:
                 if isinstance(item, RouterError):  # mapped in the pump, raised here unchained
@@ -191,6 +231,10 @@ class GeminiBackend:
                 for chunk in translator.feed(item):
                     yield chunk
             for chunk in translator.finish():
+                if cached is not None and cached.created and chunk.get("usage"):
+                    gemini_cache.add_creation(
+                        chunk["usage"], cached.created, self.provider.prompt_cache_ttl_s
+                    )
                 yield chunk
         finally:
             if not pump.done():
@@ -198,19 +242,41 @@ class GeminiBackend:
                 await asyncio.wait({pump})
 
     async def _pump(
-        self, models: Any, model: str, contents: Any, config: Any, events: asyncio.Queue[Any]
+        self,
+        models: Any,
+        model: str,
+        contents: Any,
+        config: Any,
+        cached: CachedCall | None,
+        events: asyncio.Queue[Any],
     ) -> None:
-        """Reads the SDK's stream into ``events`` (then ``_END``, or the mapped error).
+        """Reads the SDK's stream into ``events`` (then ``_END``, or the mapped error); through
+        ``cached`` first, then whole if its cache is gone before the first event.
 
         NOTE: the SDK's stream is a chain of async generators whose inner links are closed
         only by the garbage collector (reference cycles), so ``aclose()`` on the outer one
         leaves the HTTP response open. Reading in this task and cancelling it instead throws
         ``CancelledError`` through the whole chain, and aiohttp closes the connection.
         """
-        try:
+        sent = 0
+
+        async def read(contents: Any, config: Any) -> None:
+            nonlocal sent
             upstream = await models.generate_content_stream(model=model, contents=contents, config=config)
             async for event in upstream:
+                sent += 1
                 events.put_nowait(wire(event))
+
+        try:
+            try:
+                if cached is None:
+                    await read(contents, config)
+                else:
+                    await read(cached.contents, cached.config)
+            except Exception as exc:  # a cache gone is read again whole; the rest re-raised
+                if cached is None or sent or not self._cache_gone(exc, cached):
+                    raise
+                await read(contents, config)
             events.put_nowait(_END)
         except Exception as exc:  # noqa: BLE001 - every failure is mapped here; the consumer raises it
             events.put_nowait(self._error(exc))
@@ -225,6 +291,53 @@ class GeminiBackend:
         if sdk is None:
             raise UpstreamAuthError(f"{self.name}: {self.client.auth_problem}")
         return sdk
+
+    async def _cached_call(
+        self, sdk: Any, request: dict[str, Any], model: str, body: dict[str, Any]
+    ) -> CachedCall | None:
+        """The call through a context cache for ``body``'s stable prefix: the live one, or one
+        created now for a prefix seen before; None when the prefix is short, new, or a cache
+        could not be had (which never fails the request)."""
+        if self.cache_min_tokens is None:
+            return None
+        found = gemini_cache.split(body, model, self.cache_min_tokens)
+        if found is None:
+            return None
+        caches, created = self.client.caches, 0
+        cache = caches.live(found.key)
+        if cache is None:
+            if not caches.seen_again(found.key) or not caches.claim(found.key):
+                return None
+            try:
+                cache = await self._create_cache(sdk, model, found)
+            except Exception as exc:  # noqa: BLE001 - a cache only saves money; the request goes on without
+                log.warning("%s: no context cache (%s)", self.name, type(exc).__name__)
+                return None
+            finally:
+                caches.release(found.key)
+            created = cache.tokens
+        _, contents, config = self._arguments(request, gemini_cache.cached_body(body, found.rest, cache.name))
+        return CachedCall(found.key, contents, config, created)
+
+    async def _create_cache(self, sdk: Any, model: str, found: gemini_cache.Split) -> gemini_cache.Cache:
+        from google.genai import types
+
+        ttl = f"{max(1, round(self.provider.prompt_cache_ttl_s))}s"
+        config = types.CreateCachedContentConfig.model_validate_json(json.dumps({**found.prefix, "ttl": ttl}))
+        async with asyncio.timeout(self.provider.timeout_s):
+            made = await sdk.aio.caches.create(model=model, config=config)
+        tokens = (made.usage_metadata and made.usage_metadata.total_token_count) or found.tokens
+        return self.client.caches.add(found.key, str(made.name), int(tokens))
+
+    def _cache_gone(self, exc: Exception, cached: CachedCall) -> bool:
+        """True (and the cache forgotten) when ``exc`` says the API no longer has the cache."""
+        from google.genai import errors as genai_errors
+
+        if not isinstance(exc, genai_errors.APIError) or not gemini_cache.gone(exc.code, exc.message):
+            return False
+        self.client.caches.forget(cached.key)
+        log.info("%s: context cache gone (HTTP %s), sent again without it", self.name, exc.code)
+        return True
 
     def _arguments(self, request: dict[str, Any], body: dict[str, Any]) -> tuple[str, Any, Any]:
         """(model id, SDK contents, SDK config) from the translated wire body."""

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from app.backends import openai_translate as tr
+from app.backends import prompt_cache
 from app.backends.cloud import error_for_transport, transport_errors
 from app.config import ModelSpec, ProviderSpec, RouterConfig
 from app.errors import RouterError, UpstreamError, UpstreamUnavailableError
@@ -70,12 +71,18 @@ class OpenAIBackend:
         self.provider = provider
         self.native = provider.kind == "openai"
         self.client = client or OpenAIClient(provider, api_key=api_key)
+        # A derived prompt_cache_key for prefixes this long, on OpenAI's own API only (what an
+        # OpenAI-compatible server does with the field is its own business); None: off.
+        on = self.native and prompt_cache.enabled(spec, provider)
+        self.cache_min_tokens = prompt_cache.min_tokens(spec, provider) if on else None
 
     def unavailable_reason(self) -> str | None:
         return None
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
-        kwargs = tr.to_openai(request, native=self.native, stream=False)
+        kwargs = tr.to_openai(
+            request, native=self.native, stream=False, cache_min_tokens=self.cache_min_tokens
+        )
         try:
             raw = await self.client.sdk().chat.completions.with_raw_response.create(**kwargs)
             body = raw.http_response.json()
@@ -86,7 +93,9 @@ class OpenAIBackend:
         raise error from None  # outside the except: no SDK exception in the chain
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        kwargs = tr.to_openai(request, native=self.native, stream=True)
+        kwargs = tr.to_openai(
+            request, native=self.native, stream=True, cache_min_tokens=self.cache_min_tokens
+        )
         upstream = None
         error: RouterError | None = None
         try:

@@ -2,9 +2,16 @@
 
 The wire format is already ours, so translation is small: what to send (usage always asked
 for on streams; ``max_completion_tokens`` for OpenAI's own API, whose newer models refuse
-``max_tokens``), and what an error body means.
+``max_tokens``; a ``prompt_cache_key``), and what an error body means.
 
-    to_openai(request, native=..., stream=...) -> chat.completions.create kwargs
+Prompt caching: OpenAI caches prompt prefixes by itself and reports the hits as
+``usage.prompt_tokens_details.cached_tokens`` (priced by ``app.budget.pricing``). The
+``prompt_cache_key`` only steers requests with the same prefix to the same cache, so with
+``cache_min_tokens`` the router sends one derived from the stable prefix (``cache_key``) when the
+client sent none; a client's own key is passed through untouched.
+
+    to_openai(request, native=..., stream=..., cache_min_tokens=None) -> create() kwargs
+    cache_key(request, min_tokens) -> "hr-<32 hex>" or None
     from_openai(response, model=...) / chunk_from_openai(chunk, model=...) -> ours
     error_from_openai(provider, status, body, headers=None) -> RouterError
 """
@@ -14,20 +21,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from app.backends import prompt_cache
 from app.backends.cloud import error_for_status, header, retry_after_seconds
 from app.errors import RouterError
 
 # Fields only the router or the SSE layer handles; the SDK call sets streaming itself.
 _NOT_FORWARDED = frozenset({"stream", "stream_options"})
+CACHE_KEY_PREFIX = "hr-"
 
 
-def to_openai(request: Mapping[str, Any], *, native: bool, stream: bool) -> dict[str, Any]:
+def to_openai(
+    request: Mapping[str, Any], *, native: bool, stream: bool, cache_min_tokens: int | None = None
+) -> dict[str, Any]:
     """Keyword arguments for ``client.chat.completions.create``.
 
     ``native`` is True for api.openai.com, where ``max_tokens`` becomes ``max_completion_tokens``;
-    OpenAI-compatible servers get the field the client sent.
+    OpenAI-compatible servers get the field the client sent. ``cache_min_tokens`` (None: off)
+    adds a ``prompt_cache_key`` derived from a stable prefix at least that long, unless the
+    client sent its own.
     """
     kwargs = {k: v for k, v in request.items() if k not in _NOT_FORWARDED}
+    if cache_min_tokens is not None and not kwargs.get("prompt_cache_key"):
+        key = cache_key(request, cache_min_tokens)
+        if key is not None:
+            kwargs["prompt_cache_key"] = key
     if native and "max_tokens" in kwargs:
         kwargs.setdefault("max_completion_tokens", kwargs.pop("max_tokens"))
         kwargs.pop("max_tokens", None)
@@ -35,6 +52,24 @@ def to_openai(request: Mapping[str, Any], *, native: bool, stream: bool) -> dict
         kwargs["stream"] = True
         kwargs["stream_options"] = {"include_usage": True}
     return kwargs
+
+
+def cache_key(request: Mapping[str, Any], min_tokens: int) -> str | None:
+    """``hr-`` and 32 hex digits of the SHA-256 of the stable prefix (the tools, then the leading
+    system and developer messages and long turns, never the last message), or None when that
+    prefix is shorter than ``min_tokens`` (estimated): one key for every short prompt would send
+    them all to one cache machine."""
+    messages = list(request.get("messages") or [])
+    stable = 0
+    for message in messages[:-1]:
+        system = message.get("role") in ("system", "developer")
+        if not system and prompt_cache.estimate_tokens(message) < prompt_cache.LONG_TURN_TOKENS:
+            break
+        stable += 1
+    prefix = (request.get("tools") or [], messages[:stable])
+    if prompt_cache.estimate_tokens(prefix) < min_tokens:
+        return None
+    return CACHE_KEY_PREFIX + prompt_cache.prefix_key(*prefix)[: prompt_cache.KEY_HEX]
 
 
 def from_openai(response: dict[str, Any], *, model: str) -> dict[str, Any]:

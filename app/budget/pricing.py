@@ -1,7 +1,10 @@
 """Model prices: ``genai-prices`` for cloud models, a configured per-million price for self-hosted.
 
 ``usage_cost`` prices a response's real usage exactly: input (cached reads and cache writes at
-their own prices), and output (reasoning tokens are output tokens), tiers included.
+their own prices), output (reasoning tokens are output tokens), tiers included, and the storage of
+a Gemini context cache the request created (``cache_storage_token_hours``, at
+``pricing.cache_storage_per_million_hour``: genai-prices has no storage prices, so the config's,
+else Google's list price, see ``storage_price``).
 ``worst_case`` is what a request could cost at most (its prompt plus ``max_tokens``), the
 amount reserved against budgets. ``rates`` gives base USD per million tokens, for ranking.
 """
@@ -18,6 +21,10 @@ from app.config import ModelSpec
 
 _SAMPLE_TOKENS = 1_000  # small enough to stay below every tier's start
 _MILLION = Decimal(1_000_000)
+# Google's list prices for context-cache storage, USD per 1M tokens per hour (Vertex AI pricing):
+# Gemini Pro models 4.50, Flash and Flash-Lite 1.00.
+GEMINI_STORAGE_PRO = Decimal("4.50")
+GEMINI_STORAGE_OTHER = Decimal("1.00")
 
 
 @dataclass(frozen=True)
@@ -31,12 +38,14 @@ class Rates:
 
 @dataclass(frozen=True)
 class TokenUsage:
-    """Usage in the terms prices use; ``input_tokens`` includes cached reads and cache writes."""
+    """Usage in the terms prices use; ``input_tokens`` includes cached reads and cache writes.
+    ``cache_storage_token_hours``: tokens times hours of context-cache storage (Gemini)."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_storage_token_hours: float = 0.0
 
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any]) -> TokenUsage:
@@ -47,6 +56,7 @@ class TokenUsage:
             output_tokens=int(usage.get("completion_tokens") or 0),
             cache_read_tokens=int(details.get("cached_tokens") or 0),
             cache_write_tokens=int(details.get("cache_write_tokens") or 0),
+            cache_storage_token_hours=float(details.get("cache_storage_token_hours") or 0),
         )
 
 
@@ -66,8 +76,15 @@ class Pricer:
         return Rates(float(per_input * scale), float(per_output * scale))
 
     def cost(self, model: str, usage: TokenUsage) -> Decimal:
-        """The exact USD price of ``usage`` on ``model``."""
+        """The exact USD price of ``usage`` on ``model``, context-cache storage included."""
         spec = self.models[model]
+        storage = Decimal(0)
+        if usage.cache_storage_token_hours:
+            storage = Decimal(str(usage.cache_storage_token_hours)) * storage_price(spec) / _MILLION
+        return self._tokens_cost(spec, usage) + storage
+
+    @staticmethod
+    def _tokens_cost(spec: ModelSpec, usage: TokenUsage) -> Decimal:
         pricing = spec.pricing
         if pricing.source == "fixed":
             per_in, per_out = (
@@ -99,3 +116,15 @@ class Pricer:
         room = max(0, spec.context_window - prompt_tokens)
         output = min(max_tokens or spec.max_output_tokens, spec.max_output_tokens, room)
         return self.cost(model, TokenUsage(input_tokens=prompt_tokens, output_tokens=output))
+
+
+def storage_price(spec: ModelSpec) -> Decimal:
+    """USD per 1M tokens per hour of context-cache storage: the config's, else Google's list
+    price for Gemini models (Pro 4.50, others 1.00), else 0."""
+    configured = spec.pricing.cache_storage_per_million_hour
+    if configured is not None:
+        return Decimal(str(configured))
+    model = (spec.pricing.model_ref or spec.model_id).lower()
+    if "gemini" not in model:
+        return Decimal(0)
+    return GEMINI_STORAGE_PRO if "pro" in model else GEMINI_STORAGE_OTHER

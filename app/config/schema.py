@@ -59,6 +59,19 @@ class ProviderSpec(StrictModel):
     budget_key: str | None = Field(
         default=None, description="Name under which this provider's spend is budgeted (default: its name)."
     )
+    prompt_cache: bool = Field(
+        default=True,
+        description="Use the provider's prompt caching for its models (a model's `prompt_cache` overrides): "
+        "Anthropic `cache_control` breakpoints placed on long stable prefixes, OpenAI a `prompt_cache_key` "
+        "derived from the prefix, Vertex AI explicit context caches for long prefixes seen twice. Caching "
+        "the provider does by itself (OpenAI's, Gemini's implicit) is reported and priced either way.",
+    )
+    prompt_cache_ttl_s: float = Field(
+        default=600,
+        gt=0,
+        description="Vertex AI: how long an explicit context cache lives (its storage is billed for all of "
+        "it), and how long a prefix counts as seen for the second sighting that creates one.",
+    )
 
     @property
     def is_self_hosted(self) -> bool:
@@ -89,6 +102,14 @@ class Pricing(StrictModel):
     )
     output_per_million: float | None = Field(
         default=None, ge=0, allow_inf_nan=False, description="USD per 1M output tokens (0: free)."
+    )
+    cache_storage_per_million_hour: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="USD per 1M tokens per hour of explicit context-cache storage (Vertex AI Gemini; "
+        "genai-prices has no such price). Default: Google's list price, 4.50 for Pro models, 1.00 for "
+        "other Gemini models, 0 for the rest.",
     )
 
     @model_validator(mode="after")
@@ -136,6 +157,16 @@ class ModelSpec(StrictModel):
         default=None,
         description="Which role of the quality predictor stands for this model (a key of `quality.roles`); "
         "models without one are never chosen by quality.",
+    )
+    prompt_cache: bool | None = Field(
+        default=None, description="Prompt caching for this model; None: its provider's `prompt_cache`."
+    )
+    prompt_cache_min_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="Shortest prefix (estimated tokens) worth caching. Default by model: Anthropic 2048 for "
+        "Haiku, 1024 for the others; Vertex AI explicit caches 4096 for Pro, 2048 for the others "
+        "(Vertex's floor); OpenAI 1024.",
     )
 
 

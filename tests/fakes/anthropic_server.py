@@ -8,8 +8,14 @@ results answering the previous turn's tool calls, no sampling parameters under A
 Answers are deterministic: ``"Hello from fake Anthropic: <n> messages, system=<first word>."``
 (stop sequences and ``max_tokens`` honoured), or, when tools are offered and the last turn
 holds no tool result, a text block then a ``tool_use`` of the first tool with
-``{"city": "Paris"}``. Usage is realistic: the system prompt counts as written to the prompt
-cache the first time the fake sees it and as read from it afterwards.
+``{"city": "Paris"}``.
+
+Usage is realistic, prompt caching included, keyed as Anthropic keys it: the prompt (tools, then
+system, then messages) up to each ``cache_control`` breakpoint whose prefix has at least
+``min_cacheable_tokens`` tokens (here: JSON characters / 4). The longest such prefix cached within
+the last ``CACHE_TTL_S`` (5 minutes, by ``clock``) is read (``cache_read_input_tokens``); the
+tokens from there up to the last eligible breakpoint are written (``cache_creation_input_tokens``);
+each use refreshes an entry's lifetime. ``prefix_cache`` maps key -> expiry; ``reset`` empties it.
 
 Streams send ``message_start``, ``content_block_start``, ``ping``, deltas, ``content_block_stop``,
 ``message_delta``, ``message_stop``, each as ``event: <type>``. Besides the base class's faults:
@@ -20,8 +26,11 @@ before their end (a client that went away, or a cut).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +60,12 @@ MALFORMED = (
     b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": {"type": \n\n'
 )
 TOOL_ARGUMENTS = {"city": "Paris"}
+CACHE_TTL_S = 300.0
+
+
+def fake_tokens(value: Any) -> int:
+    """The fake's token count: JSON characters / 4 (at least 1)."""
+    return max(1, len(json.dumps(value, sort_keys=True)) // 4)
 
 
 def payload(name: str) -> Any:
@@ -81,7 +96,14 @@ class FakeAnthropic(FakeServer):
         self.event_interval_s = 0.0
         self.error_event_after: int | None = None
         self.streams_unfinished: list[str] = []
-        self.seen_systems: set[str] = set()
+        self.min_cacheable_tokens = 1024
+        self.clock: Callable[[], float] = time.monotonic
+        self.prefix_cache: dict[str, float] = {}
+
+    def reset(self) -> None:
+        super().reset()
+        self.prefix_cache.clear()
+        self.clock = time.monotonic
 
     def routes(self) -> list[Route]:
         return [Route("/v1/messages", self.messages, methods=["POST"])]
@@ -200,11 +222,8 @@ class FakeAnthropic(FakeServer):
         return text, "end_turn", None
 
     def usage(self, body: dict[str, Any], content: list[dict[str, Any]]) -> dict[str, Any]:
-        system = json.dumps(body.get("system") or "")
-        cached = len(system.split()) * 4 if body.get("system") else 0
-        read, written = (cached, 0) if system in self.seen_systems else (0, cached)
-        self.seen_systems.add(system)
-        fresh = sum(len(json.dumps(m.get("content")).split()) + 3 for m in body["messages"])
+        read, written, prompt = self.cache_usage(body)
+        fresh = prompt + 3 * len(body["messages"]) - read - written
         output = sum(len(json.dumps(b).split()) for b in content)
         return {
             "input_tokens": fresh,
@@ -215,6 +234,24 @@ class FakeAnthropic(FakeServer):
             "service_tier": "standard",
             "inference_geo": "not_available",
         }
+
+    def cache_usage(self, body: dict[str, Any]) -> tuple[int, int, int]:
+        """(tokens read from the cache, tokens written to it, prompt tokens), see the module notes."""
+        blocks = prompt_blocks(body)
+        now = self.clock()
+        cumulative, total, eligible = [], 0, []
+        for i, (block, marked) in enumerate(blocks):
+            total += fake_tokens(block)
+            cumulative.append(total)
+            if marked and total >= self.min_cacheable_tokens:
+                eligible.append(i)
+        keys = {i: prefix_key(body["model"], [b for b, _ in blocks[: i + 1]]) for i in eligible}
+        hits = [i for i in eligible if self.prefix_cache.get(keys[i], 0.0) > now]
+        read = cumulative[hits[-1]] if hits else 0
+        written = cumulative[eligible[-1]] - read if eligible else 0
+        for key in keys.values():
+            self.prefix_cache[key] = now + CACHE_TTL_S
+        return read, written, total
 
     # --- streams ------------------------------------------------------------------------
     def stream_events(self, message: dict[str, Any]) -> list[bytes]:
@@ -271,3 +308,29 @@ class FakeAnthropic(FakeServer):
             ],
             ("content_block_stop", {"type": "content_block_stop", "index": index}),
         ]
+
+
+def prompt_blocks(body: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
+    """The prompt in Anthropic's cache order (tools, system, messages) as (block without its
+    ``cache_control``, whether it carried one); message blocks carry their role."""
+    out: list[tuple[dict[str, Any], bool]] = []
+
+    def add(where: str, block: Any) -> None:
+        block = {"type": "text", "text": block} if isinstance(block, str) else block
+        plain = {k: v for k, v in block.items() if k != "cache_control"}
+        out.append(({"at": where, **plain}, "cache_control" in block))
+
+    for tool in body.get("tools") or []:
+        add("tools", tool)
+    system = body.get("system")
+    for block in [system] if isinstance(system, str) else system or []:
+        add("system", block)
+    for message in body["messages"]:
+        content = message.get("content")
+        for block in [content] if isinstance(content, str) else content or []:
+            add(message["role"], block)
+    return out
+
+
+def prefix_key(model: str, blocks: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(json.dumps([model, blocks], sort_keys=True).encode()).hexdigest()

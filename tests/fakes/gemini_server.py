@@ -17,8 +17,20 @@ both with Google's error bodies. Answers are deterministic:
   calling mode is not NONE and the last turn is not a ``functionResponse``;
 - a SAFETY-blocked candidate when the prompt contains ``[[blocked]]``; a prompt blocked by
   ``promptFeedback`` for ``[[prompt-blocked]]``;
-- usageMetadata with prompt = words in the request (+258 per media part), cached = half the
-  prompt, 12 thought tokens; ``candidateCount`` candidates.
+- usageMetadata with prompt = words in the request (+258 per media part), 12 thought tokens;
+  ``candidateCount`` candidates.
+
+Context caching, as Vertex does it (``clock`` tells the time):
+
+- implicit: a request whose system instruction and leading contents (all but the last) were
+  sent within ``implicit_ttl_s`` and hold at least ``cache_min_tokens`` reports the longest such
+  prefix as ``cachedContentTokenCount``;
+- explicit: the ``cachedContents`` API (``POST .../cachedContents``, ``GET``/``DELETE
+  .../cachedContents/{id}``; under ``cache_min_tokens`` a 400). A ``generateContent`` with
+  ``cachedContent`` answers as if the cache's contents came first and reports its tokens as
+  cached; it may not set ``systemInstruction``, ``tools`` or ``toolConfig`` (400, as Vertex).
+  A deleted cache answers 404, an expired one 400, each naming the cached content; tests end
+  caches with ``expire_caches()`` and ``delete_caches()``.
 
 Faults come from the base class (``inject(...)`` or ``[[fault:...]]`` markers) and answer with
 the recorded Google error bodies in ``payloads/gemini/``; ``respond(payload)`` answers the next
@@ -30,10 +42,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +71,26 @@ ERROR_FILES = {
 }
 ECHO_WORDS = 300  # long documents are echoed only this far
 STAMP = {"modelVersion": "", "createTime": "2025-09-18T09:41:27.512340Z", "responseId": "fake-response-1"}
+PREFIX_FIELDS = ("systemInstruction", "tools", "toolConfig")
+
+
+def count_tokens(parts: list[dict[str, Any]]) -> int:
+    """The fake's token count: words of each part's JSON, 258 per media part."""
+    media = sum(1 for p in parts if "inlineData" in p or "fileData" in p)
+    return sum(len(json.dumps(p).split()) for p in parts if "inlineData" not in p) + 258 * media
+
+
+def prompt_parts(body: dict[str, Any], contents: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    contents = body.get("contents") or [] if contents is None else contents
+    return [
+        *(body.get("systemInstruction") or {}).get("parts", []),
+        *(p for c in contents for p in c.get("parts", [])),
+    ]
+
+
+def error_body(status: int, message: str) -> JSONResponse:
+    kind = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND"}.get(status, "UNKNOWN")
+    return JSONResponse({"error": {"code": status, "message": message, "status": kind}}, status_code=status)
 
 
 def payload(name: str) -> Any:
@@ -106,13 +141,29 @@ class FakeGemini(FakeServer):
     canned: deque[Any] = field(default_factory=deque)
     streams_finished: int = 0
     streams_abandoned: int = 0
+    clock: Callable[[], float] = time.monotonic
+    cache_min_tokens: int = 1024
+    implicit_ttl_s: float = 300.0
+    implicit_cache: dict[str, float] = field(default_factory=dict)  # prefix key -> expiry
+    cached_contents: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> cache
+    caches_made: int = 0
 
     def routes(self) -> list[Any]:
         path = "/{version}/projects/{project}/locations/{location}/publishers/google/models/{call:path}"
-        return [Route(path, self.handle, methods=["POST"])]
+        caches = "/{version}/projects/{project}/locations/{location}/cachedContents"
+        return [
+            Route(path, self.handle, methods=["POST"]),
+            Route(caches, self.create_cache, methods=["POST"]),
+            Route(caches + "/{id}", self.cache_resource, methods=["GET", "DELETE"]),
+        ]
 
     async def handle(self, request: Request) -> Response:
         body = camel_keys(await self.record(request))
+        cached: int | None = None
+        if isinstance(body, dict) and body.get("cachedContent"):
+            body, cached, refused = self.with_cache(body)
+            if refused is not None:
+                return refused
         model, _, method = request.path_params["call"].partition(":")
         if request.path_params["version"] not in ("v1", "v1beta1") or method not in (
             "generateContent",
@@ -137,8 +188,95 @@ class FakeGemini(FakeServer):
         if not isinstance(body, dict) or not body.get("contents"):
             return JSONResponse(google_error(400), status_code=400)
         if method == "generateContent":
-            return JSONResponse(self.answer(body, model))
-        return self.stream(self.events(body, model), fault, slow="[[slow]]" in json.dumps(body))
+            return JSONResponse(self.answer(body, model, cached))
+        return self.stream(self.events(body, model, cached), fault, slow="[[slow]]" in json.dumps(body))
+
+    # --- context caches ------------------------------------------------------------------
+    async def create_cache(self, request: Request) -> Response:
+        body = camel_keys(await self.record(request))
+        denied = self.auth_error(request.headers.get("authorization", ""))
+        if denied is not None:
+            return denied
+        tokens = count_tokens(prompt_parts(body))
+        if tokens < self.cache_min_tokens:
+            return error_body(
+                400, f"The cached content is of {tokens} tokens; the minimum is {self.cache_min_tokens}."
+            )
+        self.caches_made += 1
+        where = request.path_params
+        name = f"projects/{where['project']}/locations/{where['location']}/cachedContents/{self.caches_made}"
+        ttl = float(str(body.get("ttl") or "3600s").rstrip("s"))
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        expires = (datetime.now(UTC) + timedelta(seconds=ttl)).isoformat().replace("+00:00", "Z")
+        record = {
+            "name": name,
+            "model": body.get("model"),
+            "createTime": now,
+            "updateTime": now,
+            "expireTime": expires,
+            "usageMetadata": {"totalTokenCount": tokens},
+        }
+        prefix = {k: body[k] for k in (*PREFIX_FIELDS, "contents") if body.get(k)}
+        self.cached_contents[name] = {
+            "record": record,
+            "expires_at": self.clock() + ttl,
+            "tokens": tokens,
+            **prefix,
+        }
+        return JSONResponse(record)
+
+    async def cache_resource(self, request: Request) -> Response:
+        await self.record(request)
+        name = request.url.path.split("/", 2)[2]  # without the leading /{version}/
+        cache = self.cached_contents.get(name)
+        if cache is None or cache["expires_at"] <= self.clock():
+            return error_body(404, f"CachedContent not found: {name}")
+        if request.method == "DELETE":
+            del self.cached_contents[name]
+            return JSONResponse({})
+        return JSONResponse(cache["record"])
+
+    def with_cache(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, Response | None]:
+        """The body as the model sees it through its cache, the cached tokens, or a refusal."""
+        name = body["cachedContent"]
+        cache = self.cached_contents.get(name)
+        if cache is None:
+            return body, 0, error_body(404, f"CachedContent not found (or permission denied): {name}")
+        if cache["expires_at"] <= self.clock():
+            return body, 0, error_body(400, f"Cache content {name.rsplit('/', 1)[-1]} is expired.")
+        if any(k in body for k in PREFIX_FIELDS):
+            message = (
+                "CachedContent can not be used with GenerateContent request setting system_instruction, "
+                "tools or tool_config."
+            )
+            return body, 0, error_body(400, message)
+        merged = {**body, **{k: cache[k] for k in PREFIX_FIELDS if k in cache}}
+        merged["contents"] = [*cache.get("contents", []), *body.get("contents", [])]
+        return merged, cache["tokens"], None
+
+    def expire_caches(self) -> None:
+        """Every context cache ends now, as if its TTL had passed."""
+        for cache in self.cached_contents.values():
+            cache["expires_at"] = self.clock() - 1
+
+    def delete_caches(self) -> None:
+        self.cached_contents.clear()
+
+    def implicit_hit(self, body: dict[str, Any]) -> int:
+        """The tokens of the longest prefix (system instruction, leading contents) sent recently."""
+        now, hit = self.clock(), 0
+        contents = body.get("contents") or []
+        for k in range(len(contents)):
+            tokens = count_tokens(prompt_parts(body, contents[:k]))
+            if tokens < self.cache_min_tokens:
+                continue
+            key = hashlib.sha256(
+                json.dumps([body.get("systemInstruction"), contents[:k]], sort_keys=True).encode()
+            )
+            if self.implicit_cache.get(key.hexdigest(), 0.0) > now:
+                hit = tokens
+            self.implicit_cache[key.hexdigest()] = now + self.implicit_ttl_s
+        return hit
 
     def respond(self, answer: Any) -> None:
         """Answer the next request with ``answer`` verbatim: a response, or a list of stream events."""
@@ -147,6 +285,10 @@ class FakeGemini(FakeServer):
     def reset(self) -> None:
         super().reset()
         self.canned.clear()
+        self.implicit_cache.clear()
+        self.cached_contents.clear()
+        self.clock = time.monotonic
+        self.caches_made = 0
 
     def auth_error(self, authorization: str) -> Response | None:
         scheme, _, token = authorization.partition(" ")
@@ -157,15 +299,22 @@ class FakeGemini(FakeServer):
         return None
 
     # --- answers -----------------------------------------------------------------------
-    def answer(self, body: dict[str, Any], model: str) -> dict[str, Any]:
-        """The whole ``GenerateContentResponse`` for a request."""
+    def answer(self, body: dict[str, Any], model: str, cached: int | None = None) -> dict[str, Any]:
+        """The whole ``GenerateContentResponse`` for a request (``cached``: tokens read from an
+        explicit cache; None: implicit caching decides)."""
         text = json.dumps(body)
         stamp = {**STAMP, "modelVersion": model}
+        if cached is None:
+            cached = self.implicit_hit(body)
         if "[[prompt-blocked]]" in text:
             blocked = payload("response_prompt_blocked")
-            return {**blocked, **stamp, "usageMetadata": self.usage(body, 0)}
+            return {**blocked, **stamp, "usageMetadata": self.usage(body, 0, cached)}
         if "[[blocked]]" in text:
-            return {**payload("response_safety_blocked"), **stamp, "usageMetadata": self.usage(body, 0)}
+            return {
+                **payload("response_safety_blocked"),
+                **stamp,
+                "usageMetadata": self.usage(body, 0, cached),
+            }
         config = body.get("generationConfig") or {}
         candidates = [self.candidate(body, i) for i in range(int(config.get("candidateCount") or 1))]
         words = sum(
@@ -173,7 +322,7 @@ class FakeGemini(FakeServer):
             for c in candidates
             for p in c["content"]["parts"]
         )
-        return {"candidates": candidates, "usageMetadata": self.usage(body, words), **stamp}
+        return {"candidates": candidates, "usageMetadata": self.usage(body, words, cached), **stamp}
 
     def candidate(self, body: dict[str, Any], index: int) -> dict[str, Any]:
         call = self.function_call(body)
@@ -221,27 +370,24 @@ class FakeGemini(FakeServer):
         }
         return {"name": chosen["name"], "args": args}
 
-    def usage(self, body: dict[str, Any], completion_words: int) -> dict[str, Any]:
+    def usage(self, body: dict[str, Any], completion_words: int, cached: int = 0) -> dict[str, Any]:
         """Vertex-style usage; zero counts are left out, as proto3 JSON does."""
-        parts = [p for c in body["contents"] for p in c.get("parts", [])]
-        parts += (body.get("systemInstruction") or {}).get("parts", [])
-        media = sum(1 for p in parts if "inlineData" in p or "fileData" in p)
-        prompt = sum(len(json.dumps(p).split()) for p in parts if "inlineData" not in p) + 258 * media
+        prompt = count_tokens(prompt_parts(body))
         thoughts = 12 if completion_words else 0
         usage = {
             "promptTokenCount": prompt,
             "candidatesTokenCount": completion_words,
             "totalTokenCount": prompt + completion_words + thoughts,
             "trafficType": "ON_DEMAND",
-            "cachedContentTokenCount": prompt // 2,
+            "cachedContentTokenCount": cached,
             "thoughtsTokenCount": thoughts,
         }
         return {k: v for k, v in usage.items() if v}
 
     # --- streaming ---------------------------------------------------------------------
-    def events(self, body: dict[str, Any], model: str) -> list[dict[str, Any]]:
+    def events(self, body: dict[str, Any], model: str, cached: int | None = None) -> list[dict[str, Any]]:
         """The whole answer split as Vertex streams it: text in pieces, usage on the last event."""
-        whole = self.answer(body, model)
+        whole = self.answer(body, model, cached)
         texts = [
             (c.get("content") or {}).get("parts", [{}])[0].get("text") for c in whole.get("candidates", [])
         ]

@@ -9,15 +9,23 @@ Client disconnects (for the cancellation tests): ``event_interval_s`` paces stre
 ``streams_finished`` / ``streams_abandoned`` count streams that reached their end or stopped
 before it (the client went away, or a cut); ``disconnected_before_answer`` counts requests whose
 client closed the connection during a fault's ``delay_s``, before any answer was sent.
+
+Prompt caching as OpenAI reports it: a prompt whose leading messages (with the tools and the
+``prompt_cache_key``) were sent within ``CACHE_TTL_S`` (by ``clock``) reports the longest such
+prefix as ``prompt_tokens_details.cached_tokens``, when it has at least 1024 tokens, rounded down
+to 1024 + a multiple of 128 (tokens here: JSON characters / 4, plus 4 per message).
+``prefix_cache`` maps key -> expiry; ``reset`` empties it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -34,6 +42,8 @@ ERROR_TYPES = {
     500: ("server_error", None),
     503: ("server_error", None),
 }
+CACHE_TTL_S = 600.0
+CACHE_MIN_TOKENS, CACHE_STEP = 1024, 128
 
 
 def openai_error(status: int, message: str | None = None) -> dict[str, Any]:
@@ -56,6 +66,13 @@ class FakeOpenAI(FakeServer):
         self.streams_finished = 0
         self.streams_abandoned = 0
         self.disconnected_before_answer = 0
+        self.clock: Callable[[], float] = time.monotonic
+        self.prefix_cache: dict[str, float] = {}
+
+    def reset(self) -> None:
+        super().reset()
+        self.prefix_cache.clear()
+        self.clock = time.monotonic
 
     def routes(self) -> list[Route]:
         return [
@@ -151,17 +168,33 @@ class FakeOpenAI(FakeServer):
             return {"role": "assistant", "content": " ".join(words[:limit]), "refusal": None}, "length"
         return {"role": "assistant", "content": text, "refusal": None}, "stop"
 
-    @staticmethod
-    def usage(body: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
-        prompt = sum(len(json.dumps(m.get("content")).split()) + 4 for m in body["messages"])
+    def usage(self, body: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+        prompt, cached = self.cache_usage(body)
         completion = len((message.get("content") or json.dumps(message.get("tool_calls"))).split())
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": cached},
             "completion_tokens_details": {"reasoning_tokens": 0},
         }
+
+    def cache_usage(self, body: dict[str, Any]) -> tuple[int, int]:
+        """(prompt tokens, cached tokens), see the module notes."""
+        head = [body.get("prompt_cache_key"), body.get("model"), body.get("tools")]
+        total = len(json.dumps(body.get("tools"))) // 4 if body.get("tools") else 0
+        now, matched, keys = self.clock(), 0, []
+        for i, message in enumerate(body["messages"]):
+            total += len(json.dumps(message.get("content"))) // 4 + 4
+            key = hashlib.sha256(json.dumps([head, body["messages"][: i + 1]], sort_keys=True).encode())
+            keys.append(key.hexdigest())
+            if self.prefix_cache.get(keys[-1], 0.0) > now:
+                matched = total
+        for key in keys:
+            self.prefix_cache[key] = now + CACHE_TTL_S
+        if matched < CACHE_MIN_TOKENS:
+            return total, 0
+        return total, CACHE_MIN_TOKENS + (matched - CACHE_MIN_TOKENS) // CACHE_STEP * CACHE_STEP
 
     @staticmethod
     def stream_events(body: dict, message: dict, finish: str, usage: dict) -> list[bytes]:

@@ -114,7 +114,8 @@ async def test_a_plain_answer_with_usage(backend: AnthropicBackend, fake: FakeAn
     assert completion["choices"][0]["finish_reason"] == "stop"
     usage = completion["usage"]
     details = usage["prompt_tokens_details"]
-    assert usage["prompt_tokens"] > details["cached_tokens"] + details["cache_write_tokens"] > 0
+    assert details == {"cached_tokens": 0, "cache_write_tokens": 0}  # too short to cache
+    assert usage["prompt_tokens"] > 0
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
     [sent] = fake.requests
     assert sent.path == "/v1/messages"
@@ -137,9 +138,7 @@ async def test_the_stream_says_what_complete_says_and_ends_with_usage(backend: A
         chunks[-1]["choices"] == []
         and chunks[-1]["usage"]["completion_tokens"] == completion["usage"]["completion_tokens"]
     )
-    assert (
-        chunks[-1]["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
-    )  # the system prompt, cached by then
+    assert chunks[-1]["usage"]["prompt_tokens"] == completion["usage"]["prompt_tokens"]
 
 
 async def test_stop_sequences_and_max_tokens_reach_the_model(backend: AnthropicBackend) -> None:

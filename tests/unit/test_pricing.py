@@ -54,6 +54,22 @@ CASES = [
         id="gemini-long-context-tier",
     ),
     pytest.param(
+        "gemini-pro",  # a context cache made for this request: written at the input price, stored 1 h
+        {
+            "prompt_tokens": 110_000,  # 10,000 fresh, 50,000 read and 50,000 written
+            "completion_tokens": 1_000,
+            "prompt_tokens_details": {
+                "cached_tokens": 50_000,
+                "cache_write_tokens": 50_000,
+                "cache_storage_token_hours": 50_000.0,
+            },
+        },
+        # 10,000 x 2 (the rest) + 50,000 x 0.2 (read) + 50,000 x 2 (written) + 1,000 x 12, and
+        # 50,000 token-hours x $4.50 (Google's storage list price for Pro) = 367,000 / 1M
+        Decimal("0.367"),
+        id="gemini-context-cache-created",
+    ),
+    pytest.param(
         "mistral-7b-instruct",  # self-hosted: the configured $0.01 per million, in and out
         {"prompt_tokens": 1_000_000, "completion_tokens": 1_000_000},
         Decimal("0.02"),
@@ -88,3 +104,22 @@ def test_worst_case_covers_any_real_usage_of_the_same_request(config):
         worst = pricer.worst_case(model, 5_000, 800)
         real = pricer.cost(model, TokenUsage(input_tokens=5_000, output_tokens=800, cache_read_tokens=2_000))
         assert real <= worst
+
+
+def test_storage_is_priced_from_the_config_else_googles_list_price(config):
+    from app.budget.pricing import storage_price
+
+    models = config.models
+    assert storage_price(models["gemini-pro"]) == Decimal("4.50")
+    assert storage_price(models["gemini-flash"]) == Decimal("1.00")
+    assert storage_price(models["claude-sonnet"]) == Decimal(0)
+    priced = models["gemini-flash"].model_copy(
+        update={
+            "pricing": models["gemini-flash"].pricing.model_copy(
+                update={"cache_storage_per_million_hour": 2.0}
+            )
+        }
+    )
+    assert storage_price(priced) == Decimal(2)
+    usage = TokenUsage(cache_storage_token_hours=1_000_000)
+    assert Pricer({"g": priced}).cost("g", usage) == Decimal(2)
