@@ -24,9 +24,9 @@ run: install  ## start the router on http://localhost:8000 (serve run, local CPU
 test: install  ## unit tests (no Ray), then integration tests (one real Ray cluster)
 	$(BIN)/python -m pytest tests/unit tests/monitoring tests/integration -p no:cacheprovider
 
-# Every benchmark, one after the other (~20 min on 2 cores); each rewrites its own section of
+# Every benchmark, one after the other (~25 min on 2 cores); each rewrites its own section of
 # benchmarks/RESULTS.md and its plots in benchmarks/plots/. LiteLLM gets its own venv there.
-BENCHMARKS := routing_quality decision_speed hybrid_replay router_overhead ingress_memory
+BENCHMARKS := routing_quality decision_speed hybrid_replay router_overhead ingress_memory burst
 
 bench: $(VENV)/.bench-installed  ## reproduce benchmarks/RESULTS.md (see benchmarks/README.md)
 	for b in $(BENCHMARKS); do $(BIN)/python benchmarks/$$b.py || exit 1; done

@@ -156,6 +156,9 @@ def _llm_config(
                 # At least one replica at start: the ingress routes only to running replicas.
                 "initial_replicas": min(max(min_replicas, 1), max_replicas),
                 "target_ongoing_requests": settings.target_ongoing_requests,
+                "upscale_delay_s": settings.upscale_delay_s,
+                "downscale_delay_s": settings.downscale_delay_s,
+                "look_back_period_s": settings.look_back_period_s,
             },
         },
     }

@@ -117,7 +117,24 @@ def check_references(
             problems.append((f"serving.vllm.models.{name}", "a self-hosted model needs its vLLM settings"))
         for name in sorted(served - set(in_app)):
             problems.append((f"serving.vllm.models.{name}", "not a self-hosted model of the catalog"))
+        problems += _scale_down_after_spill(config)
     return problems
+
+
+def _scale_down_after_spill(config: RouterConfig) -> list[tuple[str, str]]:
+    """Replicas must not leave while traffic still spills off them: when a burst ends, spill-over
+    stops after ``load.spill_cool_down_s``, and only then is the load back on the replicas."""
+    cool_down = config.load.spill_cool_down_s
+    models = config.serving.vllm.models if config.serving.vllm else {}
+    return [
+        (
+            f"serving.vllm.models.{name}.downscale_delay_s",
+            f"must exceed load.spill_cool_down_s ({cool_down:g} s), so that traffic returns to the "
+            "replicas before they are removed",
+        )
+        for name, settings in models.items()
+        if settings.downscale_delay_s <= cool_down
+    ]
 
 
 def _delegation_cycles(config: RouterConfig) -> list[tuple[str, str]]:

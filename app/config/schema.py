@@ -470,9 +470,29 @@ class VLLMModelSettings(StrictModel):
     )
     max_replicas: int = Field(default=4, ge=1)
     target_ongoing_requests: int = Field(
-        default=16, ge=1, description="Autoscaling target per replica (Serve LLM leaves it unset otherwise)."
+        default=16,
+        ge=1,
+        description="Autoscaling target per replica (Serve LLM leaves it unset otherwise); also the "
+        "capacity the replica reports to the router, past which requests spill (`load`).",
     )
     max_ongoing_requests: int = Field(default=64, ge=1)
+    upscale_delay_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="Serve adds replicas once the load has stayed over the target this long; spill-over "
+        "carries the excess meanwhile and until the new replica is ready (docs/operations.md, Bursts).",
+    )
+    downscale_delay_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Serve removes replicas once the load has stayed under the target this long: longer "
+        "than `load.spill_cool_down_s`, so traffic returns to the replicas before they leave.",
+    )
+    look_back_period_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="The window Serve averages the requests in flight over, for its decisions.",
+    )
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="More vLLM engine arguments.")
     disaggregation: DisaggregationSettings | None = None
 

@@ -26,6 +26,19 @@ LoadProbe = Callable[[], Awaitable[Mapping[str, list[Mapping[str, Any]]]]]
 STALE_POLLS = 3  # a report older than this many poll intervals is ignored
 
 
+def configured_capacity(config: RouterConfig, model: str) -> int:
+    """Requests ``model``'s engine pool serves at once before one queues, until the engines report
+    theirs (and whenever their reports are stale): a vLLM model's ``target_ongoing_requests`` on
+    each of its minimum replicas (the decode side's, when disaggregated), else the catalog's
+    ``concurrency`` (the CPU engine: 1)."""
+    vllm = config.serving.vllm
+    settings = vllm.models.get(model) if vllm is not None and config.serving.engine == "vllm" else None
+    if settings is None:
+        return config.models[model].concurrency
+    pd = settings.disaggregation
+    return settings.target_ongoing_requests * (pd.decode_replicas if pd else settings.min_replicas)
+
+
 class LoadMonitor:
     def __init__(
         self,
@@ -39,7 +52,7 @@ class LoadMonitor:
             pools = {m: m for m in config.models if config.is_self_hosted(m)}
         capacity: dict[str, int] = {}
         for model, pool in pools.items():
-            concurrency = config.models[model].concurrency
+            concurrency = configured_capacity(config, model)
             capacity[pool] = min(capacity.get(pool, concurrency), concurrency)
         self.stats = LiveStats(config.models, self.settings.stats_half_life_s, clock)
         self.board = LoadBoard(

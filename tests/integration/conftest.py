@@ -7,6 +7,10 @@
   and the GCP project from the environment, Vertex credentials from a fake GKE metadata server),
   adapters as their own deployments, and ``mistral-7b-fast`` bound to an OpenAI-compatible
   server the way a KServe / vLLM endpoint would be.
+- ``burst`` (at /burst, only for the tests that ask for it, deleted after them): the self-hosted
+  models on a CPU engine of its own, every cloud provider on its fake, with short load-aware settings
+  (a 2 s spill cool-down, the engines polled every 0.25 s) so a burst's spill-over and its end
+  fit in a test.
 
 Replicas take no CPU reservation: three 1-CPU replicas on a 2-core machine deadlock.
 
@@ -66,18 +70,37 @@ def for_this_machine(config: dict, tmp: Path) -> dict:
     return config
 
 
-def with_fakes(config: dict, fakes: dict) -> dict:
+def with_cloud_fakes(config: dict, fakes: dict) -> dict:
+    """Every cloud provider at its local fake, adapters as their own deployment."""
     providers = config["providers"]
     providers["openai"].update(api_key_env="TEST_OPENAI_KEY", base_url=f"{fakes['openai'].url}/v1")
     providers["anthropic"].update(api_key_env="TEST_ANTHROPIC_KEY", base_url=fakes["anthropic"].url)
     providers["vertex_ai"].update(project_env="TEST_GCP_PROJECT", base_url=fakes["gemini"].url)
+    config["serving"]["cloud_adapters"] = "deployment"
+    return config
+
+
+def with_fakes(config: dict, fakes: dict) -> dict:
+    providers = with_cloud_fakes(config, fakes)["providers"]
     providers["kserve"] = {
         "kind": "openai_compatible",
         "base_url": f"{fakes['vllm'].url}/v1",
         "self_hosted": True,
     }
     config["models"]["mistral-7b-fast"]["provider"] = "kserve"
-    config["serving"]["cloud_adapters"] = "deployment"
+    return config
+
+
+def for_bursts(config: dict) -> dict:
+    """Load-aware settings short enough for a test: the engines' load read every 0.25 s, a 2 s
+    spill cool-down, and the self-hosted models' priors at the demo model's own speed (a few
+    hundred tokens/s here, not an L4's 17), so the estimates start near the truth. No response
+    cache: every request of a burst reaches a model."""
+    config["load"].update(poll_interval_s=0.25, spill_cool_down_s=2)
+    for spec in config["models"].values():
+        if spec["provider"] == "self_hosted":
+            spec.update(typical_latency_ms=100, typical_tokens_per_s=500)
+    config["cache"]["enabled"] = False
     return config
 
 
@@ -192,6 +215,26 @@ def cloud_url(cluster, fakes, tmp_path_factory):
     url = f"{cluster}/cloud"
     _wait_healthy(url)
     return url
+
+
+@pytest.fixture(scope="module")
+def burst_url(cluster, fakes, tmp_path_factory):
+    """The ``burst`` app, deleted after the module that asked for it (its engine is a third one)."""
+    from ray import serve
+
+    from deployments.builder import build_app
+
+    tmp = tmp_path_factory.mktemp("burst")
+    config = for_bursts(with_cloud_fakes(for_this_machine(default_config(), tmp), fakes))
+    serve.run(
+        build_app({"config_path": write_config(config, tmp / "router.yaml")}),
+        name="burst",
+        route_prefix="/burst",
+    )
+    url = f"{cluster}/burst"
+    _wait_healthy(url)
+    yield url
+    serve.delete("burst")
 
 
 def _wait_healthy(url: str, timeout: float = 120) -> None:

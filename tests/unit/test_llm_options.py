@@ -28,6 +28,8 @@ from deployments.vllm_engines import RouterChatMixin, completion_dict, engine_bo
 
 LLMConfig = pytest.importorskip("ray.llm._internal.serve.core.configs.llm_config").LLMConfig
 PROJECT = Path(__file__).parents[2]
+# The delays chosen with spill-over (test_autoscaling.py, docs/operations.md).
+BURST_DELAYS = {"upscale_delay_s": 15, "downscale_delay_s": 300, "look_back_period_s": 15}
 NIXL = {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
 
 
@@ -119,6 +121,7 @@ def test_every_deployment_autoscales_with_a_target(gke, dicts):
         "max_replicas": 4,
         "initial_replicas": 1,
         "target_ongoing_requests": 16,
+        **BURST_DELAYS,
     }
     code = dicts["codellama-13b"]["deployment_config"]
     assert code["max_ongoing_requests"] == 32
@@ -127,6 +130,7 @@ def test_every_deployment_autoscales_with_a_target(gke, dicts):
         "max_replicas": 2,
         "initial_replicas": 1,
         "target_ongoing_requests": 8,
+        **BURST_DELAYS,
     }
 
 
