@@ -65,7 +65,8 @@ def test_stream_through_the_sdk(sdk):
 def test_stream_events_conform(router_url):
     body = {"model": "auto:fast", "messages": KUBERNETES, "max_tokens": 6, "stream": True}
     with httpx.stream("POST", f"{router_url}/v1/chat/completions", json=body, timeout=60) as response:
-        assert response.headers["x-router-model"] == "mistral-7b-fast"
+        # the soonest first token by live statistics: one of the Mistrals (both on the CPU engine here)
+        assert response.headers["x-router-model"] in {"mistral-7b-fast", "mistral-7b-instruct"}
         events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     import json
