@@ -18,7 +18,7 @@ from typing import Any
 from app.backends.base import Backend, backend_request
 from app.budget.alerts import AlertSender
 from app.budget.budgets import Budgets, Reservation, ledger_for
-from app.budget.pricing import Pricer
+from app.budget.pricing import Pricer, TokenUsage
 from app.cache.service import ResponseCache, store_for
 from app.cache.store import completion_to_chunks
 from app.config import BUILTIN_STRATEGIES, RouterConfig
@@ -40,9 +40,10 @@ from app.observability.recorder import Outcome, Recorder
 from app.openai_wire import requested_max_tokens
 from app.resilience.breaker import STATE_VALUES, BreakerBoard
 from app.resilience.executor import Attempt, Executor, T
+from app.routing.affinity import Prefix, PrefixAffinity, prefix_of
 from app.routing.analysis import Analyzer, Features, instruction_text
 from app.routing.catalog import Catalog
-from app.routing.planner import Planner, RoutePlan, Target, always_available
+from app.routing.planner import Planner, Preferred, RoutePlan, Target, always_available
 from app.routing.strategies import StrategyRegistry
 from app.security.limits import check_request
 from app.security.quota import Quota, client_key
@@ -98,6 +99,7 @@ class RouterService:
         self.quota = Quota(config.auth, self.budgets.ledger)
         self.cache = cache or ResponseCache(store_for(config.cache), config.cache.ttl_s)
         self.breakers = BreakerBoard(config.circuit_breaker, clock)
+        self.affinity = PrefixAffinity(config, clock)
         self.executor = Executor(
             self.catalog, self.breakers, config.resilience, clock=clock, sleep=sleep, metrics=self.metrics
         )
@@ -246,10 +248,34 @@ class RouterService:
         if margin is not None:
             features = replace(features, quality_margin=margin)
         availability = always_available if assume_available else self._fits(features)
+        prefix = prefix_of(body) if self.config.routing.cache_affinity else None
         if kind == "model":
-            return self.planner.plan_explicit(name, features, availability)
-        latency = self._latency_check(features, name, dry_run)
-        return self.planner.plan(features, name, availability, latency)
+            plan = self.planner.plan_explicit(name, features, availability)
+        else:
+            latency = self._latency_check(features, name, dry_run)
+            preferred = self._preferred(prefix, features) if prefix is not None else None
+            plan = self.planner.plan(features, name, availability, latency, preferred)
+        return replace(plan, prefix=prefix)
+
+    def _preferred(self, prefix: Prefix, features: Features) -> Preferred | None:
+        """Cache affinity: the model that recently answered this prefix, worth it over another
+        model when reading the prefix from its cache costs no more than the other without one."""
+        seen = self.affinity.recall(prefix)
+        if seen is None:
+            return None
+        pricer, cached = self.catalog.pricer, min(prefix.tokens, features.tokens)
+        output = int(self.load.expected_output(features.max_tokens, features.task))
+
+        def worth(other: str) -> bool:
+            with_cache = TokenUsage(
+                input_tokens=features.tokens, cache_read_tokens=cached, output_tokens=output
+            )
+            without = TokenUsage(input_tokens=features.tokens, output_tokens=output)
+            return pricer.cost(seen.model, with_cache) <= pricer.cost(other, without)
+
+        age = self.load.clock() - seen.at
+        why = f"cache affinity: its ~{prefix.tokens:,}-token prefix went to {seen.model} {age:.0f} s ago"
+        return Preferred(seen.model, why, worth)
 
     def _latency_check(
         self, features: Features, strategy: str, dry_run: bool
@@ -396,11 +422,15 @@ class RouterService:
         if usage is None and outcome.status != "ok":
             usage = estimate_usage(outcome.plan.features.tokens, streamed)
         cost = self.catalog.pricer.usage_cost(target.model, usage) if usage else Decimal(0)
+        outcome.prompt_cache = self.catalog.pricer.cache_use(target.model, usage) if usage else None
         if usage and outcome.status == "ok":
             tokens = int(usage.get("completion_tokens") or 0)
             self.load.stats.record_answer_length(outcome.plan.features.task, tokens)
+            if outcome.plan.prefix is not None:
+                self.affinity.remember(outcome.plan.prefix, target.model)
         if outcome.reservation is not None:
-            await self.budgets.settle(outcome.reservation, cost)
+            counters = outcome.prompt_cache.ledger_entries() if outcome.prompt_cache else None
+            await self.budgets.settle(outcome.reservation, cost, counters)
         self.recorder.finish(outcome, target, usage=usage, cost=cost, error=error)
 
     async def _execute(

@@ -59,14 +59,7 @@ def cache_key(request: Mapping[str, Any], min_tokens: int) -> str | None:
     system and developer messages and long turns, never the last message), or None when that
     prefix is shorter than ``min_tokens`` (estimated): one key for every short prompt would send
     them all to one cache machine."""
-    messages = list(request.get("messages") or [])
-    stable = 0
-    for message in messages[:-1]:
-        system = message.get("role") in ("system", "developer")
-        if not system and prompt_cache.estimate_tokens(message) < prompt_cache.LONG_TURN_TOKENS:
-            break
-        stable += 1
-    prefix = (request.get("tools") or [], messages[:stable])
+    prefix = prompt_cache.stable_prefix(request)
     if prompt_cache.estimate_tokens(prefix) < min_tokens:
         return None
     return CACHE_KEY_PREFIX + prompt_cache.prefix_key(*prefix)[: prompt_cache.KEY_HEX]

@@ -78,6 +78,19 @@ def prefix_key(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def stable_prefix(request: Any) -> tuple[list[Any], list[Any]]:
+    """A chat request's stable prefix: its tools, then the leading system and developer messages
+    and long turns (documents), never the last message (the question that changes)."""
+    messages = list(request.get("messages") or [])
+    stable = 0
+    for message in messages[:-1]:
+        system = isinstance(message, dict) and message.get("role") in ("system", "developer")
+        if not system and estimate_tokens(message) < LONG_TURN_TOKENS:
+            break
+        stable += 1
+    return list(request.get("tools") or []), messages[:stable]
+
+
 def leading_long(items: list[Any], *, keep: int = 1) -> int:
     """How many items from the start are long (``LONG_TURN_TOKENS`` or more), leaving at least
     ``keep`` at the end: the documents a conversation starts with, part of its stable prefix."""

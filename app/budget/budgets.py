@@ -26,7 +26,7 @@ from typing import Any
 from app.budget.alerts import AlertSender
 from app.budget.ledger import Ledger, LedgerSettings, build_ledger, day_of
 from app.budget.money import KeySpend
-from app.budget.pricing import Pricer
+from app.budget.pricing import CACHE_COUNTERS, Pricer
 from app.config import LedgerConfig, RouterConfig
 from app.errors import BudgetExhaustedError, BudgetReason
 from app.observability.metrics import Metrics
@@ -145,10 +145,14 @@ class Budgets:
             )
         return Reservation(rid, model, day, keys, amount)
 
-    async def settle(self, reservation: Reservation, cost: Decimal) -> None:
-        """Records the real cost (durably, before returning); spend state and alerts follow in
-        the background, so the answer does not wait for them."""
-        await self.ledger.settle(reservation.id, reservation.day, dict.fromkeys(reservation.keys, cost))
+    async def settle(
+        self, reservation: Reservation, cost: Decimal, counters: Mapping[str, Decimal] | None = None
+    ) -> None:
+        """Records the real cost (durably, before returning), with ``counters`` (``prompt_cache.*``)
+        in the same write; spend state and alerts follow in the background, so the answer does
+        not wait for them."""
+        actual = {**dict.fromkeys(reservation.keys, cost), **(counters or {})}
+        await self.ledger.settle(reservation.id, reservation.day, actual)
         self._schedule_refresh()
 
     def _schedule_refresh(self) -> None:
@@ -255,8 +259,11 @@ class Budgets:
     def report(self) -> dict[str, Any]:
         """``GET /v1/budget``: spend, limit, alert level and routing mode per budget, today."""
         day = self.today()
+        counted = {k for k in self._snapshot if k.startswith(CACHE_COUNTERS)}
         keys = sorted(
-            set(self.limits) | set(self._snapshot) | {self.config.budget_key(m) for m in self.config.models}
+            set(self.limits)
+            | (set(self._snapshot) - counted)
+            | {self.config.budget_key(m) for m in self.config.models}
         )
         budgets = {}
         for key in keys:
@@ -278,4 +285,8 @@ class Budgets:
                 "alerts": fired,
                 "mode": "self_hosted_only" if switched else "normal",
             }
-        return {"day": day, "timezone": self.rules.timezone, "budgets": budgets}
+        today = self._snapshot_day == day
+        cache = {
+            k.removeprefix(CACHE_COUNTERS): float(self._snapshot[k].spent) for k in sorted(counted) if today
+        }
+        return {"day": day, "timezone": self.rules.timezone, "budgets": budgets, "prompt_cache": cache}

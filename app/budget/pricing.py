@@ -60,6 +60,32 @@ class TokenUsage:
         )
 
 
+CACHE_COUNTERS = "prompt_cache."  # the ledger keys of CacheUse's daily counters start so
+
+
+@dataclass(frozen=True)
+class CacheUse:
+    """What provider prompt caching did for one answer. ``saved_usd`` is net: the price of the same
+    usage uncached minus its price, negative where cache writes and storage cost more than reads
+    saved (a first sighting)."""
+
+    read_tokens: int
+    write_tokens: int
+    storage_usd: Decimal
+    saved_usd: Decimal
+
+    def ledger_entries(self) -> dict[str, Decimal]:
+        """Today's counters in the budget ledger (``prompt_cache.*``; never a budget)."""
+        entries = {
+            "read_tokens": Decimal(self.read_tokens),
+            "write_tokens": Decimal(self.write_tokens),
+            "storage_usd": self.storage_usd,
+            "saved_usd": max(self.saved_usd, Decimal(0)),
+            "extra_usd": max(-self.saved_usd, Decimal(0)),
+        }
+        return {CACHE_COUNTERS + key: value for key, value in entries.items() if value}
+
+
 class Pricer:
     def __init__(self, models: dict[str, ModelSpec]) -> None:
         self.models = models
@@ -108,6 +134,21 @@ class Pricer:
 
     def usage_cost(self, model: str, usage: Mapping[str, Any]) -> Decimal:
         return self.cost(model, TokenUsage.from_openai(usage))
+
+    def cache_use(self, model: str, usage: Mapping[str, Any]) -> CacheUse | None:
+        """The cache reads, writes, storage and net saving in ``usage``; None when it has none."""
+        tokens = TokenUsage.from_openai(usage)
+        if not (tokens.cache_read_tokens or tokens.cache_write_tokens or tokens.cache_storage_token_hours):
+            return None
+        uncached = self.cost(
+            model, TokenUsage(input_tokens=tokens.input_tokens, output_tokens=tokens.output_tokens)
+        )
+        storage = (
+            Decimal(str(tokens.cache_storage_token_hours)) * storage_price(self.models[model]) / _MILLION
+        )
+        return CacheUse(
+            tokens.cache_read_tokens, tokens.cache_write_tokens, storage, uncached - self.cost(model, tokens)
+        )
 
     def worst_case(self, model: str, prompt_tokens: int, max_tokens: int | None) -> Decimal:
         """The most a request can cost: its whole prompt uncached, and every completion token it

@@ -209,6 +209,12 @@ class RoutingConfig(StrictModel):
         default_factory=dict, description="Per model, the models to try next, in order."
     )
     max_fallbacks: int = Field(default=3, ge=0, description="Most fallbacks a plan carries; 0: none.")
+    cache_affinity: bool = Field(
+        default=True,
+        description="A request whose long prefix a model recently answered prefers that model while its "
+        "provider keeps the prefix cached, where the strategy allows it and it is no dearer (app.routing."
+        "affinity).",
+    )
     default_max_tokens: int = Field(
         default=1024, gt=0, description="Completion size assumed for planning when a request sets none."
     )

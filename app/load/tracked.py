@@ -52,23 +52,29 @@ class TrackedBackend:
         if self.board.tracks(self.model):
             self.board.finished(self.model)
 
+    def _failed(self, exc: RouterError) -> None:
+        if backend_failed(exc):
+            self.stats.record_error(self.model)
+
+    def _answered(self, started: float, usage: Any, first_token_s: float | None, queued: bool) -> None:
+        self.stats.record_answer(
+            self.model,
+            total_s=self.clock() - started,
+            completion_tokens=completion_tokens(usage),
+            first_token_s=first_token_s,
+            queued=queued,
+        )
+
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
         queued, started = self._start(), self.clock()
         try:
             response: dict[str, Any] = await self.backend.complete(request)
         except RouterError as exc:
-            if backend_failed(exc):
-                self.stats.record_error(self.model)
+            self._failed(exc)
             raise
         finally:
             self._end()
-        self.stats.record_answer(
-            self.model,
-            total_s=self.clock() - started,
-            completion_tokens=completion_tokens(response.get("usage")),
-            first_token_s=None,
-            queued=queued,
-        )
+        self._answered(started, response.get("usage"), None, queued)
         return response
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -83,15 +89,8 @@ class TrackedBackend:
                     usage = chunk.get("usage") or usage
                     yield chunk
         except RouterError as exc:
-            if backend_failed(exc):
-                self.stats.record_error(self.model)
+            self._failed(exc)
             raise
         finally:
             self._end()
-        self.stats.record_answer(
-            self.model,
-            total_s=self.clock() - started,
-            completion_tokens=completion_tokens(usage),
-            first_token_s=first,
-            queued=queued,
-        )
+        self._answered(started, usage, first, queued)

@@ -35,6 +35,26 @@ SERIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "router_retries": ("counter", "Retries of a target after a retryable error.", ("model",)),
     "router_tokens": ("counter", "Tokens by model and direction (in, out).", ("model", "direction")),
     "router_cache_hits": ("counter", "Answers served from the response cache.", ("model",)),
+    "router_prompt_cache_tokens": (
+        "counter",
+        "Prompt tokens read from (kind=read) or written to (kind=write) a provider's prompt cache.",
+        ("model", "kind"),
+    ),
+    "router_prompt_cache_saved_usd": (
+        "counter",
+        "USD provider prompt caching saved, net per answer (answers where it saved).",
+        ("model",),
+    ),
+    "router_prompt_cache_extra_usd": (
+        "counter",
+        "USD provider prompt caching cost on top, net per answer (first sightings: writes, storage).",
+        ("model",),
+    ),
+    "router_prompt_cache_storage_usd": (
+        "counter",
+        "USD of context-cache storage (Gemini explicit caches), included in router_cost_usd.",
+        ("model",),
+    ),
     "router_request_duration_seconds": ("histogram", "Whole request time by model.", ("model",)),
     "router_time_to_first_token_seconds": ("histogram", "Time to the first streamed content.", ("model",)),
     "router_overhead_seconds": ("histogram", "Time spent in the router itself, apart from backends.", ()),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from app.budget.pricing import CacheUse
 from app.errors import RouterError
 from app.observability.logs import debug_enabled, log_event, now
 from app.observability.metrics import Metrics
@@ -42,6 +43,7 @@ class Outcome:
     first_token_s: float | None = None
     usage: dict[str, Any] | None = None
     cost_usd: Decimal | None = None
+    prompt_cache: CacheUse | None = None  # what provider prompt caching did for the answer
     status: str = "ok"
 
     @property
@@ -60,6 +62,18 @@ class Outcome:
             # A stream's headers leave before its cost is known: they carry what was reserved.
             "x-router-cost-kind": "actual" if self.cost_usd is not None else "reserved",
             "x-router-cache": self.cache,
+            **self._prompt_cache_headers(),
+        }
+
+    def _prompt_cache_headers(self) -> dict[str, str]:
+        """Known once the answer is: a completion's headers carry them, a stream's leave before."""
+        use = self.prompt_cache
+        if use is None:
+            return {}
+        return {
+            "x-router-prompt-cache-read-tokens": str(use.read_tokens),
+            "x-router-prompt-cache-write-tokens": str(use.write_tokens),
+            "x-router-prompt-cache-saved-usd": f"{use.saved_usd:.8f}",
         }
 
     def _cost(self) -> Decimal:
@@ -127,6 +141,17 @@ class Recorder:
             )
         if outcome.cache == "hit":
             m.record("router_cache_hits", model=model)
+        use = outcome.prompt_cache
+        if use is not None:
+            for kind, count in (("read", use.read_tokens), ("write", use.write_tokens)):
+                if count:
+                    m.record("router_prompt_cache_tokens", float(count), model=model, kind=kind)
+            if use.storage_usd:
+                m.record("router_prompt_cache_storage_usd", float(use.storage_usd), model=model)
+            if use.saved_usd > 0:
+                m.record("router_prompt_cache_saved_usd", float(use.saved_usd), model=model)
+            elif use.saved_usd < 0:
+                m.record("router_prompt_cache_extra_usd", float(-use.saved_usd), model=model)
         for direction, key in (("in", "prompt_tokens"), ("out", "completion_tokens")):
             tokens = (outcome.usage or {}).get(key)
             if tokens:
@@ -155,6 +180,8 @@ class Recorder:
             "completion_tokens": (outcome.usage or {}).get("completion_tokens"),
             "cost_usd": float(outcome.cost_usd) if outcome.cost_usd is not None else None,
             "cache": outcome.cache,
+            "cache_affinity": plan.affinity is not None,
+            "prompt_cache": _cache_fields(outcome.prompt_cache),
         }
         if outcome.prompt is not None:
             fields["prompt"] = outcome.prompt
@@ -162,6 +189,17 @@ class Recorder:
             fields["candidates"] = [t.model for t in plan.targets]
             fields["dropped"] = [{"model": m, "why": why} for m, why in plan.dropped]
         log_event("route_decision", **fields)
+
+
+def _cache_fields(use: CacheUse | None) -> dict[str, Any] | None:
+    if use is None:
+        return None
+    return {
+        "read_tokens": use.read_tokens,
+        "write_tokens": use.write_tokens,
+        "storage_usd": float(use.storage_usd),
+        "saved_usd": float(use.saved_usd),
+    }
 
 
 def prompt_size(tokens: int) -> str:

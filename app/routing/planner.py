@@ -8,6 +8,10 @@ dropped, with the reason kept for debugging, when the request would overflow its
 when it lacks a capability the request needs (images, tools, JSON output, log-probabilities), or
 when ``availability`` says it cannot serve now.
 
+Cache affinity (``app.routing.affinity``): a ``Preferred`` model (the one that recently answered
+the request's long prefix) moves to the front when the strategy allows it, it fits and can serve,
+and it is worth it over the strategy's first choice; its reason says so.
+
 Spill-over (``app.load``): with a ``latency`` check, candidates that would miss the request's
 latency need now (a busy self-hosted model) are passed over for the first one that meets it,
 whose reason then says why; the passed-over ones stay in the plan as its last fallbacks. When no
@@ -27,6 +31,7 @@ from app.errors import (
     NoHealthyBackendError,
     UnsupportedFeatureError,
 )
+from app.routing.affinity import Prefix
 from app.routing.analysis import Features
 from app.routing.catalog import Catalog
 from app.routing.strategies import Preference, StrategyRegistry, margin_of
@@ -65,6 +70,15 @@ def needs(features: Features) -> list[tuple[str, str, str]]:
 
 
 @dataclass(frozen=True)
+class Preferred:
+    """A model this request should go to where it may, and why (cache affinity)."""
+
+    model: str
+    reason: str
+    worth: Callable[[str], bool]  # given the strategy's first choice: whether to prefer ``model``
+
+
+@dataclass(frozen=True)
 class Target:
     model: str
     provider: str
@@ -83,6 +97,8 @@ class RoutePlan:
     quality: dict[str, float] = field(default_factory=dict)  # predicted, per model that fits the request
     margin: float | None = None  # the quality margin the decision used (quality-ranked strategies only)
     spilled: tuple[str, ...] = ()  # models passed over because they would miss the latency need
+    prefix: Prefix | None = None  # the request's long stable prefix, by hash (set by the service)
+    affinity: str | None = None  # the model cache affinity put first, if it did
 
     @property
     def primary(self) -> Target:
@@ -104,6 +120,7 @@ class Planner:
         strategy: str,
         availability: Availability = always_available,
         latency: LatencyCheck | None = None,
+        preferred: Preferred | None = None,
     ) -> RoutePlan:
         preference = self.strategies.prefer(strategy, features)
         quality = self.catalog.quality.predict(features.quality_inputs, self.fitting(features))
@@ -112,7 +129,8 @@ class Planner:
             ranked = preference.rank(
                 {m: q for m, q in quality.items() if preference.allowed(m) and availability(m) is None}
             )
-        plan = self._choose(strategy, features, self._candidates(preference, ranked), availability, latency)
+        candidates = self._candidates(preference, ranked)
+        plan = self._choose(strategy, features, candidates, availability, latency, preferred)
         margin = margin_of(features, self.catalog) if preference.rank is not None else None
         return replace(plan, quality=quality, margin=margin)
 
@@ -170,22 +188,45 @@ class Planner:
         candidates: list[tuple[str, str]],
         availability: Availability,
         latency: LatencyCheck | None = None,
+        preferred: Preferred | None = None,
     ) -> RoutePlan:
         limit = 1 + self.catalog.config.routing.max_fallbacks
+        reorder = latency is not None or preferred is not None
         targets: list[Target] = []
         dropped: list[tuple[str, str]] = []
         for model, reason in candidates:
             why_not = self.unfit_reason(model, features) or availability(model)
             if why_not:
                 dropped.append((model, why_not))
-            elif latency is not None or len(targets) < limit:
+            elif reorder or len(targets) < limit:
                 targets.append(Target(model, self.catalog.provider_name(model), reason))
         if not targets:
             raise self._no_target_error(features, candidates, dropped, availability)
+        affinity: str | None = None
+        if preferred is not None:
+            targets, affinity = self._prefer(targets, preferred)
         spilled: tuple[str, ...] = ()
         if latency is not None:
             targets, spilled = self._spill(targets, latency, limit)
-        return RoutePlan(strategy, targets[:limit], features, dropped, spilled=spilled)
+        return RoutePlan(
+            strategy,
+            targets[:limit],
+            features,
+            dropped,
+            spilled=spilled,
+            affinity=affinity,
+        )
+
+    @staticmethod
+    def _prefer(targets: list[Target], preferred: Preferred) -> tuple[list[Target], str | None]:
+        """``preferred`` first, where it may serve and is worth it over the first choice."""
+        index = next((i for i, t in enumerate(targets) if t.model == preferred.model), None)
+        if index is None or (index > 0 and not preferred.worth(targets[0].model)):
+            return targets, None
+        target = targets[index]
+        why = target.reason if index == 0 else f"no dearer than {targets[0].model}"
+        lead = replace(target, reason=f"{preferred.reason}; {why}")
+        return [lead, *targets[:index], *targets[index + 1 :]], target.model
 
     @staticmethod
     def _spill(

@@ -81,6 +81,10 @@ def send_traffic(cloud_url: str) -> None:
         client.post(
             "/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": doc}]}
         )
+        contract = "The tenant pays the rent on the first day of each month. " * 700  # a cacheable prefix
+        for question in ("Who pays the rent?", "When is it due?"):  # a cache write, then a read
+            messages = [{"role": "system", "content": contract}, {"role": "user", "content": question}]
+            client.post("/v1/chat/completions", json={"model": "claude-haiku", "messages": messages})
         client.post("/v1/chat/completions", json={"model": "no-such-model", "messages": ask})
         client.get("/v1/budget")
         client.get("/health")

@@ -57,6 +57,9 @@ REQUIRED_PANELS = {
     "Cost per Day by Provider",
     "Tokens In/Out by Model",
     "Cache Hit Ratio",
+    "Prompt Cache Tokens and Savings",
+    "Self-Hosted Load and Spill-Over",
+    "Live Model Latency",
 }
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 AGGREGATIONS = ("sum", "max", "min", "avg", "count")

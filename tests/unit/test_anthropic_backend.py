@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -28,6 +28,7 @@ from app.errors import (
 from tests.conformance import assert_conforms
 from tests.fakes.adapters import assert_unchained, one_provider_config, record_aiohttp_sessions
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.support.fake_servers import fake_server_fixtures
 
 KEY = "test-anthropic-key"
 MODEL = "claude-sonnet-4-6"
@@ -53,18 +54,13 @@ PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n fake image bytes").decode()
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic(api_key=KEY).start()
-    yield fake
-    fake.stop()
+server, _reset = fake_server_fixtures(lambda: FakeAnthropic(api_key=KEY))
 
 
 @pytest.fixture
-def fake(server: FakeAnthropic) -> FakeAnthropic:
-    server.reset()
-    server.event_interval_s, server.error_event_after = 0.0, None
-    return server
+def fake(_reset: FakeAnthropic) -> FakeAnthropic:
+    _reset.event_interval_s, _reset.error_event_after = 0.0, None
+    return _reset
 
 
 def make(

@@ -8,7 +8,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from app.errors import (
 from tests.conformance import assert_conforms
 from tests.fakes.adapters import assert_unchained, one_provider_config, record_aiohttp_sessions
 from tests.fakes.gemini_server import FakeGemini, camel_keys, payload
+from tests.support.fake_servers import fake_server_fixtures
 
 MODEL = "gemini-2.5-flash"
 PROJECT, LOCATION = "demo-project", "us-central1"
@@ -61,18 +62,7 @@ PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAW
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeGemini]:
-    fake = FakeGemini()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def fake(server: FakeGemini) -> FakeGemini:
-    server.reset()
-    return server
+server, fake = fake_server_fixtures(lambda: FakeGemini())
 
 
 def make(

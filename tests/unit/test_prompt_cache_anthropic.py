@@ -4,7 +4,7 @@ real ``anthropic`` SDK against ``FakeAnthropic`` on loopback, priced as genai-pr
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +18,7 @@ from app.backends.anthropic_translate import to_anthropic
 from app.budget.pricing import Pricer
 from app.config import ModelSpec, Pricing, ProviderSpec
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.support.fake_servers import fake_server_fixtures
 
 KEY = "test-anthropic-key"
 MODEL = "claude-sonnet-4-6"
@@ -166,17 +167,7 @@ def test_a_system_part_marked_by_the_client_stays_where_it_was() -> None:
 
 
 # --- through the SDK and the fake -----------------------------------------------------------
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic(api_key=KEY).start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def fake(server: FakeAnthropic) -> FakeAnthropic:
-    server.reset()
-    return server
+server, fake = fake_server_fixtures(lambda: FakeAnthropic(api_key=KEY))
 
 
 def make(fake: FakeAnthropic, *, provider_cache: bool = True, **spec: Any) -> AnthropicBackend:

@@ -4,7 +4,7 @@ request. Through the real google-genai SDK against ``FakeGemini`` on loopback.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +20,7 @@ from app.budget.pricing import Pricer
 from app.config import ModelSpec, ModelWeights, Pricing, ProviderSpec
 from tests.conformance import assert_conforms
 from tests.fakes.gemini_server import FakeGemini
+from tests.support.fake_servers import fake_server_fixtures
 
 MODEL = "gemini-2.5-flash"
 PROJECT, LOCATION = "demo-project", "us-central1"
@@ -83,18 +84,7 @@ def test_a_prefix_counts_as_seen_again_within_the_ttl_only() -> None:
 
 
 # --- through the SDK and the fake -----------------------------------------------------------
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeGemini]:
-    fake = FakeGemini()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def fake(server: FakeGemini) -> FakeGemini:
-    server.reset()
-    return server
+server, fake = fake_server_fixtures(lambda: FakeGemini())
 
 
 def make(fake: FakeGemini, *, prompt_cache: bool = True) -> GeminiBackend:

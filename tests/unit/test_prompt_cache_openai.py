@@ -4,7 +4,7 @@ real ``openai`` SDK against ``FakeOpenAI`` on loopback, priced as genai-prices p
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +17,7 @@ from app.backends.openai_translate import cache_key, to_openai
 from app.budget.pricing import Pricer
 from app.config import ModelSpec, Pricing, ProviderSpec
 from tests.fakes.openai_server import FakeOpenAI
+from tests.support.fake_servers import fake_server_fixtures
 
 KEY = "test-openai-key"
 MODEL = "gpt-5.5"
@@ -79,17 +80,7 @@ def test_the_clients_key_is_kept_and_off_sends_none() -> None:
 
 
 # --- through the SDK and the fake -----------------------------------------------------------
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI(api_key=KEY).start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def fake(server: FakeOpenAI) -> FakeOpenAI:
-    server.reset()
-    return server
+server, fake = fake_server_fixtures(lambda: FakeOpenAI(api_key=KEY))
 
 
 def make(fake: FakeOpenAI, kind: str = "openai", **provider: Any) -> OpenAIBackend:
