@@ -26,10 +26,12 @@ test: install  ## unit tests (no Ray), then integration tests (one real Ray clus
 
 # Every benchmark, one after the other (~25 min on 2 cores); each rewrites its own section of
 # benchmarks/RESULTS.md and its plots in benchmarks/plots/. LiteLLM gets its own venv there.
+# hybrid_replay runs twice: the seed's day, then the document-reuse day (prompt caching).
 BENCHMARKS := routing_quality decision_speed hybrid_replay router_overhead ingress_memory burst
 
 bench: $(VENV)/.bench-installed  ## reproduce benchmarks/RESULTS.md (see benchmarks/README.md)
 	for b in $(BENCHMARKS); do $(BIN)/python benchmarks/$$b.py || exit 1; done
+	$(BIN)/python benchmarks/hybrid_replay.py --workload document-reuse
 
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install -q $(TORCH_INDEX) -e ".[test,bench]"

@@ -39,6 +39,10 @@ answers are unchanged; its earlier decision is reused, and every ``VERIFY_EVERY`
 re-sent to check that the endpoint still answers the same (mismatches are reported).
 
 Run: .venv/bin/python benchmarks/hybrid_replay.py [--requests 100000] [--seed 7]
+
+``--workload document-reuse`` replays instead the same day with its long documents asked about in
+sessions, through ``/v1/chat/completions`` with provider prompt caching simulated, and reports the
+cost per day with and without caching and cache affinity (``reuse_replay.py``, its own section).
 """
 
 from __future__ import annotations
@@ -1171,5 +1175,19 @@ if __name__ == "__main__":
         "--requests", type=int, default=DAY_REQUESTS, help="requests in the day (default 100000)"
     )
     parser.add_argument("--seed", type=int, default=7, help="seed of the workload's RNG (default 7)")
+    parser.add_argument(
+        "--workload",
+        choices=("seed", "document-reuse"),
+        default="seed",
+        help="seed: the seed's day through /v1/route (default); document-reuse: see reuse_replay.py",
+    )
+    parser.add_argument(
+        "--hours", type=float, default=None, help="document-reuse: hours of the day replayed (default 1.5)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.requests, args.seed))
+    if args.workload == "document-reuse":
+        from reuse_replay import cli
+
+        cli(["--seed", str(args.seed)] + (["--hours", str(args.hours)] if args.hours else []))
+    else:
+        asyncio.run(main(args.requests, args.seed))
