@@ -22,6 +22,7 @@ from app.config import ModelSpec
 
 DEFAULT_ANSWER_TOKENS = 256.0  # the answer-length prior, before any answer was seen
 MIN_DECODE_S = 0.005  # shorter decode spans say nothing about the output speed
+MIN_RATE_TOKENS = 4  # nor do answers this short
 
 
 class DecayingMean:
@@ -61,7 +62,7 @@ class ModelStats:
             "tokens_per_s": round(self.tokens_per_s.value(now), 2),
             "latency_s": round(self.latency_s.value(now), 4),
             "error_rate": round(self.error_rate.value(now), 4),
-            "samples": round(self.latency_s.samples(now) + self.error_rate.samples(now) / 2, 2),
+            "samples": round(self.error_rate.samples(now), 2),  # attempts seen, faded like the rest
         }
 
 
@@ -119,8 +120,13 @@ class LiveStats:
                 stats.ttft_s.add(first_token_s, now)
         if first_token_s is not None:  # the decode span alone, queued or not
             self._add_rate(stats, completion_tokens - 1, total_s - first_token_s, now)
-        elif not queued:  # a whole answer: its decode span is what follows the usual first token
-            self._add_rate(stats, completion_tokens, total_s - stats.ttft_s.value(now), now)
+        elif not queued and completion_tokens >= MIN_RATE_TOKENS and total_s > MIN_DECODE_S:
+            # A whole answer: its first token and its decoding are not seen apart, so both are
+            # taken as the current estimates scaled to the time it took.
+            ttft, rate = stats.ttft_s.value(now), stats.tokens_per_s.value(now)
+            scale = total_s / (ttft + completion_tokens / rate)
+            stats.ttft_s.add(ttft * scale, now)
+            stats.tokens_per_s.add(rate / scale, now)
 
     def record_answer_length(self, task: str, completion_tokens: int) -> None:
         """How long an answer to this kind of request was (feeds ``answer_tokens``)."""
@@ -130,7 +136,7 @@ class LiveStats:
 
     @staticmethod
     def _add_rate(stats: ModelStats, tokens: int, decoding_s: float, now: float) -> None:
-        if tokens >= 4 and decoding_s > MIN_DECODE_S:
+        if tokens >= MIN_RATE_TOKENS and decoding_s > MIN_DECODE_S:
             stats.tokens_per_s.add(tokens / decoding_s, now)
 
     def record_error(self, model: str) -> None:

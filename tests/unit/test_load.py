@@ -65,6 +65,19 @@ def test_a_streamed_answer_teaches_first_token_time_and_output_speed() -> None:
     assert stats.tokens_per_s("gemini-flash") == pytest.approx((20 * 50 + 200) / 21)
 
 
+def test_whole_answers_teach_first_token_time_and_speed_together() -> None:
+    stats = LiveStats(default_config().models, 60, Clock())
+    ttft, rate = stats.ttft_s("mistral-7b-instruct"), stats.tokens_per_s("mistral-7b-instruct")
+    total = (ttft + 100 / rate) / 10  # ten times faster than the catalog says
+    for _ in range(30):
+        stats.record_answer(
+            "mistral-7b-instruct", total_s=total, completion_tokens=100, first_token_s=None, queued=False
+        )
+    new_ttft, new_rate = stats.ttft_s("mistral-7b-instruct"), stats.tokens_per_s("mistral-7b-instruct")
+    assert new_ttft + 100 / new_rate == pytest.approx(total, rel=0.15)
+    assert new_ttft < ttft / 3 and new_rate > rate * 3
+
+
 def test_a_queued_answer_does_not_count_its_queueing_as_first_token_time() -> None:
     stats = LiveStats(default_config().models, 60, Clock())
     before = stats.ttft_s("mistral-7b-instruct")
