@@ -4,7 +4,8 @@ Each provider caches a request's prefix in its own way; the adapters steer it:
 
 - Anthropic (``anthropic_cache``): ``cache_control`` breakpoints on long stable prefixes;
 - OpenAI (``openai_translate``): a ``prompt_cache_key`` derived from the prefix;
-- Vertex AI Gemini (``gemini_cache``): explicit context caches for prefixes seen twice.
+- Vertex AI Gemini (``gemini_cache``): implicit first; explicit context caches only for prefixes
+  whose repeat the implicit cache missed.
 
 What they share is here: whether caching is on for a model, the shortest prefix worth caching
 (``min_tokens``), a cheap token estimate (characters / 4, media counted flat) and the prefix
