@@ -84,6 +84,18 @@ def test_the_prefix_is_the_stable_part_known_by_its_hash_only() -> None:
     assert changed is not None and changed.key != one.key
 
 
+def test_a_document_part_before_the_question_part_is_a_prefix_too() -> None:
+    def parts(document: str, question: str) -> dict[str, Any]:
+        content = [{"type": "text", "text": document}, {"type": "text", "text": question}]
+        return {"model": "auto", "messages": [{"role": "user", "content": content}]}
+
+    one, other = prefix_of(parts(DOCUMENT, "The notice period?")), prefix_of(parts(DOCUMENT, "Repairs?"))
+    assert one is not None and other is not None and one.key == other.key and one.tokens > 20_000
+    assert prefix_of(parts(DOCUMENT + " amended", "Repairs?")).key != one.key  # type: ignore[union-attr]
+    assert prefix_of(parts("A short note.", "Who pays?")) is None  # too short to cache
+    assert prefix_of(ask("The notice period?")).key != one.key  # type: ignore[union-attr]
+
+
 # --- affinity ---------------------------------------------------------------------------------------
 
 
