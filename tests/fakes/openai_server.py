@@ -11,9 +11,10 @@ before it (the client went away, or a cut); ``disconnected_before_answer`` count
 client closed the connection during a fault's ``delay_s``, before any answer was sent.
 
 Prompt caching as OpenAI reports it: a prompt whose leading messages, or leading messages then
-a message's leading content parts (with the tools and the ``prompt_cache_key``), were sent within ``CACHE_TTL_S`` (by ``clock``) reports the longest such
-prefix as ``prompt_tokens_details.cached_tokens``, when it has at least 1024 tokens, rounded down
-to 1024 + a multiple of 128 (tokens here: JSON characters / 4, plus 4 per message).
+a message's leading content parts (with the tools and the ``prompt_cache_key``), were sent within
+``CACHE_TTL_S`` (by ``clock``) reports the longest such prefix as
+``prompt_tokens_details.cached_tokens``, when it has at least 1024 tokens, rounded down to 1024 +
+a multiple of 128 (tokens here: JSON characters / 4, plus 4 per message).
 ``prefix_cache`` maps key -> expiry; ``reset`` empties it.
 """
 
