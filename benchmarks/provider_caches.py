@@ -6,7 +6,9 @@ for that provider (``app.backends.prompt_cache`` documents the fields). What dec
 the adapters' own pure code: ``anthropic_translate.to_anthropic`` places the breakpoints,
 ``gemini_request.to_gemini_request`` and ``gemini_cache.split`` find the prefix of an explicit
 context cache, and ``gemini_cache.ContextCaches`` (on the simulated clock) decides when one is
-created, exactly as ``GeminiBackend._cached_call`` does. What is simulated is the provider's side:
+created, implicit first, exactly as ``GeminiBackend`` does: the same calls in the same order
+(``seen_again``, ``live``, ``should_create``, and after an answer sent whole ``record_implicit``
+with its usage). What is simulated is the provider's side:
 
 - Anthropic: a breakpoint's prefix is written to the cache the first time (``cache_creation``)
   and read while it lives, 5 minutes from its last use; the longest live breakpoint is read and
@@ -15,7 +17,8 @@ created, exactly as ``GeminiBackend._cached_call`` does. What is simulated is th
 - Gemini on Vertex: a request through a live explicit cache reads the cache's tokens; the one that
   creates it is charged ``gemini_cache.add_creation`` (a write at the input price, plus storage
   for the TTL). Otherwise Vertex's implicit cache reads the longest prefix sent to the model within
-  ``IMPLICIT_WINDOW_S`` (refreshed on use), whatever the router's setting.
+  ``IMPLICIT_WINDOW_S`` (refreshed on use), whatever the router's setting; with
+  ``Sim.vertex_implicit`` off it never hits (Google does not promise it does).
 - OpenAI: its automatic cache reads the longest prefix sent to the model within
   ``IMPLICIT_WINDOW_S``, in 128-token steps from 1,024 (the ``prompt_cache_key`` only steers it).
 - Self-hosted (vLLM): its prefix cache saves GPU time, not catalog dollars; nothing is reported.
@@ -56,6 +59,7 @@ class Sim:
 
     now: float = 0.0
     answer_tokens: int = 100
+    vertex_implicit: bool = True  # False: Vertex's implicit cache never hits
     log: list[Answer] = field(default_factory=list)
 
     def clock(self) -> float:
@@ -184,27 +188,32 @@ class CachingBackend:
     def _vertex(
         self, request: dict[str, Any], segs: list[tuple[str, int]], prompt: int, answer: int
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Through a live explicit cache (created now for a prefix seen twice, as
-        ``GeminiBackend._cached_call`` does), else what the implicit cache finds."""
+        """Through a live explicit cache (or one created now for a prefix the implicit cache was
+        seen to miss, as ``GeminiBackend`` does), else whole: what the implicit cache finds, which
+        is recorded for the next decision."""
         implicit = self._implicit(segs, self.min_tokens)
+        whole = _usage(prompt, answer, implicit if self.sim.vertex_implicit else 0)
+        found = None
         if self.explicit is not None:
             found = gemini_cache.split(
                 to_gemini_request(request), request["model"], self.cache_min_tokens or 0
             )
-            if found is not None:
-                cache = self.explicit.live(found.key)
-                created = 0
-                if cache is None and self.explicit.seen_again(found.key):
-                    cache = self.explicit.add(
-                        found.key, f"cachedContents/{uuid.uuid4().hex}", self._texts(found.prefix)
-                    )
-                    created = cache.tokens
-                if cache is not None:
-                    usage = _usage(prompt, answer, cache.tokens)
-                    if created:
-                        gemini_cache.add_creation(usage, created, self.provider.prompt_cache_ttl_s)
-                    return usage, usage
-        return _usage(prompt, answer, implicit), _usage(prompt, answer)
+        if found is None or self.explicit is None:
+            return whole, _usage(prompt, answer)
+        repeat = self.explicit.seen_again(found.key)
+        cache, created = self.explicit.live(found.key), 0
+        if cache is None and self.explicit.should_create(found.key):
+            cache = self.explicit.add(
+                found.key, f"cachedContents/{uuid.uuid4().hex}", self._texts(found.prefix)
+            )
+            created = cache.tokens
+        if cache is None:
+            self.explicit.record_implicit(found, whole, repeat)
+            return whole, _usage(prompt, answer)
+        usage = _usage(prompt, answer, cache.tokens)
+        if created:
+            gemini_cache.add_creation(usage, created, self.provider.prompt_cache_ttl_s)
+        return usage, usage
 
     def _texts(self, value: Any) -> int:
         """Tokens of every ``text`` in a wire JSON value (a Gemini context cache's contents)."""

@@ -7,7 +7,11 @@ marked ``cache_control: {"type": "ephemeral"}``, at most ``MAX_BREAKPOINTS`` of 
 1. the last tool, when the tools alone reach the model's minimum cacheable length;
 2. the last system block, when tools plus system reach it;
 3. the last block of each long early user turn (``LONG_TURN_TOKENS`` or more of its own, not the
-   last turn), longest first, when the prefix up to it reaches the minimum.
+   last turn), and in the last turn, when it is the user's, its last long block that is not its
+   final block (a document before the question: the translator merges a document message and a
+   question message into one turn, and a message may hold both as content parts), longest first
+   (a turn by its size, the last turn's block by the size of the blocks up to it), when the prefix
+   up to it reaches the minimum.
 
 Breakpoints the client set are never moved or removed and count against the four. Clients set
 them as they would with Anthropic through an OpenAI-shaped API: ``cache_control`` on a content
@@ -69,17 +73,34 @@ def place_breakpoints(kwargs: Json, min_tokens: int) -> None:
 
 
 def _long_turns(turns: list[Json], prefix: int, min_tokens: int) -> list[Json]:
-    """The last blocks of long early user turns whose prefix reaches ``min_tokens``, longest first."""
+    """The breakpoint blocks of step 3 (see the module notes) whose prefix reaches ``min_tokens``,
+    longest first."""
     found: list[tuple[int, int, Json]] = []
-    for i, turn in enumerate(turns[:-1]):
-        size = estimate_tokens(turn.get("content"))
-        prefix += size
+    for i, turn in enumerate(turns):
         content = turn.get("content")
-        if turn.get("role") != "user" or not isinstance(content, list) or not content:
-            continue
-        if size >= LONG_TURN_TOKENS and prefix >= min_tokens:
-            found.append((size, -i, content[-1]))
+        blocks: list[Json] = content if turn.get("role") == "user" and isinstance(content, list) else []
+        if i == len(turns) - 1:
+            found += _leading_document(blocks, prefix, min_tokens, -i)
+            break
+        size = estimate_tokens(content)
+        prefix += size
+        if blocks and size >= LONG_TURN_TOKENS and prefix >= min_tokens:
+            found.append((size, -i, blocks[-1]))
     return [block for _, _, block in sorted(found, key=lambda f: (f[0], f[1]), reverse=True)]
+
+
+def _leading_document(
+    blocks: list[Json], prefix: int, min_tokens: int, order: int
+) -> list[tuple[int, int, Json]]:
+    """The last turn's last long block before its final one, sized by the blocks up to it."""
+    found: list[tuple[int, int, Json]] = []
+    size = 0
+    for block in blocks[:-1]:
+        own = estimate_tokens(block)
+        size += own
+        if own >= LONG_TURN_TOKENS and prefix + size >= min_tokens:
+            found = [(size, order, block)]
+    return found
 
 
 def finish_system(kwargs: Json) -> None:

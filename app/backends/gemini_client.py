@@ -12,9 +12,12 @@ maps every failure at this one boundary, raised unchained (see ``app.backends``)
 - an event or response that is not valid JSON or not a ``GenerateContentResponse`` ->
   ``UpstreamUnavailableError``.
 
-Explicit context caching (``gemini_cache``): the client keeps its provider's caches; a backend
-creates one for a long prefix seen twice and uses it while it lives. A cache the API no longer has
-is forgotten and the request sent again whole, before anything reached the client.
+Context caching, implicit first (``gemini_cache``): the client keeps its provider's caches and
+sightings; after each call sent whole (``complete``, and a stream's usage chunk) a backend records
+whether Vertex's implicit cache read the prefix, and creates an explicit context cache only for a
+prefix the implicit cache was seen to miss on a repeat, then uses it while it lives. A cache the
+API no longer has is forgotten and the request sent again whole, before anything reached the
+client.
 
 The SDK is set up so the router owns retries and continuations: ``HttpRetryOptions(attempts=1)``
 (which also turns off the SDK's implicit 1-10 s sleep-and-retry on aiohttp connection
@@ -51,19 +54,23 @@ from app.openai_wire import new_id
 log = logging.getLogger(__name__)
 
 _END = object()  # the end of an upstream stream
+_WHOLE = object()  # the stream is read again whole: its context cache was gone
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 DEFAULT_LOCATION = "us-central1"
 
 
 @dataclass(frozen=True)
 class CachedCall:
-    """The arguments of a call that uses a context cache; ``created``: the tokens of the cache
-    made for this request (0 when it was there already), whose charges its usage carries."""
+    """How a request with a long stable prefix (``found``) is sent: through a context cache
+    (``contents`` and ``config`` for it; ``created``: the tokens of the cache made for this
+    request, 0 when it was there already, whose charges its usage carries) or, with ``contents``
+    None, whole. ``repeat``: whether this sighting of the prefix is a repeat (see ``gemini_cache``)."""
 
-    key: str
-    contents: Any
-    config: Any
-    created: int
+    found: gemini_cache.Split
+    repeat: bool
+    contents: Any = None
+    config: Any = None
+    created: int = 0
 
 
 class GeminiClient:
@@ -170,7 +177,7 @@ class GeminiBackend:
         self.client = client or GeminiClient(
             provider, project=project, location=location, credentials=credentials
         )
-        # Explicit context caches for prefixes this long (estimated tokens); None: off.
+        # Context caches (implicit first) for prefixes this long (estimated tokens); None: off.
         self.cache_min_tokens = (
             prompt_cache.min_tokens(spec, provider) if prompt_cache.enabled(spec, provider) else None
         )
@@ -189,9 +196,10 @@ class GeminiBackend:
         sdk = await self._sdk()
         model, contents, config = self._arguments(request, body)
         cached = await self._cached_call(sdk, request, model, body)
+        whole = cached is None or cached.contents is None
         try:
             response = None
-            if cached is not None:
+            if cached is not None and cached.contents is not None:
                 try:
                     response = await sdk.aio.models.generate_content(
                         model=model, contents=cached.contents, config=cached.config
@@ -199,6 +207,7 @@ class GeminiBackend:
                 except Exception as exc:  # a cache gone is sent again whole; the rest re-raised
                     if not self._cache_gone(exc, cached):
                         raise
+                    whole = True
             if response is None:
                 response = await sdk.aio.models.generate_content(
                     model=model, contents=contents, config=config
@@ -207,10 +216,7 @@ class GeminiBackend:
         except Exception as exc:  # noqa: BLE001 - every failure is mapped here
             error = self._error(exc)
         else:
-            if cached is not None and cached.created:
-                gemini_cache.add_creation(
-                    completion["usage"], cached.created, self.provider.prompt_cache_ttl_s
-                )
+            self._account(cached, completion["usage"], whole)
             return completion
         raise error from None  # outside the except: no SDK exception in the chain
 
@@ -221,6 +227,7 @@ class GeminiBackend:
         sdk = await self._sdk()
         model, contents, config = self._arguments(request, body)
         cached = await self._cached_call(sdk, request, model, body)
+        whole = cached is None or cached.contents is None
         translator = tr.StreamTranslator(model, new_id(), provider=self.name)
         events: asyncio.Queue[Any] = asyncio.Queue()
         pump = asyncio.create_task(self._pump(sdk.aio.models, model, contents, config, cached, events))
@@ -228,13 +235,14 @@ class GeminiBackend:
             while (item := await events.get()) is not _END:
                 if isinstance(item, RouterError):  # mapped in the pump, raised here unchained
                     raise item from None
+                if item is _WHOLE:
+                    whole = True
+                    continue
                 for chunk in translator.feed(item):
                     yield chunk
             for chunk in translator.finish():
-                if cached is not None and cached.created and chunk.get("usage"):
-                    gemini_cache.add_creation(
-                        chunk["usage"], cached.created, self.provider.prompt_cache_ttl_s
-                    )
+                if chunk.get("usage"):
+                    self._account(cached, chunk["usage"], whole)
                 yield chunk
         finally:
             if not pump.done():
@@ -251,7 +259,8 @@ class GeminiBackend:
         events: asyncio.Queue[Any],
     ) -> None:
         """Reads the SDK's stream into ``events`` (then ``_END``, or the mapped error); through
-        ``cached`` first, then whole if its cache is gone before the first event.
+        ``cached``'s context cache when it has one, then whole (after ``_WHOLE``) if that cache is
+        gone before the first event.
 
         NOTE: the SDK's stream is a chain of async generators whose inner links are closed
         only by the garbage collector (reference cycles), so ``aclose()`` on the outer one
@@ -269,13 +278,14 @@ class GeminiBackend:
 
         try:
             try:
-                if cached is None:
+                if cached is None or cached.contents is None:
                     await read(contents, config)
                 else:
                     await read(cached.contents, cached.config)
             except Exception as exc:  # a cache gone is read again whole; the rest re-raised
-                if cached is None or sent or not self._cache_gone(exc, cached):
+                if cached is None or cached.contents is None or sent or not self._cache_gone(exc, cached):
                     raise
+                events.put_nowait(_WHOLE)
                 await read(contents, config)
             events.put_nowait(_END)
         except Exception as exc:  # noqa: BLE001 - every failure is mapped here; the consumer raises it
@@ -295,29 +305,42 @@ class GeminiBackend:
     async def _cached_call(
         self, sdk: Any, request: dict[str, Any], model: str, body: dict[str, Any]
     ) -> CachedCall | None:
-        """The call through a context cache for ``body``'s stable prefix: the live one, or one
-        created now for a prefix seen before; None when the prefix is short, new, or a cache
-        could not be had (which never fails the request)."""
+        """How to send ``body`` (see ``gemini_cache``): through the live context cache for its
+        stable prefix, or one created now for a prefix the implicit cache was seen to miss, else
+        whole (``contents`` None); None when caching is off or the prefix short. A cache that
+        could not be had never fails the request."""
         if self.cache_min_tokens is None:
             return None
         found = gemini_cache.split(body, model, self.cache_min_tokens)
         if found is None:
             return None
         caches, created = self.client.caches, 0
+        repeat = caches.seen_again(found.key)
         cache = caches.live(found.key)
         if cache is None:
-            if not caches.seen_again(found.key) or not caches.claim(found.key):
-                return None
+            if not caches.should_create(found.key) or not caches.claim(found.key):
+                return CachedCall(found, repeat)
             try:
                 cache = await self._create_cache(sdk, model, found)
             except Exception as exc:  # noqa: BLE001 - a cache only saves money; the request goes on without
+                caches.failed(found.key)
                 log.warning("%s: no context cache (%s)", self.name, type(exc).__name__)
-                return None
+                return CachedCall(found, repeat)
             finally:
                 caches.release(found.key)
             created = cache.tokens
         _, contents, config = self._arguments(request, gemini_cache.cached_body(body, found.rest, cache.name))
-        return CachedCall(found.key, contents, config, created)
+        return CachedCall(found, repeat, contents, config, created)
+
+    def _account(self, cached: CachedCall | None, usage: dict[str, Any], whole: bool) -> None:
+        """After an answer: a call sent whole tells whether the implicit cache read the prefix;
+        a cache made for this request adds its charges to ``usage``."""
+        if cached is None:
+            return
+        if whole:
+            self.client.caches.record_implicit(cached.found, usage, cached.repeat)
+        if cached.created:
+            gemini_cache.add_creation(usage, cached.created, self.provider.prompt_cache_ttl_s)
 
     async def _create_cache(self, sdk: Any, model: str, found: gemini_cache.Split) -> gemini_cache.Cache:
         from google.genai import types
@@ -335,7 +358,7 @@ class GeminiBackend:
 
         if not isinstance(exc, genai_errors.APIError) or not gemini_cache.gone(exc.code, exc.message):
             return False
-        self.client.caches.forget(cached.key)
+        self.client.caches.forget(cached.found.key)
         log.info("%s: context cache gone (HTTP %s), sent again without it", self.name, exc.code)
         return True
 

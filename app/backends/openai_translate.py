@@ -55,8 +55,9 @@ def to_openai(
 
 
 def cache_key(request: Mapping[str, Any], min_tokens: int) -> str | None:
-    """``hr-`` and 32 hex digits of the SHA-256 of the stable prefix (the tools, then the leading
-    system and developer messages and long turns, never the last message), or None when that
+    """``hr-`` and 32 hex digits of the SHA-256 of the stable prefix (``prompt_cache.stable_prefix``:
+    the tools, the leading system and developer messages and long turns, a last user message's
+    leading long parts; never the question), or None when that
     prefix is shorter than ``min_tokens`` (estimated): one key for every short prompt would send
     them all to one cache machine."""
     prefix = prompt_cache.stable_prefix(request)

@@ -4,7 +4,8 @@ Each provider caches a request's prefix in its own way; the adapters steer it:
 
 - Anthropic (``anthropic_cache``): ``cache_control`` breakpoints on long stable prefixes;
 - OpenAI (``openai_translate``): a ``prompt_cache_key`` derived from the prefix;
-- Vertex AI Gemini (``gemini_cache``): explicit context caches for prefixes seen twice.
+- Vertex AI Gemini (``gemini_cache``): implicit first; explicit context caches only for prefixes
+  whose repeat the implicit cache missed.
 
 What they share is here: whether caching is on for a model, the shortest prefix worth caching
 (``min_tokens``), a cheap token estimate (characters / 4, media counted flat) and the prefix
@@ -80,7 +81,10 @@ def prefix_key(*parts: Any) -> str:
 
 def stable_prefix(request: Any) -> tuple[list[Any], list[Any]]:
     """A chat request's stable prefix: its tools, then the leading system and developer messages
-    and long turns (documents), never the last message (the question that changes)."""
+    and long turns (documents), then, when all of those lead up to the last message and it is a
+    user message of content parts, its leading long parts (all but its last part: a document part
+    before the question part) as a message of those parts only. Never the question that changes:
+    a last message's text or last part."""
     messages = list(request.get("messages") or [])
     stable = 0
     for message in messages[:-1]:
@@ -88,7 +92,14 @@ def stable_prefix(request: Any) -> tuple[list[Any], list[Any]]:
         if not system and estimate_tokens(message) < LONG_TURN_TOKENS:
             break
         stable += 1
-    return list(request.get("tools") or []), messages[:stable]
+    prefix = messages[:stable]
+    last = messages[-1] if messages and stable == len(messages) - 1 else None
+    if isinstance(last, dict) and last.get("role") == "user" and isinstance(last.get("content"), list):
+        parts = last["content"]
+        leading = leading_long(parts)
+        if leading:
+            prefix.append({"role": "user", "content": parts[:leading]})
+    return list(request.get("tools") or []), prefix
 
 
 def leading_long(items: list[Any], *, keep: int = 1) -> int:

@@ -63,14 +63,18 @@ class ProviderSpec(StrictModel):
         default=True,
         description="Use the provider's prompt caching for its models (a model's `prompt_cache` overrides): "
         "Anthropic `cache_control` breakpoints placed on long stable prefixes, OpenAI a `prompt_cache_key` "
-        "derived from the prefix, Vertex AI explicit context caches for long prefixes seen twice. Caching "
-        "the provider does by itself (OpenAI's, Gemini's implicit) is reported and priced either way.",
+        "derived from the prefix, Vertex AI explicit context caches for long prefixes its implicit cache was "
+        "seen to miss on a repeat (implicit first). Caching the provider does by itself (OpenAI's, Gemini's "
+        "implicit) is reported and priced either way.",
     )
     prompt_cache_ttl_s: float = Field(
         default=600,
         gt=0,
         description="Vertex AI: how long an explicit context cache lives (its storage is billed for all of "
-        "it), and how long a prefix counts as seen for the second sighting that creates one.",
+        "it), and the longest gap between two sightings of a prefix for the second to count as a repeat "
+        "(a repeat the implicit cache missed calls for a context cache). Also how long cache affinity "
+        "keeps a prefix on a Vertex AI model with prompt caching on, and on a self-hosted model (vLLM's "
+        "prefix cache).",
     )
 
     @property

@@ -8,9 +8,20 @@ provider keeps the cache, provided the request may use it (its strategy allows i
 can serve) and reading the prefix from its cache costs no more than the strategy's own choice
 would without one. The prefix is known by its SHA-256 only, never its text.
 
-How long a provider keeps a prefix (``cache_lifetime_s``): Anthropic 5 minutes from its last use;
-the others ``prompt_cache_ttl_s`` (a Vertex AI context cache's TTL; OpenAI's and Gemini's implicit
-caches and vLLM's prefix cache keep a prefix for minutes under use). Each use starts it again.
+Affinity follows whether the *provider* keeps the prefix, not the router's own prompt caching:
+some providers cache a repeated prefix by themselves. How long a provider keeps one after its last
+use (``cache_lifetime_s``; each use starts it again):
+
+- ``openai``: its automatic cache, with or without the router's ``prompt_cache_key``:
+  ``IMPLICIT_CACHE_S`` (OpenAI: 5 to 10 minutes of inactivity, longer off-peak);
+- ``vertex_ai``: with the router's prompt caching on, ``prompt_cache_ttl_s`` (an explicit context
+  cache's lifetime, and the window in which the implicit cache is watched); off, Vertex's implicit
+  cache still reads the prefix: ``IMPLICIT_CACHE_S`` (Google states no lifetime; minutes);
+- ``anthropic``: only with the router's breakpoints (prompt caching on), ``ANTHROPIC_CACHE_S``;
+  without them Anthropic caches nothing;
+- self-hosted (vLLM's automatic prefix cache, on by default, whatever ``prompt_cache`` says):
+  ``prompt_cache_ttl_s``, a guess (it keeps a prefix while its GPU memory is not needed);
+- any other OpenAI-compatible provider: 0 (its caching is unknown), so no affinity.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from app.backends import prompt_cache
 from app.config import RouterConfig
 
 ANTHROPIC_CACHE_S = 300.0  # Anthropic's ephemeral cache: 5 minutes, refreshed on each read
+IMPLICIT_CACHE_S = 300.0  # OpenAI's automatic and Vertex's implicit caches: the shorter end of minutes
 MIN_PREFIX_TOKENS = 1_024  # below this, no provider caches a prefix
 MAX_PREFIXES = 50_000  # prefixes remembered per replica (least recently used go first)
 
@@ -47,11 +59,17 @@ def prefix_of(body: Mapping[str, Any]) -> Prefix | None:
 
 
 def cache_lifetime_s(config: RouterConfig, model: str) -> float:
-    """How long ``model``'s provider keeps a prefix after its last use; 0 with caching off."""
+    """How long ``model``'s provider keeps a prefix after its last use; 0 where it keeps none
+    (see the module notes)."""
     spec, provider = config.models[model], config.provider_of(model)
-    if not prompt_cache.enabled(spec, provider):
-        return 0.0
-    return ANTHROPIC_CACHE_S if provider.kind == "anthropic" else provider.prompt_cache_ttl_s
+    routers = prompt_cache.enabled(spec, provider)  # the router's own prompt caching for the model
+    if provider.kind == "anthropic":
+        return ANTHROPIC_CACHE_S if routers else 0.0
+    if provider.kind == "vertex_ai":
+        return provider.prompt_cache_ttl_s if routers else IMPLICIT_CACHE_S
+    if provider.kind == "openai":
+        return IMPLICIT_CACHE_S
+    return provider.prompt_cache_ttl_s if provider.is_self_hosted else 0.0
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ Context caching, as Vertex does it (``clock`` tells the time):
 
 - implicit: a request whose system instruction and leading contents (all but the last) were
   sent within ``implicit_ttl_s`` and hold at least ``cache_min_tokens`` reports the longest such
-  prefix as ``cachedContentTokenCount``;
+  prefix as ``cachedContentTokenCount``; ``implicit_enabled = False`` makes it miss every time
+  (Google does not promise a hit), as tests of the router's implicit-first policy need;
 - explicit: the ``cachedContents`` API (``POST .../cachedContents``, ``GET``/``DELETE
   .../cachedContents/{id}``; under ``cache_min_tokens`` a 400). A ``generateContent`` with
   ``cachedContent`` answers as if the cache's contents came first and reports its tokens as
@@ -144,6 +145,7 @@ class FakeGemini(FakeServer):
     clock: Callable[[], float] = time.monotonic
     cache_min_tokens: int = 1024
     implicit_ttl_s: float = 300.0
+    implicit_enabled: bool = True  # False: the implicit cache never hits
     implicit_cache: dict[str, float] = field(default_factory=dict)  # prefix key -> expiry
     cached_contents: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> cache
     caches_made: int = 0
@@ -263,7 +265,10 @@ class FakeGemini(FakeServer):
         self.cached_contents.clear()
 
     def implicit_hit(self, body: dict[str, Any]) -> int:
-        """The tokens of the longest prefix (system instruction, leading contents) sent recently."""
+        """The tokens of the longest prefix (system instruction, leading contents) sent recently;
+        0 with ``implicit_enabled`` off."""
+        if not self.implicit_enabled:
+            return 0
         now, hit = self.clock(), 0
         contents = body.get("contents") or []
         for k in range(len(contents)):
@@ -286,6 +291,7 @@ class FakeGemini(FakeServer):
         super().reset()
         self.canned.clear()
         self.implicit_cache.clear()
+        self.implicit_enabled = True
         self.cached_contents.clear()
         self.clock = time.monotonic
         self.caches_made = 0

@@ -10,10 +10,11 @@ Client disconnects (for the cancellation tests): ``event_interval_s`` paces stre
 before it (the client went away, or a cut); ``disconnected_before_answer`` counts requests whose
 client closed the connection during a fault's ``delay_s``, before any answer was sent.
 
-Prompt caching as OpenAI reports it: a prompt whose leading messages (with the tools and the
-``prompt_cache_key``) were sent within ``CACHE_TTL_S`` (by ``clock``) reports the longest such
-prefix as ``prompt_tokens_details.cached_tokens``, when it has at least 1024 tokens, rounded down
-to 1024 + a multiple of 128 (tokens here: JSON characters / 4, plus 4 per message).
+Prompt caching as OpenAI reports it: a prompt whose leading messages, or leading messages then
+a message's leading content parts (with the tools and the ``prompt_cache_key``), were sent within
+``CACHE_TTL_S`` (by ``clock``) reports the longest such prefix as
+``prompt_tokens_details.cached_tokens``, when it has at least 1024 tokens, rounded down to 1024 +
+a multiple of 128 (tokens here: JSON characters / 4, plus 4 per message).
 ``prefix_cache`` maps key -> expiry; ``reset`` empties it.
 """
 
@@ -184,9 +185,18 @@ class FakeOpenAI(FakeServer):
         head = [body.get("prompt_cache_key"), body.get("model"), body.get("tools")]
         total = len(json.dumps(body.get("tools"))) // 4 if body.get("tools") else 0
         now, matched, keys = self.clock(), 0, []
-        for i, message in enumerate(body["messages"]):
-            total += len(json.dumps(message.get("content"))) // 4 + 4
-            key = hashlib.sha256(json.dumps([head, body["messages"][: i + 1]], sort_keys=True).encode())
+        messages = body["messages"]
+        for i, message in enumerate(messages):
+            content = message.get("content")
+            for j in range(len(content) - 1 if isinstance(content, list) else 0):  # leading parts
+                key = hashlib.sha256(
+                    json.dumps([head, messages[:i], content[: j + 1]], sort_keys=True).encode()
+                )
+                keys.append(key.hexdigest())
+                if self.prefix_cache.get(keys[-1], 0.0) > now:
+                    matched = total + len(json.dumps(content[: j + 1])) // 4 + 4
+            total += len(json.dumps(content)) // 4 + 4
+            key = hashlib.sha256(json.dumps([head, messages[: i + 1]], sort_keys=True).encode())
             keys.append(key.hexdigest())
             if self.prefix_cache.get(keys[-1], 0.0) > now:
                 matched = total

@@ -15,7 +15,7 @@ import pytest
 from app.budget.pricing import TokenUsage
 from app.config import parse_config
 from app.observability.metrics import Metrics
-from app.routing.affinity import ANTHROPIC_CACHE_S, prefix_of
+from app.routing.affinity import ANTHROPIC_CACHE_S, IMPLICIT_CACHE_S, cache_lifetime_s, prefix_of
 from tests.fakes.backends import ScriptedBackend
 from tests.support.wiring import app_client, default_config, log_records, make_service, scripted_backends
 
@@ -58,8 +58,16 @@ class CachingBackend(ScriptedBackend):
         return usage
 
 
-def service_with(clock: Clock, ledger: Path | None = None, **routing: Any):
+def without_prompt_caching() -> dict[str, Any]:
+    """The default config with the router's prompt caching off on every provider."""
     raw = default_config().model_dump(mode="json")
+    for provider in raw["providers"].values():
+        provider["prompt_cache"] = False
+    return raw
+
+
+def service_with(clock: Clock, ledger: Path | None = None, raw: dict[str, Any] | None = None, **routing: Any):
+    raw = raw or default_config().model_dump(mode="json")
     raw["routing"].update(routing)
     if ledger is not None:
         raw["ledger"]["path"] = str(ledger)
@@ -82,6 +90,18 @@ def test_the_prefix_is_the_stable_part_known_by_its_hash_only() -> None:
     assert prefix_of(ask("Who pays?", document="A short note.")) is None  # too short to cache
     changed = prefix_of(ask("What is the notice period?", document=DOCUMENT + " amended"))
     assert changed is not None and changed.key != one.key
+
+
+def test_a_document_part_before_the_question_part_is_a_prefix_too() -> None:
+    def parts(document: str, question: str) -> dict[str, Any]:
+        content = [{"type": "text", "text": document}, {"type": "text", "text": question}]
+        return {"model": "auto", "messages": [{"role": "user", "content": content}]}
+
+    one, other = prefix_of(parts(DOCUMENT, "The notice period?")), prefix_of(parts(DOCUMENT, "Repairs?"))
+    assert one is not None and other is not None and one.key == other.key and one.tokens > 20_000
+    assert prefix_of(parts(DOCUMENT + " amended", "Repairs?")).key != one.key  # type: ignore[union-attr]
+    assert prefix_of(parts("A short note.", "Who pays?")) is None  # too short to cache
+    assert prefix_of(ask("The notice period?")).key != one.key  # type: ignore[union-attr]
 
 
 # --- affinity ---------------------------------------------------------------------------------------
@@ -117,6 +137,35 @@ async def test_affinity_lasts_as_long_as_the_provider_keeps_the_prefix() -> None
     clock.now += 2
     gone = await service.plan(ask("And the fees?"))
     assert gone.affinity is None and gone.primary.model != "claude-haiku"
+
+
+def test_affinity_follows_whether_the_provider_keeps_the_prefix() -> None:
+    on, off = default_config(), parse_config(without_prompt_caching())
+    ttl = on.providers["vertex_ai"].prompt_cache_ttl_s
+    lifetimes = {m: (cache_lifetime_s(on, m), cache_lifetime_s(off, m)) for m in on.models}
+    assert lifetimes["claude-haiku"] == (ANTHROPIC_CACHE_S, 0.0)  # no breakpoints: Anthropic caches nothing
+    assert lifetimes["gpt"] == (IMPLICIT_CACHE_S, IMPLICIT_CACHE_S)  # OpenAI's automatic cache
+    assert lifetimes["gemini-flash"] == (ttl, IMPLICIT_CACHE_S)  # context caches, else the implicit one
+    assert lifetimes["mistral-7b-instruct"] == (on.providers["self_hosted"].prompt_cache_ttl_s,) * 2  # vLLM
+    raw = default_config().model_dump(mode="json")
+    raw["providers"]["openai"].update(
+        kind="openai_compatible", base_url="https://llm.example/v1"
+    )  # caching unknown
+    assert cache_lifetime_s(parse_config(raw), "gpt") == 0.0
+
+
+@pytest.mark.parametrize(("model", "kept"), [("gemini-flash", True), ("gpt", True), ("claude-haiku", False)])
+async def test_with_the_routers_caching_off_affinity_stays_where_the_provider_caches_by_itself(
+    model: str, kept: bool
+) -> None:
+    clock = Clock()
+    service, _, _ = service_with(clock, raw=without_prompt_caching())
+    await service.complete(ask("Summarise it.", model=model), "r1")
+    clock.now += IMPLICIT_CACHE_S - 1
+    plan = await service.plan(ask("And the term?"))
+    assert (plan.affinity == model) is kept
+    clock.now += 2
+    assert (await service.plan(ask("And the fees?"))).affinity is None
 
 
 async def test_affinity_yields_where_the_cached_model_costs_more_than_the_choice_without() -> None:

@@ -102,6 +102,65 @@ def test_long_early_user_turns_are_marked_longest_first_never_the_last_turn() ->
     assert kwargs["system"] == "Short."
 
 
+def document_then_question(
+    shape: str, question: str = "What does clause 7 say?", doc: str = DOC
+) -> dict[str, Any]:
+    """The two shapes a client sends a document and its question in, besides the system prompt:
+    a document message then a question message ("turns"), or one message of two parts ("parts")."""
+    system = {"role": "system", "content": "Answer from the document."}
+    if shape == "turns":
+        return chat(system, {"role": "user", "content": doc}, {"role": "user", "content": question})
+    parts = [{"type": "text", "text": doc}, {"type": "text", "text": question}]
+    return chat(system, {"role": "user", "content": parts})
+
+
+@pytest.mark.parametrize("shape", ["turns", "parts"])
+def test_a_document_before_the_question_in_the_last_turn_is_marked(shape: str) -> None:
+    kwargs = to_anthropic(document_then_question(shape), max_output_tokens=100, cache_min_tokens=1024)
+    assert len(kwargs["messages"]) == 1 and len(kwargs["messages"][0]["content"]) == 2
+    assert marked(kwargs) == ["messages[0][0]"]  # the document, never the question
+    short = to_anthropic(
+        document_then_question(shape, doc="A short note."), max_output_tokens=100, cache_min_tokens=1024
+    )
+    assert marked(short) == []
+    above_the_prefix = to_anthropic(
+        document_then_question(shape), max_output_tokens=100, cache_min_tokens=8192
+    )
+    assert marked(above_the_prefix) == []
+
+
+def test_the_last_long_block_before_the_question_is_the_one_marked() -> None:
+    parts = [
+        {"type": "text", "text": "Two documents:"},
+        {"type": "text", "text": DOC},
+        {"type": "text", "text": OTHER_DOC},
+        {"type": "text", "text": "Compare them."},
+    ]
+    kwargs = to_anthropic(
+        chat({"role": "user", "content": parts}), max_output_tokens=100, cache_min_tokens=1024
+    )
+    assert marked(kwargs) == ["messages[0][2]"]  # the longest prefix: both documents
+
+
+def test_a_document_in_the_last_turn_counts_against_four_and_never_moves_the_clients() -> None:
+    client = {"type": "text", "text": DOC, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    earlier = [
+        {"role": r, "content": [dict(client)] if r == "user" else "ok"} for r in ("user", "assistant")
+    ] * 2
+    request = chat(
+        {"role": "system", "content": DOC},
+        *earlier,
+        {"role": "user", "content": [{"type": "text", "text": OTHER_DOC}, {"type": "text", "text": "Q"}]},
+        tools=[{**TOOL, "cache_control": EPHEMERAL}],
+    )
+    kwargs = to_anthropic(request, max_output_tokens=100, cache_min_tokens=1024)
+    assert marked(kwargs) == ["tools[0]", "system[0]", "messages[0][0]", "messages[2][0]"]
+    already = chat({"role": "user", "content": [dict(client), {"type": "text", "text": "Q"}]})
+    mine = to_anthropic(already, max_output_tokens=100, cache_min_tokens=1024)
+    assert mine["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    assert marked(mine) == ["messages[0][0]"]
+
+
 def test_never_more_than_four_and_the_clients_own_are_kept() -> None:
     docs = [
         {"role": role, "content": DOC if role == "user" else "ok"}
@@ -232,6 +291,27 @@ async def test_a_repeated_long_prompt_writes_then_reads_the_cache(
         assert_priced_right(usage)
     cheaper = Pricer({"claude": SPEC}).usage_cost("claude", second)
     assert cheaper < Pricer({"claude": SPEC}).usage_cost("claude", first)
+
+
+@on_module_loop
+@pytest.mark.parametrize("shape", ["turns", "parts"])
+async def test_a_document_before_the_question_is_written_then_read(
+    backend: AnthropicBackend, fake: FakeAnthropic, shape: str
+) -> None:
+    first = (await backend.complete(document_then_question(shape)))["usage"]
+    second = (await backend.complete(document_then_question(shape, "And clause 9?")))["usage"]
+    streamed = await collect_usage(backend.stream(document_then_question(shape, "And clause 11?")))
+    written = first["prompt_tokens_details"]["cache_write_tokens"]
+    assert written > 1024 and first["prompt_tokens_details"]["cached_tokens"] == 0
+    assert second["prompt_tokens_details"] == {"cached_tokens": written, "cache_write_tokens": 0}
+    assert streamed["prompt_tokens_details"] == {"cached_tokens": written, "cache_write_tokens": 0}
+    sent = fake.requests[0].body["messages"]
+    assert sent[0]["content"][0] == {"type": "text", "text": DOC, "cache_control": EPHEMERAL}
+    assert "cache_control" not in sent[0]["content"][1]
+    for usage in (first, second, streamed):
+        assert_priced_right(usage)
+    pricer = Pricer({"claude": SPEC})
+    assert pricer.usage_cost("claude", second) < pricer.usage_cost("claude", first)
 
 
 @on_module_loop

@@ -1,6 +1,8 @@
-"""Vertex AI Gemini prompt caching: implicit cache hits reported and priced, explicit context
-caches created on a prefix's second sighting and used after, and a cache gone never failing a
-request. Through the real google-genai SDK against ``FakeGemini`` on loopback."""
+"""Vertex AI Gemini prompt caching, implicit first: implicit cache hits reported and priced and
+never followed by an explicit context cache; a prefix the implicit cache missed on a repeat gets
+one on its next sighting, used after; a cache gone never failing a request. Through the real
+google-genai SDK against ``FakeGemini`` on loopback (``implicit_enabled = False`` makes its
+implicit cache miss)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import pytest_asyncio
 from genai_prices import Usage, calc_price
 from google.oauth2.credentials import Credentials
 
-from app.backends.gemini_cache import ContextCaches, split
+from app.backends.gemini_cache import ContextCaches, implicit_hit, split
 from app.backends.gemini_client import GeminiBackend
 from app.backends.gemini_translate import to_gemini_request
 from app.budget.pricing import Pricer
@@ -81,6 +83,47 @@ def test_a_prefix_counts_as_seen_again_within_the_ttl_only() -> None:
     assert caches.live("k") is not None
     now[0] += TTL_S - 10  # within the safety margin of its end: not used any more
     assert caches.live("k") is None
+
+
+def usage(prompt: int, cached: int) -> dict[str, Any]:
+    return {"prompt_tokens": prompt, "prompt_tokens_details": {"cached_tokens": cached}}
+
+
+def test_an_implicit_hit_is_half_the_prefix_or_more_by_its_share_of_the_prompt() -> None:
+    found = split(to_gemini_request(chat("Q")), MODEL, 2048)
+    assert found is not None and 0.99 < found.share < 1
+    assert implicit_hit(found, usage(1_000, 900)) and implicit_hit(found, usage(1_000, 500))
+    assert not implicit_hit(found, usage(1_000, 400)) and not implicit_hit(found, usage(1_000, 0))
+
+
+def test_only_an_implicit_miss_on_a_repeat_calls_for_a_context_cache() -> None:
+    now = [0.0]
+    caches = ContextCaches(TTL_S, clock=lambda: now[0])
+    found = split(to_gemini_request(chat("Q")), MODEL, 2048)
+    assert found is not None
+    key, miss, hit = found.key, usage(3_000, 0), usage(3_000, 2_900)
+    caches.record_implicit(found, miss, caches.seen_again(key))  # a first sighting: says nothing
+    assert not caches.should_create(key)
+    caches.record_implicit(found, hit, caches.seen_again(key))  # the implicit cache read it
+    assert not caches.should_create(key)
+    caches.record_implicit(found, miss, caches.seen_again(key))  # a repeat it missed
+    assert caches.should_create(key)
+    caches.record_implicit(found, hit, caches.seen_again(key))  # hit again: no cache after all
+    assert not caches.should_create(key)
+    caches.record_implicit(found, miss, caches.seen_again(key))
+    now[0] += TTL_S + 1
+    assert not caches.seen_again(key) and not caches.should_create(key)  # a long gap starts afresh
+    caches.record_implicit(found, miss, caches.seen_again(key))
+    caches.add(key, "projects/p/locations/l/cachedContents/1", 100)
+    assert not caches.should_create(key)  # the miss is spent on the cache
+    caches.record_implicit(found, miss, caches.seen_again(key))
+    caches.failed(key)  # a creation failed: not again within the TTL
+    caches.record_implicit(found, miss, caches.seen_again(key))
+    assert not caches.should_create(key)
+    now[0] += TTL_S - 1
+    caches.record_implicit(found, miss, caches.seen_again(key))
+    now[0] += 2
+    assert caches.should_create(key)
 
 
 # --- through the SDK and the fake -----------------------------------------------------------
@@ -175,30 +218,44 @@ async def test_implicit_cache_hits_are_reported_and_priced(fake: FakeGemini) -> 
 
 
 @on_module_loop
-async def test_a_context_cache_is_made_on_the_second_sighting_and_used_on_the_third(
+async def test_implicit_hits_never_make_a_context_cache(backend: GeminiBackend, fake: FakeGemini) -> None:
+    answers = [await backend.complete(chat(f"What does clause {n} say?")) for n in range(1, 5)]
+    _, streamed = await stream_usage(backend.stream(chat("And clause 11?")))
+    assert cache_creations(fake) == 0 and all("cachedContent" not in c for c in generate_calls(fake))
+    for answer in answers[1:]:
+        assert answer["usage"]["prompt_tokens_details"]["cached_tokens"] > 1024
+    assert streamed["prompt_tokens_details"]["cached_tokens"] > 1024
+
+
+@on_module_loop
+async def test_an_implicit_miss_on_a_repeat_makes_a_context_cache_on_the_next_sighting(
     backend: GeminiBackend, fake: FakeGemini
 ) -> None:
-    answers = [await backend.complete(chat(f"What does clause {n} say?")) for n in (1, 2, 3)]
-    first, second, third = (a["usage"] for a in answers)
+    fake.implicit_enabled = False
+    answers = [await backend.complete(chat(f"What does clause {n} say?")) for n in (1, 2, 3, 4)]
+    first, second, third, fourth = (a["usage"] for a in answers)
     calls = generate_calls(fake)
     assert cache_creations(fake) == 1
-    assert "cachedContent" not in calls[0] and calls[0]["systemInstruction"]
-    for call in calls[1:]:
+    for call in calls[:2]:  # a first sighting, then a repeat the implicit cache missed: sent whole
+        assert "cachedContent" not in call and call["systemInstruction"]
+    for call in calls[2:]:
         assert call["cachedContent"].endswith("/cachedContents/1") and "systemInstruction" not in call
         assert len(call["contents"]) == 1  # only what follows the cached prefix
-    assert_conforms(answers[1], "CreateChatCompletionResponse")  # the extra usage fields included
-    made = second["prompt_tokens_details"]
+    assert first["prompt_tokens_details"]["cached_tokens"] == 0
+    assert second["prompt_tokens_details"]["cached_tokens"] == 0
+    assert_conforms(answers[2], "CreateChatCompletionResponse")  # the extra usage fields included
+    made = third["prompt_tokens_details"]
     assert made["cache_write_tokens"] == made["cached_tokens"] > 1024
     assert made["cache_storage_token_hours"] == pytest.approx(made["cache_write_tokens"] * TTL_S / 3600)
-    assert third["prompt_tokens_details"]["cached_tokens"] == made["cached_tokens"]
-    assert "cache_write_tokens" not in third["prompt_tokens_details"]
+    assert fourth["prompt_tokens_details"]["cached_tokens"] == made["cached_tokens"]
+    assert "cache_write_tokens" not in fourth["prompt_tokens_details"]
     assert [a["choices"][0]["message"]["content"] for a in answers] == [
-        f"Echo: What does clause {n} say?" for n in (1, 2, 3)
+        f"Echo: What does clause {n} say?" for n in (1, 2, 3, 4)
     ]
-    for usage in (first, second, third):
+    for usage in (first, second, third, fourth):
         assert_priced_right(usage)
     storage = Decimal(made["cache_write_tokens"]) * Decimal(TTL_S) / 3600 * FLASH_STORAGE / 1_000_000
-    assert Pricer({"gemini": SPEC}).usage_cost("gemini", second) > storage > 0  # the ledger's cost has it
+    assert Pricer({"gemini": SPEC}).usage_cost("gemini", third) > storage > 0  # the ledger's cost has it
 
 
 @on_module_loop
@@ -206,40 +263,48 @@ async def test_a_context_cache_is_made_on_the_second_sighting_and_used_on_the_th
 async def test_a_cache_gone_still_answers_and_is_made_again(
     backend: GeminiBackend, fake: FakeGemini, end: str
 ) -> None:
-    for n in (1, 2):
+    fake.implicit_enabled = False
+    for n in (1, 2, 3):
         await backend.complete(chat(f"Q{n}"))
+    assert cache_creations(fake) == 1
     getattr(fake, end)()
-    answer = await backend.complete(chat("Q3"))
-    assert answer["choices"][0]["message"]["content"] == "Echo: Q3"
-    # sent whole, without the cache (implicit caching may still hit)
-    assert "cache_write_tokens" not in answer["usage"]["prompt_tokens_details"]
-    third = generate_calls(fake)[2:]
-    assert "cachedContent" in third[0] and "cachedContent" not in third[1]
-    fourth = await backend.complete(chat("Q4"))
-    assert cache_creations(fake) == 2 and fourth["usage"]["prompt_tokens_details"]["cache_write_tokens"] > 0
+    answer = await backend.complete(chat("Q4"))
+    assert answer["choices"][0]["message"]["content"] == "Echo: Q4"
+    assert "cache_write_tokens" not in answer["usage"]["prompt_tokens_details"]  # sent whole
+    fourth = generate_calls(fake)[3:]
+    assert "cachedContent" in fourth[0] and "cachedContent" not in fourth[1]
+    fifth = await backend.complete(chat("Q5"))  # Q4, sent whole, missed the implicit cache too
+    assert cache_creations(fake) == 2 and fifth["usage"]["prompt_tokens_details"]["cache_write_tokens"] > 0
     assert generate_calls(fake)[-1]["cachedContent"].endswith("/cachedContents/2")
 
 
 @on_module_loop
-async def test_streams_use_the_cache_report_its_charges_and_survive_its_end(
+async def test_a_streamed_answer_records_the_implicit_outcome_and_streams_use_the_cache(
     backend: GeminiBackend, fake: FakeGemini
 ) -> None:
-    await stream_usage(backend.stream(chat("Q1")))
-    text, made = await stream_usage(backend.stream(chat("Q2")))
-    assert text == "Echo: Q2" and made["prompt_tokens_details"]["cache_write_tokens"] > 1024
+    fake.implicit_enabled = False
+    for n in (1, 2):  # the usage chunk of the second tells the implicit cache missed
+        _, plain = await stream_usage(backend.stream(chat(f"Q{n}")))
+        assert plain["prompt_tokens_details"]["cached_tokens"] == 0
+    text, made = await stream_usage(backend.stream(chat("Q3")))
+    assert text == "Echo: Q3" and made["prompt_tokens_details"]["cache_write_tokens"] > 1024
     assert made["prompt_tokens_details"]["cache_storage_token_hours"] > 0
+    assert cache_creations(fake) == 1 and generate_calls(fake)[-1]["cachedContent"]
     assert_priced_right(made)
     fake.delete_caches()
-    text, after = await stream_usage(backend.stream(chat("Q3")))
-    assert text == "Echo: Q3" and "cache_write_tokens" not in after["prompt_tokens_details"]
+    text, after = await stream_usage(backend.stream(chat("Q4")))
+    assert text == "Echo: Q4" and "cache_write_tokens" not in after["prompt_tokens_details"]
     assert "cachedContent" in generate_calls(fake)[-2] and "cachedContent" not in generate_calls(fake)[-1]
+    _, again = await stream_usage(backend.stream(chat("Q5")))  # Q4's stream, whole, missed too
+    assert again["prompt_tokens_details"]["cache_write_tokens"] > 1024 and cache_creations(fake) == 2
 
 
 @on_module_loop
 async def test_switched_off_makes_no_context_cache(fake: FakeGemini) -> None:
+    fake.implicit_enabled = False
     backend = make(fake, prompt_cache=False)
     try:
-        for n in range(3):
+        for n in range(4):
             await backend.complete(chat(f"Q{n}"))
     finally:
         await backend.aclose()
@@ -247,13 +312,14 @@ async def test_switched_off_makes_no_context_cache(fake: FakeGemini) -> None:
 
 
 @on_module_loop
-async def test_a_failed_creation_leaves_the_request_uncached(
+async def test_a_failed_creation_leaves_the_request_uncached_and_is_not_retried_at_once(
     backend: GeminiBackend, fake: FakeGemini
 ) -> None:
+    fake.implicit_enabled = False
     fake.cache_min_tokens = 10**9  # the API refuses the cache (400)
     try:
-        answers = [await backend.complete(chat(f"Q{n}")) for n in (1, 2)]
+        answers = [await backend.complete(chat(f"Q{n}")) for n in (1, 2, 3, 4)]
     finally:
         fake.cache_min_tokens = 1024
-    assert [a["choices"][0]["message"]["content"] for a in answers] == ["Echo: Q1", "Echo: Q2"]
+    assert [a["choices"][0]["message"]["content"] for a in answers] == [f"Echo: Q{n}" for n in (1, 2, 3, 4)]
     assert cache_creations(fake) == 1 and all("cachedContent" not in c for c in generate_calls(fake))

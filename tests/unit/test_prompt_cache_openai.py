@@ -63,6 +63,28 @@ def test_leading_long_turns_are_part_of_the_prefix_and_short_ones_end_it() -> No
     assert cache_key(chat("Be terse.", OTHER_DOC, "Read.", "Question one?"), 1024) != with_doc
 
 
+def parts(document: str, question: str) -> dict[str, Any]:
+    """One user message of two parts, the document then the question."""
+    content = [{"type": "text", "text": document}, {"type": "text", "text": question}]
+    return {
+        "model": MODEL,
+        "messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": content}],
+    }
+
+
+def test_a_document_part_before_the_question_part_gets_a_key() -> None:
+    first = cache_key(parts(DOC, "What does clause 7 say?"), 1024)
+    assert first is not None and re.fullmatch(r"hr-[0-9a-f]{32}", first)
+    assert cache_key(parts(DOC, "And clause 9?"), 1024) == first
+    assert cache_key(parts(OTHER_DOC, "And clause 9?"), 1024) not in (None, first)
+    assert cache_key(parts("A short note.", "Q"), 1024) is None  # a short prefix: no key
+    alone = {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "text", "text": DOC}]}]}
+    assert cache_key(alone, 1024) is None  # a message's last part is its question, never the prefix
+    after_a_short_turn = chat("Be terse.", "Hi", "Hello.")
+    after_a_short_turn["messages"].append(parts(DOC, "Q")["messages"][1])
+    assert cache_key(after_a_short_turn, 1024) is None  # the prefix ended at the short turn
+
+
 def test_short_prefixes_get_no_key() -> None:
     assert cache_key(chat("Be terse.", "Hi"), 1024) is None
     assert cache_key(chat("Be terse.", DOC), 1024) is None  # the last message is never the prefix
@@ -142,6 +164,17 @@ async def test_streams_report_cached_tokens(backend: OpenAIBackend, fake: FakeOp
     assert all(r.body["prompt_cache_key"].startswith("hr-") for r in fake.requests)
     for usage in (first, second):
         assert_priced_right(usage)
+
+
+@on_module_loop
+async def test_a_document_part_reads_the_cache_with_the_derived_key(
+    backend: OpenAIBackend, fake: FakeOpenAI
+) -> None:
+    await backend.complete(parts(DOC, "What does clause 7 say?"))
+    second = (await backend.complete(parts(DOC, "And clause 9?")))["usage"]
+    assert second["prompt_tokens_details"]["cached_tokens"] >= 1024
+    assert {r.body["prompt_cache_key"] for r in fake.requests} == {cache_key(parts(DOC, "x"), 1024)}
+    assert_priced_right(second)
 
 
 @on_module_loop
