@@ -34,7 +34,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 from app.budget.pricing import Pricer
 from app.config import parse_config
 from deployments.configs.profiles import local_env
+from tests.fakes.serve import start_process
 
 STRATEGY = "auto:rules"
 QUESTION = [{"role": "user", "content": "Tell me a story about a lighthouse."}]
@@ -68,19 +68,6 @@ GOAL_FULLY_USED = 0.90
 
 
 # --- setup -----------------------------------------------------------------------------------
-def start_fake() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.serve", "openai", "--no-auth"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline() if proc.stdout else ""
-    if not line.startswith("READY "):
-        raise RuntimeError(f"the fake did not start: {line!r}")
-    return proc, line.split()[1]
-
-
 def router_config(fake_url: str, spill: bool, demo_dir: Path) -> dict:
     config = yaml.safe_load((ROOT / "deployments/configs/router.yaml").read_text())
     config["providers"]["fake_cloud"] = {"kind": "openai_compatible", "base_url": f"{fake_url}/v1"}
@@ -487,7 +474,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8125)
     args = parser.parse_args()
     os.chdir(ROOT)
-    fake, fake_url = start_fake()
+    fake, fake_url = start_process("openai")
     state_dir = tempfile.mkdtemp(prefix="hr-burst-")
     runs: list[Run] = []
     try:

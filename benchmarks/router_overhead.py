@@ -42,6 +42,7 @@ import yaml
 from _results import figure, save_plot, table, write_section
 
 from deployments.configs.profiles import HAPROXY_MODE, serve_env_file
+from tests.fakes.serve import start_process
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGES = [{"role": "user", "content": "What is Kubernetes? Answer in one sentence."}]
@@ -53,19 +54,6 @@ SERVE_MODES = {
     "haproxy+throughput": SHIPPED,
 }
 DEFAULT_SETUP = "router haproxy+throughput in_process"  # what `make run` and the RayService use
-
-
-def start_fake() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.serve", "openai", "--no-auth"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline() if proc.stdout else ""
-    if not line.startswith("READY "):
-        raise RuntimeError(f"the fake did not start: {line!r}")
-    return proc, line.split()[1]
 
 
 def router_config(fake_url: str, placement: str) -> dict:
@@ -441,7 +429,7 @@ def main() -> None:
     if args.child:
         return child(args)
 
-    fake, fake_url = start_fake()
+    fake, fake_url = start_process("openai")
     litellm_proc = None
     try:
         litellm = None

@@ -9,13 +9,30 @@ from __future__ import annotations
 import argparse
 import importlib
 import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 FAKES = {
     "openai": "tests.fakes.openai_server:FakeOpenAI",
     "anthropic": "tests.fakes.anthropic_server:FakeAnthropic",
     "gemini": "tests.fakes.gemini_server:FakeGemini",
 }
+
+
+def start_process(provider: str = "openai") -> tuple[subprocess.Popen[str], str]:
+    """The fake in its own process, accepting requests without a key; (process, its URL)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.serve", provider, "--no-auth"],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline() if proc.stdout else ""
+    if not line.startswith("READY "):
+        raise RuntimeError(f"the fake did not start: {line!r}")
+    return proc, line.split()[1]
 
 
 def main() -> None:
