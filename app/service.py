@@ -40,7 +40,7 @@ from app.observability.recorder import Outcome, Recorder
 from app.openai_wire import requested_max_tokens
 from app.resilience.breaker import STATE_VALUES, BreakerBoard
 from app.resilience.executor import Attempt, Executor, T
-from app.routing.affinity import Prefix, PrefixAffinity, prefix_of
+from app.routing.affinity import Prefix, PrefixAffinity, prefix_of, shared_for
 from app.routing.analysis import Analyzer, Features, instruction_text
 from app.routing.catalog import Catalog
 from app.routing.planner import Planner, Preferred, RoutePlan, Target, always_available
@@ -71,6 +71,7 @@ class RouterService:
         feedback: FeedbackService | None = None,
         pools: Mapping[str, str] | None = None,
         load_probe: LoadProbe | None = None,
+        affinity: PrefixAffinity | None = None,
     ) -> None:
         """``pools`` maps self-hosted models to the engine deployment serving them (models sharing
         one count their requests in flight together); ``load_probe`` reads the engines' own load."""
@@ -99,7 +100,7 @@ class RouterService:
         self.quota = Quota(config.auth, self.budgets.ledger)
         self.cache = cache or ResponseCache(store_for(config.cache), config.cache.ttl_s)
         self.breakers = BreakerBoard(config.circuit_breaker, clock)
-        self.affinity = PrefixAffinity(config, clock)
+        self.affinity = affinity or PrefixAffinity(config, clock, shared_for(config))
         self.executor = Executor(
             self.catalog, self.breakers, config.resilience, clock=clock, sleep=sleep, metrics=self.metrics
         )
@@ -155,7 +156,12 @@ class RouterService:
             task.cancel()
         closers = [b.aclose() for b in self.backends.values() if hasattr(b, "aclose")]
         await asyncio.gather(
-            *closers, self.budgets.close(), self.cache.close(), self.feedback.close(), return_exceptions=True
+            *closers,
+            self.budgets.close(),
+            self.cache.close(),
+            self.feedback.close(),
+            self.affinity.close(),
+            return_exceptions=True,
         )
 
     def _backend(self, model: str) -> TrackedBackend:
@@ -253,14 +259,14 @@ class RouterService:
             plan = self.planner.plan_explicit(name, features, availability)
         else:
             latency = self._latency_check(features, name, dry_run)
-            preferred = self._preferred(prefix, features) if prefix is not None else None
+            preferred = await self._preferred(prefix, features) if prefix is not None else None
             plan = self.planner.plan(features, name, availability, latency, preferred)
         return replace(plan, prefix=prefix)
 
-    def _preferred(self, prefix: Prefix, features: Features) -> Preferred | None:
+    async def _preferred(self, prefix: Prefix, features: Features) -> Preferred | None:
         """Cache affinity: the model that recently answered this prefix, worth it over another
         model when reading the prefix from its cache costs no more than the other without one."""
-        seen = self.affinity.recall(prefix)
+        seen = await self.affinity.recall(prefix)
         if seen is None:
             return None
         pricer, cached = self.catalog.pricer, min(prefix.tokens, features.tokens)

@@ -15,9 +15,18 @@ import pytest
 from app.budget.pricing import TokenUsage
 from app.config import parse_config
 from app.observability.metrics import Metrics
-from app.routing.affinity import ANTHROPIC_CACHE_S, IMPLICIT_CACHE_S, cache_lifetime_s, prefix_of
+from app.routing.affinity import (
+    ANTHROPIC_CACHE_S,
+    IMPLICIT_CACHE_S,
+    PrefixAffinity,
+    SharedPrefixes,
+    cache_lifetime_s,
+    prefix_of,
+    shared_for,
+)
 from tests.fakes.backends import ScriptedBackend
 from tests.support.wiring import app_client, default_config, log_records, make_service, scripted_backends
+from tests.unit.redis_fixture import redis_url, unique_prefix  # noqa: F401
 
 DOCUMENT = "clause " * 60_000  # ~105K characters of contract: a long stable prefix
 
@@ -66,7 +75,13 @@ def without_prompt_caching() -> dict[str, Any]:
     return raw
 
 
-def service_with(clock: Clock, ledger: Path | None = None, raw: dict[str, Any] | None = None, **routing: Any):
+def service_with(
+    clock: Clock,
+    ledger: Path | None = None,
+    raw: dict[str, Any] | None = None,
+    shared: SharedPrefixes | None = None,
+    **routing: Any,
+):
     raw = raw or default_config().model_dump(mode="json")
     raw["routing"].update(routing)
     if ledger is not None:
@@ -76,7 +91,8 @@ def service_with(clock: Clock, ledger: Path | None = None, raw: dict[str, Any] |
     for name in ("claude-haiku", "gemini-flash", "gpt"):
         backends[name] = CachingBackend(name)
     metrics = Metrics(prometheus_client.CollectorRegistry())
-    return make_service(config, backends, clock=clock, metrics=metrics), backends, metrics
+    affinity = PrefixAffinity(config, clock, shared)
+    return make_service(config, backends, clock=clock, metrics=metrics, affinity=affinity), backends, metrics
 
 
 # --- the prefix -------------------------------------------------------------------------------------
@@ -262,3 +278,48 @@ def test_cache_use_reaches_headers_ledger_budget_view_log_and_metrics(tmp_path: 
     assert metrics.sample("router_prompt_cache_saved_usd_total", model="claude-haiku") == pytest.approx(
         float(plain - actual)
     )
+
+
+# --- shared between replicas ------------------------------------------------------------------------
+
+
+async def test_replicas_sharing_redis_send_a_prefix_back_to_the_model_another_replica_used(
+    redis_url: str,  # noqa: F811
+) -> None:
+    key_prefix = unique_prefix("affinity") + ":"
+    one, _, _ = service_with(Clock(), shared=SharedPrefixes(redis_url, prefix=key_prefix))
+    other, _, _ = service_with(Clock(), shared=SharedPrefixes(redis_url, prefix=key_prefix))
+    try:
+        await one.complete(ask("Summarise it.", model="claude-haiku"), "r1")
+        await one.affinity.settled()
+        plan = await other.plan(ask("What is the notice period?"))
+        assert plan.affinity == "claude-haiku"
+        assert plan.primary.reason.startswith("cache affinity: its ~")
+    finally:
+        await one.close()
+        await other.close()
+
+
+async def test_a_redis_that_fails_is_a_miss_logged_once_never_an_error() -> None:
+    shared = SharedPrefixes("redis://127.0.0.1:1/0", timeout_s=0.05)  # nothing listens there
+    service, _, _ = service_with(Clock(), shared=shared)
+    with log_records() as records:
+        await service.complete(ask("Summarise it.", model="claude-haiku"), "r1")
+        await service.affinity.settled()
+        fresh = await service.plan(ask("Another question.", document=DOCUMENT + " v2"))
+        again = await service.plan(ask("And another.", document=DOCUMENT + " v3"))
+    assert fresh.affinity is None and again.affinity is None
+    assert (await service.plan(ask("The notice period?"))).affinity == "claude-haiku"  # still known here
+    errors = [r for r in records if r.get("event") == "affinity_store_error"]
+    assert len(errors) == 1 and "redis://" not in str(errors)
+    await service.close()
+
+
+def test_replicas_share_prefixes_through_the_routers_redis_when_it_has_one() -> None:
+    config = default_config()
+    assert shared_for(config, env={}) is None
+    raw = config.model_dump(mode="json")
+    raw["ledger"]["backend"] = "redis"
+    with_redis = parse_config(raw)
+    assert isinstance(shared_for(with_redis, env={"REDIS_URL": "redis://127.0.0.1:6379/0"}), SharedPrefixes)
+    assert shared_for(with_redis, env={}) is None
