@@ -673,8 +673,9 @@ def to_close(key: str, sweep: Sweep, res: dict[str, dict]) -> str:
 TO_CLOSE = {
     "cost": (
         "Self-hosted capacity for long prompts (a long-context model on GPUs with the memory for "
-        "its KV cache), or fewer prompt tokens to the cloud (provider context caching of shared "
-        "documents, retrieval instead of whole documents); or the seed's short prompts."
+        "its KV cache), or fewer prompt tokens to the cloud (provider prompt caching of repeated "
+        "documents, which the router does: see 'Prompt caching: document reuse'; retrieval instead of "
+        "whole documents); or the seed's short prompts."
     ),
     "latency_catalog": (
         "A larger share on self-hosted models: prompts over the self-hosted windows stay on the "
