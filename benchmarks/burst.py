@@ -4,7 +4,9 @@ Method. One real Ray Serve cluster on this machine runs the router (the default 
 local profile): the self-hosted models on the real CPU engine (the tiny demo model; it generates
 one answer at a time, so its capacity is one request in flight), and the cheap cloud tier
 (``gemini-flash``, ``claude-haiku``, priced as the catalog prices them) bound to ``tests/fakes``'
-OpenAI-compatible server in its own process, which answers at once. The same ramp runs twice, on
+OpenAI-compatible server in its own process, which starts answering after ``CLOUD_FIRST_TOKEN_S``
+(a cheap cloud model's typical first token; the fake's ``delay`` marker in the prompt) and then
+sends its few tokens at once. The same ramp runs twice, on
 a fresh app each time: spill-over on, and off (``load.spill.rules.enabled: false``).
 
 The ramp. First the engine's own service time ``S`` is measured (sequential requests, unloaded);
@@ -55,7 +57,14 @@ from deployments.configs.profiles import local_env
 from tests.fakes.serve import start_process
 
 STRATEGY = "auto:rules"
-QUESTION = [{"role": "user", "content": "Tell me a story about a lighthouse."}]
+CLOUD_FIRST_TOKEN_S = 0.5
+# The marker makes only the fake cloud wait before its first byte; the CPU engine reads it as text.
+QUESTION = [
+    {
+        "role": "user",
+        "content": f"Tell me a story about a lighthouse. [[fault@fake-openai:delay={CLOUD_FIRST_TOKEN_S}]]",
+    }
+]
 MAX_TOKENS = 128
 NEED_MS = 2_000
 RAMP = (0.5, 1, 2, 4, 4, 2, 1, 0.5)  # offered load, in multiples of the engine's capacity
@@ -356,7 +365,9 @@ def report(runs: list[Run], service_s: float, self_hosted: set[str], phase_s: fl
     lines = [
         "Method: `benchmarks/burst.py` (docstring). The real Serve app on one 2-core machine: the CPU "
         "engine (demo model, one generation at a time: capacity 1) and the cheap cloud tier on a fake "
-        f"that answers at once. Open-loop Poisson arrivals ramp through {RAMP} times the engine's capacity "
+        f"whose first token comes after {CLOUD_FIRST_TOKEN_S:g} s (a cheap cloud model's typical first "
+        "token), the rest at once. "
+        f"Open-loop Poisson arrivals ramp through {RAMP} times the engine's capacity "
         f"(its unloaded service time S = {service_s:.2f} s for {MAX_TOKENS} tokens), {phase_s:g} s per step; "
         f"each request streams through `{STRATEGY}` needing its first token within {need_s:g} s "
         f"(`max_latency_ms`). Spill cool-down {COOL_DOWN_S:g} s, band 0.2.",
