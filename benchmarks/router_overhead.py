@@ -41,10 +41,12 @@ import litellm_proxy
 import yaml
 from _results import figure, save_plot, table, write_section
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `tests.fakes` lives at the repo root
+
 from deployments.configs.profiles import HAPROXY_MODE, serve_env_file
 from tests.fakes.serve import start_process
 
-ROOT = Path(__file__).resolve().parents[1]
 MESSAGES = [{"role": "user", "content": "What is Kubernetes? Answer in one sentence."}]
 SHIPPED = serve_env_file()  # what `make run`, the tests and the RayService start Ray with
 COMMON = {k: v for k, v in SHIPPED.items() if k not in HAPROXY_MODE}  # e.g. the malloc arenas
@@ -425,7 +427,6 @@ def main() -> None:
     if args.quick:
         args.requests, args.rounds = 40, 1
     os.chdir(ROOT)
-    sys.path.insert(0, str(ROOT))
     if args.child:
         return child(args)
 
