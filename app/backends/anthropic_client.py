@@ -93,9 +93,7 @@ class AnthropicBackend:
         self.provider = provider
         self.client = client or AnthropicClient(provider, api_key=api_key or "")
         # Breakpoints on prefixes at least this long (estimated tokens); None: caching is off.
-        self.cache_min_tokens = (
-            prompt_cache.min_tokens(spec, provider) if prompt_cache.enabled(spec, provider) else None
-        )
+        self.cache_min_tokens = prompt_cache.threshold(spec, provider)
 
     def unavailable_reason(self) -> str | None:
         return None

@@ -178,9 +178,7 @@ class GeminiBackend:
             provider, project=project, location=location, credentials=credentials
         )
         # Context caches (implicit first) for prefixes this long (estimated tokens); None: off.
-        self.cache_min_tokens = (
-            prompt_cache.min_tokens(spec, provider) if prompt_cache.enabled(spec, provider) else None
-        )
+        self.cache_min_tokens = prompt_cache.threshold(spec, provider)
 
     def unavailable_reason(self) -> str | None:
         return self.client.auth_problem

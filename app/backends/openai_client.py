@@ -73,8 +73,7 @@ class OpenAIBackend:
         self.client = client or OpenAIClient(provider, api_key=api_key)
         # A derived prompt_cache_key for prefixes this long, on OpenAI's own API only (what an
         # OpenAI-compatible server does with the field is its own business); None: off.
-        on = self.native and prompt_cache.enabled(spec, provider)
-        self.cache_min_tokens = prompt_cache.min_tokens(spec, provider) if on else None
+        self.cache_min_tokens = prompt_cache.threshold(spec, provider) if self.native else None
 
     def unavailable_reason(self) -> str | None:
         return None

@@ -54,6 +54,11 @@ def min_tokens(spec: ModelSpec, provider: ProviderSpec) -> int:
     return 1_024
 
 
+def threshold(spec: ModelSpec, provider: ProviderSpec) -> int | None:
+    """The shortest prefix to cache for this model (``min_tokens``), or None with caching off."""
+    return min_tokens(spec, provider) if enabled(spec, provider) else None
+
+
 def estimate_tokens(value: Any) -> int:
     """A cheap estimate of the tokens in a JSON-like value: text characters / 4, media flat."""
     return _chars(value) // CHARS_PER_TOKEN

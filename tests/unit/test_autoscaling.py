@@ -44,7 +44,8 @@ def test_generated_gke_config_carries_the_chosen_autoscaling(generated):
     for _model, deployment in found:
         autoscaling = deployment["autoscaling_config"]
         assert {k: autoscaling[k] for k in CHOSEN} == CHOSEN
-        assert 1 <= autoscaling["target_ongoing_requests"] < deployment["max_ongoing_requests"]
+        # a replica accepts past its target (and queues there) rather than refusing at it
+        assert autoscaling["target_ongoing_requests"] < deployment["max_ongoing_requests"]
 
 
 def test_replicas_leave_only_after_traffic_has_returned(generated):
