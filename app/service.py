@@ -258,25 +258,25 @@ class RouterService:
         if kind == "model":
             plan = self.planner.plan_explicit(name, features, availability)
         else:
-            latency = self._latency_check(features, name, dry_run)
-            preferred = await self._preferred(prefix, features) if prefix is not None else None
+            output = self.load.expected_output(features.max_tokens, features.task)
+            latency = self._latency_check(features, name, output, dry_run)
+            preferred = await self._preferred(prefix, features, output) if prefix is not None else None
             plan = self.planner.plan(features, name, availability, latency, preferred)
         return replace(plan, prefix=prefix)
 
-    async def _preferred(self, prefix: Prefix, features: Features) -> Preferred | None:
+    async def _preferred(self, prefix: Prefix, features: Features, output: float) -> Preferred | None:
         """Cache affinity: the model that recently answered this prefix, worth it over another
         model when reading the prefix from its cache costs no more than the other without one."""
         seen = await self.affinity.recall(prefix)
         if seen is None:
             return None
         pricer, cached = self.catalog.pricer, min(prefix.tokens, features.tokens)
-        output = int(self.load.expected_output(features.max_tokens, features.task))
+        with_cache = TokenUsage(
+            input_tokens=features.tokens, cache_read_tokens=cached, output_tokens=int(output)
+        )
+        without = TokenUsage(input_tokens=features.tokens, output_tokens=int(output))
 
         def worth(other: str) -> bool:
-            with_cache = TokenUsage(
-                input_tokens=features.tokens, cache_read_tokens=cached, output_tokens=output
-            )
-            without = TokenUsage(input_tokens=features.tokens, output_tokens=output)
             return pricer.cost(seen.model, with_cache) <= pricer.cost(other, without)
 
         age = self.load.clock() - seen.at
@@ -284,10 +284,10 @@ class RouterService:
         return Preferred(seen.model, why, worth)
 
     def _latency_check(
-        self, features: Features, strategy: str, dry_run: bool
+        self, features: Features, strategy: str, output: float, dry_run: bool
     ) -> Callable[[str], str | None] | None:
-        """Spill-over for this request: why a candidate would miss its latency need now."""
-        output = self.load.expected_output(features.max_tokens, features.task)
+        """Spill-over for this request (``output``: its expected answer tokens): why a candidate
+        would miss its latency need now."""
         need = self.load.need(
             strategy,
             features.latency_ms,
