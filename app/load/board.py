@@ -69,7 +69,9 @@ class LoadBoard:
         return max(self._local.get(pool, 0), reported.in_flight if reported else 0)
 
     def capacity(self, model: str) -> int:
-        pool = self.pools[model]
+        return self._capacity(self.pools[model])
+
+    def _capacity(self, pool: str) -> int:
         reported = self._fresh(pool)
         return max(1, reported.capacity if reported else self.configured.get(pool, 1))
 
@@ -80,7 +82,7 @@ class LoadBoard:
             out[pool] = {
                 "in_flight_here": self._local.get(pool, 0),
                 "in_flight_reported": reported.in_flight if reported else None,
-                "capacity": reported.capacity if reported else self.configured[pool],
+                "capacity": self._capacity(pool),
                 "replicas": reported.replicas if reported else None,
                 "reported": reported is not None,
             }

@@ -137,7 +137,6 @@ class LoadMonitor:
                 entry["load"] = {
                     "pool": pool,
                     "in_flight": self.board.in_flight(model),
-                    "capacity": self.board.capacity(model),
                     "queued": estimate.queued,
                     "spilling": self.guard.spilling(model),
                     **pools[pool],
